@@ -1,0 +1,121 @@
+"""Test fixtures: a real Redis started for the run (on a free port) and flushed per test.
+
+Set TOKENWARDEN_TEST_REDIS_URL to use a Redis you run yourself instead (it is flushed!).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from worker.bootstrap import App
+from worker.config import Settings
+from worker.crypto.sealing import generate_master_key
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO.parent / "shared" / "fixtures" / "apple-server-token"
+#: A moment at which the real Apple fixture token is still valid (it expires 2026-01-17T11:02:21Z).
+FIXTURE_NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory):
+    if url := os.environ.get("TOKENWARDEN_TEST_REDIS_URL"):
+        yield url
+        return
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.exit("redis-server is not installed; run `make test`, which installs it", 3)
+    port = _free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                pytest.exit(f"redis-server did not start on port {port}", 3)
+            time.sleep(0.05)
+    client.close()
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_client(redis_url):
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock():
+    return Clock(FIXTURE_NOW)
+
+
+@pytest.fixture
+def settings(redis_url, tmp_path):
+    return Settings(
+        redis_url=redis_url, data_dir=tmp_path / "var", master_key=generate_master_key()
+    )
+
+
+@pytest.fixture
+def app(settings, redis_client, clock):
+    application = App(settings, clock=clock)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def fixture_files():
+    if not FIXTURES.is_dir():
+        pytest.fail(f"the Apple fixture is missing at {FIXTURES}")
+    return FIXTURES

@@ -1,0 +1,67 @@
+"""The one place that wires settings, Redis, the keyring and the store together.
+
+Nothing is connected at import time; tests build an App with their own Redis URL and clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+
+import redis
+
+from worker.config import Settings
+from worker.crypto.masterkey import load_keyring
+from worker.crypto.sealing import Keyring
+from worker.store.redis_store import RedisStore
+from worker.timefmt import utc_now
+
+#: Seconds to wait for Redis to accept a connection before saying it is unreachable.
+REDIS_CONNECT_TIMEOUT = 5.0
+
+#: Seconds to wait for one Redis answer.
+REDIS_SOCKET_TIMEOUT = 30.0
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class App:
+    settings: Settings
+    clock: Callable[[], datetime] = utc_now
+    _keyring: Keyring | None = field(default=None, repr=False)
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis_client(self.settings)
+
+    @cached_property
+    def store(self) -> RedisStore:
+        return RedisStore(self.redis, self.keyring)
+
+    def keyring(self) -> Keyring:
+        """Loaded on first use, so commands that touch no secret never create a key file."""
+        if self._keyring is None:
+            self._keyring = load_keyring(self.settings)
+        return self._keyring
+
+    def reload_keyring(self) -> Keyring:
+        self._keyring = None
+        return self.keyring()
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def close(self) -> None:
+        if "redis" in self.__dict__:
+            self.redis.close()

@@ -1,0 +1,96 @@
+"""`tokenwarden keys ...`: the certificate to upload to ASM/ABM, and key rotation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from worker import registry
+from worker.bootstrap import App
+from worker.cli.output import note, org_option, pass_app
+from worker.crypto.keys import format_fingerprint
+from worker.errors import InvalidInput
+from worker.records import KeyPair
+
+
+@click.group("keys")
+def group() -> None:
+    """Server key pairs and the certificates uploaded to Apple."""
+
+
+format_option = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pem", "der"]),
+    default="pem",
+    show_default=True,
+    help="Certificate encoding.",
+)
+output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write the certificate to this file instead of stdout.",
+)
+
+
+@group.command("export")
+@click.argument("name")
+@org_option
+@format_option
+@output_option
+@pass_app
+def export(app: App, name: str, org: str | None, fmt: str, output: str | None) -> None:
+    """Write the certificate to upload for server NAME (the staged one, if a rotation waits)."""
+    server = registry.resolve_server(app.store, name, org)
+    pair = registry.certificate_to_upload(app.store, server)
+    write_certificate(pair, fmt, output)
+    if pair.state == "staged":
+        note("this is the staged key's certificate: upload it, then install the token you download")
+
+
+@group.command("rotate")
+@click.argument("name")
+@org_option
+@format_option
+@output_option
+@pass_app
+def rotate(app: App, name: str, org: str | None, fmt: str, output: str | None) -> None:
+    """Stage a new key pair for NAME; it becomes current when a token made for it is installed."""
+    server = registry.resolve_server(app.store, name, org)
+    pair, discarded = registry.rotate_key(app.store, server, now=app.now())
+    if discarded is not None:
+        note(f"discarded the key staged on {discarded.created_at:%Y-%m-%d}, never used")
+    note(
+        f"staged a new key pair for {server.name!r}: SHA-256 {format_fingerprint(pair.fingerprint)}"
+    )
+    write_certificate(pair, fmt, output)
+    note(
+        "upload this certificate for the server in ASM/ABM, download a new token and install it; "
+        "until then the current key and token stay in use"
+    )
+
+
+def write_certificate(pair: KeyPair, fmt: str, output: str | None) -> None:
+    cert = x509.load_pem_x509_certificate(pair.cert_pem.encode())
+    encoding = serialization.Encoding.DER if fmt == "der" else serialization.Encoding.PEM
+    data = cert.public_bytes(encoding)
+    if output is None:
+        stdout = click.get_binary_stream("stdout")
+        if fmt == "der" and stdout.isatty():
+            raise InvalidInput("DER is binary; give -o FILE to write it")
+        stdout.write(data)
+        stdout.flush()
+        return
+    path = Path(output)
+    try:
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path} ({exc.strerror})") from None
+    note(f"wrote {path}")

@@ -1,0 +1,84 @@
+"""Settings, read once from the environment at start-up into a frozen object.
+
+REDIS_URL                  state and broker           default redis://127.0.0.1:6379/0
+TOKENWARDEN_DATA_DIR       local files (master.key)   default ./var
+TOKENWARDEN_MASTER_KEY     encryption at rest: keys separated by commas, the primary first;
+                           when unset, <data dir>/master.key is used (created on first use)
+TOKENWARDEN_LOG_LEVEL      debug, info, warning, error          default info
+TOKENWARDEN_LOG_FORMAT     json, console or auto (console on a terminal)   default auto
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from worker.errors import ConfigError
+
+#: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Local state (the master key file, the dev Redis's AOF) when TOKENWARDEN_DATA_DIR is unset.
+DEFAULT_DATA_DIR = "./var"
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("auto", "json", "console")
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = DEFAULT_REDIS_URL
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    master_key: str | None = field(default=None, repr=False)
+    log_level: str = "info"
+    log_format: str = "auto"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
+        if urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+            raise ConfigError(
+                f"REDIS_URL {redact_url(redis_url)!r} is not a redis://, rediss:// or unix:// URL"
+            )
+        log_level = env.get("TOKENWARDEN_LOG_LEVEL", "info").strip().lower() or "info"
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(
+                f"TOKENWARDEN_LOG_LEVEL {log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+        log_format = env.get("TOKENWARDEN_LOG_FORMAT", "auto").strip().lower() or "auto"
+        if log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"TOKENWARDEN_LOG_FORMAT {log_format!r} is not one of {', '.join(LOG_FORMATS)}"
+            )
+        data_dir = Path(env.get("TOKENWARDEN_DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
+        return cls(
+            redis_url=redis_url,
+            data_dir=data_dir.expanduser().absolute(),
+            master_key=env.get("TOKENWARDEN_MASTER_KEY", "").strip() or None,
+            log_level=log_level,
+            log_format=log_format,
+        )
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "master.key"
+
+    @property
+    def redis_url_display(self) -> str:
+        return redact_url(self.redis_url)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

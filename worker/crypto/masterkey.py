@@ -1,0 +1,71 @@
+"""Where the master keys come from: TOKENWARDEN_MASTER_KEY, or a key file made on first use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import structlog
+
+from worker.config import Settings
+from worker.crypto.sealing import Keyring, generate_master_key
+from worker.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+_FILE_HEADER = (
+    "# tokenwarden master keys: the first line seals, the others only open.\n"
+    "# Losing this file loses every stored private key and token. Back it up apart from Redis.\n"
+)
+
+
+def load_keyring(settings: Settings) -> Keyring:
+    if settings.master_key:
+        return Keyring.from_text(settings.master_key, where="TOKENWARDEN_MASTER_KEY")
+    path = settings.master_key_file
+    if not path.exists():
+        _create_key_file(path, [generate_master_key()])
+        log.warning(
+            "master_key_created",
+            path=str(path),
+            advice="set TOKENWARDEN_MASTER_KEY in production and keep it apart from Redis backups",
+        )
+    return Keyring.from_text(_read_key_file(path), where=str(path))
+
+
+def write_key_file(path: Path, keys: list[str]) -> None:
+    """Replace the key file atomically (write a new file, then rename over the old one)."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.unlink(missing_ok=True)
+    _create_key_file(temporary, keys)
+    os.replace(temporary, path)
+
+
+def _create_key_file(path: Path, keys: list[str]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return  # another process made it first; theirs is the one to use
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the master key file {path} ({exc.strerror}); make "
+            "TOKENWARDEN_DATA_DIR writable or set TOKENWARDEN_MASTER_KEY"
+        ) from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_FILE_HEADER + "".join(f"{key}\n" for key in keys))
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _read_key_file(path: Path) -> str:
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the master key file {path} ({exc.strerror})") from None
+    if mode & 0o077:
+        log.warning(
+            "master_key_file_readable_by_others", path=str(path), advice=f"chmod 600 {path}"
+        )
+    return text

@@ -1,0 +1,111 @@
+"""The decrypted server token: a MIME text part whose body wraps the OAuth credentials in JSON.
+
+    -----BEGIN MESSAGE-----
+    {"consumer_key": ..., "consumer_secret": ..., "access_token": ..., "access_secret": ...,
+     "access_token_expiry": "2026-01-17T11:02:21Z"}
+    -----END MESSAGE-----
+
+All four credentials are secrets: they live in `SecretStr` so no repr, log line or validation
+error can show them.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import hashlib
+import json
+from datetime import UTC, datetime
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr, ValidationError
+
+from worker.errors import InvalidTokenPayload
+
+_BEGIN = "-----BEGIN MESSAGE-----"
+_END = "-----END MESSAGE-----"
+
+CREDENTIAL_FIELDS = ("consumer_key", "consumer_secret", "access_token", "access_secret")
+
+
+class TokenCredentials(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", str_strip_whitespace=True, hide_input_in_errors=True
+    )
+
+    consumer_key: SecretStr
+    consumer_secret: SecretStr
+    access_token: SecretStr
+    access_secret: SecretStr
+    access_token_expiry: AwareDatetime
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.access_token_expiry.astimezone(UTC)
+
+    @property
+    def consumer_id(self) -> str:
+        """A stable, non-secret id of the consumer key (which is itself a secret)."""
+        return _digest("consumer", self.consumer_key.get_secret_value())
+
+    @property
+    def fingerprint(self) -> str:
+        """A stable, non-secret id of this exact token, to recognise a re-install."""
+        return _digest(
+            "token", self.consumer_key.get_secret_value(), self.access_token.get_secret_value()
+        )
+
+    def secret_json(self) -> bytes:
+        """The credentials as JSON bytes, for sealing only."""
+        return json.dumps(
+            {f: getattr(self, f).get_secret_value() for f in CREDENTIAL_FIELDS},
+            separators=(",", ":"),
+        ).encode()
+
+
+def _digest(purpose: str, *parts: str) -> str:
+    material = "\0".join(("tokenwarden", purpose, *parts)).encode()
+    return hashlib.sha256(material).hexdigest()[:32]
+
+
+def parse_token_payload(mime_part: bytes, *, source: str) -> TokenCredentials:
+    """From the decrypted MIME part to validated credentials, or an error naming the problem."""
+    text = _message_body(mime_part)
+    start, end = text.find(_BEGIN), text.find(_END)
+    if start < 0 or end < start:
+        raise InvalidTokenPayload(
+            f"{source} decrypted, but holds no -----BEGIN MESSAGE----- block; "
+            "it is not a server token"
+        )
+    try:
+        document = json.loads(text[start + len(_BEGIN) : end])
+    except json.JSONDecodeError as exc:
+        raise InvalidTokenPayload(
+            f"{source} decrypted, but its message is not JSON (line {exc.lineno}, column "
+            f"{exc.colno}); download the server token again"
+        ) from None
+    if not isinstance(document, dict):
+        raise InvalidTokenPayload(f"{source} decrypted, but its message is not a JSON object")
+    try:
+        return TokenCredentials.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidTokenPayload(f"{source} decrypted, but {_first_problem(exc)}") from None
+
+
+def _message_body(mime_part: bytes) -> str:
+    # Apple's part is 7bit text/plain, so the block is visible as it is; a part sent with a
+    # transfer encoding is decoded by the email parser first.
+    if _BEGIN.encode() in mime_part:
+        return mime_part.decode("utf-8", errors="replace")
+    message = email.message_from_bytes(mime_part, policy=email.policy.compat32)
+    body = message.get_payload(decode=True)
+    return (body if isinstance(body, bytes) else mime_part).decode("utf-8", errors="replace")
+
+
+def _first_problem(exc: ValidationError) -> str:
+    error = exc.errors(include_input=False, include_url=False)[0]
+    field = ".".join(str(part) for part in error["loc"]) or "the token"
+    if error["type"] == "missing":
+        return f"its JSON has no {field!r} field; download the server token again"
+    if field == "access_token_expiry":
+        return f"its 'access_token_expiry' is not an RFC 3339 time with an offset ({error['msg']})"
+    return f"its {field!r} field is unusable ({error['msg']})"

@@ -1,0 +1,133 @@
+"""Encryption at rest: every private key and token credential is sealed before it reaches Redis.
+
+AES-256-GCM under a master key, with the record's Redis key and field as associated data, so a
+sealed value copied into another record does not open. A sealed value names the master key that
+sealed it (`tw1:<key id>:<base64>`), which is what lets a new master key be added while values
+sealed under the old one stay readable until they are re-sealed.
+
+The keyring holds the primary key (seals everything new) and older keys (open only).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from worker.errors import ConfigError, SecretsError
+
+#: Prefix of every sealed value; the number is the format version.
+SEALED_PREFIX = "tw1"
+
+#: Master keys are 32 random bytes (AES-256), written as URL-safe base64.
+MASTER_KEY_BYTES = 32
+
+#: GCM nonce length in bytes (random per value; 2**32 values per key stay far below the bound).
+NONCE_BYTES = 12
+
+
+def generate_master_key() -> str:
+    """A new master key in the text form TOKENWARDEN_MASTER_KEY and master.key take."""
+    return base64.urlsafe_b64encode(os.urandom(MASTER_KEY_BYTES)).decode().rstrip("=")
+
+
+def _b64decode(text: str) -> bytes:
+    padded = text + "=" * (-len(text) % 4)
+    return base64.urlsafe_b64decode(padded.encode("ascii"))
+
+
+@dataclass(frozen=True, repr=False)
+class MasterKey:
+    key_id: str
+    _secret: bytes
+
+    @classmethod
+    def from_text(cls, text: str, *, where: str) -> MasterKey:
+        try:
+            secret = _b64decode(text.strip())
+        except (binascii.Error, ValueError, UnicodeEncodeError):
+            secret = b""
+        if len(secret) != MASTER_KEY_BYTES:
+            raise ConfigError(
+                f"a master key in {where} is not {MASTER_KEY_BYTES} bytes of URL-safe base64; "
+                "make one with `tokenwarden secrets generate-key`"
+            )
+        digest = hashlib.sha256(b"tokenwarden master key id\0" + secret).hexdigest()
+        return cls(key_id=digest[:8], _secret=secret)
+
+    def __repr__(self) -> str:  # never show the key itself
+        return f"MasterKey(key_id={self.key_id!r})"
+
+
+class Keyring:
+    """The primary master key and the older ones still accepted for opening."""
+
+    def __init__(self, keys: Iterable[MasterKey]):
+        ordered = list(keys)
+        if not ordered:
+            raise ConfigError("no master key configured")
+        self.primary = ordered[0]
+        self._by_id = {}
+        for key in ordered:
+            self._by_id.setdefault(key.key_id, key)
+
+    @classmethod
+    def from_text(cls, text: str, *, where: str) -> Keyring:
+        """Keys separated by commas or newlines, primary first; `#` starts a comment line."""
+        parts = []
+        for line in text.splitlines():
+            if line.strip().startswith("#"):
+                continue
+            parts.extend(
+                MasterKey.from_text(item, where=where) for item in line.split(",") if item.strip()
+            )
+        if not parts:
+            raise ConfigError(f"{where} holds no master key")
+        return cls(parts)
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def seal(self, plaintext: bytes, context: str) -> str:
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = AESGCM(self.primary._secret).encrypt(nonce, plaintext, context.encode())
+        body = base64.b64encode(nonce + sealed).decode("ascii")
+        return f"{SEALED_PREFIX}:{self.primary.key_id}:{body}"
+
+    def open(self, sealed: str, context: str) -> bytes:
+        key_id, body = self._split(sealed)
+        key = self._by_id.get(key_id)
+        if key is None:
+            raise SecretsError(
+                f"a stored secret was sealed with master key {key_id}, which is not configured "
+                f"(configured: {', '.join(self.key_ids)}); add that key to TOKENWARDEN_MASTER_KEY "
+                "after the primary one"
+            )
+        raw = base64.b64decode(body)
+        nonce, ciphertext = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
+        try:
+            return AESGCM(key._secret).decrypt(nonce, ciphertext, context.encode())
+        except InvalidTag:
+            raise SecretsError(
+                f"a stored secret ({context}) failed its integrity check: it was altered "
+                "or moved; restore it from a backup"
+            ) from None
+
+    def needs_reseal(self, sealed: str) -> bool:
+        key_id, _ = self._split(sealed)
+        return key_id != self.primary.key_id
+
+    @staticmethod
+    def _split(sealed: str) -> tuple[str, str]:
+        prefix, _, rest = sealed.partition(":")
+        key_id, _, body = rest.partition(":")
+        if prefix != SEALED_PREFIX or not key_id or not body:
+            raise SecretsError("a stored secret is not in tokenwarden's sealed format")
+        return key_id, body

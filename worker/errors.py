@@ -1,0 +1,105 @@
+"""Every error tokenwarden raises on purpose, under one root.
+
+    TokenwardenError                 anything tokenwarden reports to a user (exit code 1)
+    ├── ConfigError                  the environment or a setting is wrong
+    ├── StoreUnavailable             Redis cannot be reached (exit code 3)
+    ├── SecretsError                 a sealed value cannot be opened (wrong master key)
+    ├── NotFound                     a named thing does not exist
+    ├── Conflict                     the request clashes with what is stored
+    │   ├── DuplicateServer
+    │   ├── StaleToken               an older token than the installed one
+    │   └── ConsumerKeyChanged       a token from another ASM/ABM server entry
+    └── InvalidInput                 the user gave something unusable
+        ├── InvalidServerName
+        ├── InvalidTime
+        ├── InvalidKeyMaterial       certificate or private key unreadable or mismatched
+        └── TokenFileError           a server token file that cannot be used
+            ├── WrongRecipient       encrypted to a certificate this server does not hold
+            ├── UnsupportedCipher
+            ├── InvalidTokenPayload  the decrypted JSON is wrong
+            └── TokenExpired
+
+Messages are written for the person at the terminal: what was wrong, with which file or name,
+and what to do. They never contain secrets.
+"""
+
+from __future__ import annotations
+
+
+class TokenwardenError(Exception):
+    """Root of every error tokenwarden raises on purpose."""
+
+    #: Process exit code when this error ends a CLI command.
+    exit_code = 1
+
+
+class ConfigError(TokenwardenError):
+    """The environment or a setting is unusable."""
+
+    exit_code = 2
+
+
+class StoreUnavailable(TokenwardenError):
+    """Redis cannot be reached or answered with an error."""
+
+    exit_code = 3
+
+
+class SecretsError(TokenwardenError):
+    """A sealed value cannot be opened with the configured master keys."""
+
+
+class NotFound(TokenwardenError):
+    """A named server, key or token does not exist."""
+
+
+class Conflict(TokenwardenError):
+    """The request clashes with what is stored."""
+
+
+class DuplicateServer(Conflict):
+    pass
+
+
+class StaleToken(Conflict):
+    pass
+
+
+class ConsumerKeyChanged(Conflict):
+    pass
+
+
+class InvalidInput(TokenwardenError):
+    """The user gave something tokenwarden cannot use."""
+
+
+class InvalidServerName(InvalidInput):
+    pass
+
+
+class InvalidTime(InvalidInput):
+    pass
+
+
+class InvalidKeyMaterial(InvalidInput):
+    pass
+
+
+class TokenFileError(InvalidInput):
+    """A server token file cannot be read, decrypted or understood."""
+
+
+class WrongRecipient(TokenFileError):
+    pass
+
+
+class UnsupportedCipher(TokenFileError):
+    pass
+
+
+class InvalidTokenPayload(TokenFileError):
+    pass
+
+
+class TokenExpired(TokenFileError):
+    pass

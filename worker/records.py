@@ -1,0 +1,177 @@
+"""What the store keeps, as plain frozen records, and how each maps to a Redis hash.
+
+Times are stored as integer milliseconds since the epoch (compact, and they sort); secrets never
+appear in these records: they are sealed in their own hash fields and opened only on demand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from worker.timefmt import format_rfc3339
+
+KEY_STAGED, KEY_CURRENT, KEY_RETIRED = "staged", "current", "retired"
+TOKEN_CURRENT, TOKEN_SUPERSEDED = "current", "superseded"
+
+
+def to_ms(moment: datetime) -> int:
+    return round(moment.timestamp() * 1000)
+
+
+def from_ms(value: str | int | None) -> datetime | None:
+    if value in (None, ""):
+        return None
+    return datetime.fromtimestamp(int(value) / 1000, UTC)
+
+
+def _opt(value: str | None) -> str | None:
+    return value or None
+
+
+@dataclass(frozen=True)
+class Server:
+    id: str
+    name: str
+    org: str
+    created_at: datetime
+    current_key_id: str | None = None
+    staged_key_id: str | None = None
+    token_id: str | None = None
+
+    def to_hash(self) -> dict[str, str | int]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "org": self.org,
+            "created_at": to_ms(self.created_at),
+            "current_key": self.current_key_id or "",
+            "staged_key": self.staged_key_id or "",
+            "token": self.token_id or "",
+        }
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Server:
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            org=data.get("org", ""),
+            created_at=from_ms(data["created_at"]),
+            current_key_id=_opt(data.get("current_key")),
+            staged_key_id=_opt(data.get("staged_key")),
+            token_id=_opt(data.get("token")),
+        )
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A key pair's public facts; its private key stays sealed in the store."""
+
+    id: str
+    server_id: str
+    state: str
+    fingerprint: str
+    serial_number: str
+    not_after: datetime
+    created_at: datetime
+    cert_pem: str
+    promoted_at: datetime | None = None
+    retired_at: datetime | None = None
+
+    def to_hash(self) -> dict[str, str | int]:
+        return {
+            "id": self.id,
+            "server_id": self.server_id,
+            "state": self.state,
+            "fingerprint": self.fingerprint,
+            "serial": self.serial_number,
+            "not_after": to_ms(self.not_after),
+            "created_at": to_ms(self.created_at),
+            "cert": self.cert_pem,
+            "promoted_at": to_ms(self.promoted_at) if self.promoted_at else "",
+            "retired_at": to_ms(self.retired_at) if self.retired_at else "",
+        }
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> KeyPair:
+        return cls(
+            id=data["id"],
+            server_id=data["server_id"],
+            state=data["state"],
+            fingerprint=data["fingerprint"],
+            serial_number=data.get("serial", ""),
+            not_after=from_ms(data["not_after"]),
+            created_at=from_ms(data["created_at"]),
+            cert_pem=data["cert"],
+            promoted_at=from_ms(data.get("promoted_at")),
+            retired_at=from_ms(data.get("retired_at")),
+        )
+
+    def describe(self) -> dict[str, str | None]:
+        return {
+            "id": self.id,
+            "state": self.state,
+            "fingerprint_sha256": self.fingerprint,
+            "serial": self.serial_number,
+            "created_at": format_rfc3339(self.created_at),
+            "certificate_not_after": format_rfc3339(self.not_after),
+            "promoted_at": format_rfc3339(self.promoted_at) if self.promoted_at else None,
+            "retired_at": format_rfc3339(self.retired_at) if self.retired_at else None,
+        }
+
+
+@dataclass(frozen=True)
+class Token:
+    """An installed server token's public facts; its four credentials stay sealed."""
+
+    id: str
+    server_id: str
+    consumer_id: str
+    fingerprint: str
+    downloaded_by: str
+    downloaded_at: datetime
+    expires_at: datetime
+    installed_at: datetime
+    key_id: str
+    status: str = TOKEN_CURRENT
+    superseded_at: datetime | None = None
+    superseded_by: str | None = None
+
+    def to_hash(self) -> dict[str, str | int]:
+        return {
+            "id": self.id,
+            "server_id": self.server_id,
+            "consumer_id": self.consumer_id,
+            "fingerprint": self.fingerprint,
+            "downloaded_by": self.downloaded_by,
+            "downloaded_at": to_ms(self.downloaded_at),
+            "expires_at": to_ms(self.expires_at),
+            "installed_at": to_ms(self.installed_at),
+            "key_id": self.key_id,
+            "status": self.status,
+            "superseded_at": to_ms(self.superseded_at) if self.superseded_at else "",
+            "superseded_by": self.superseded_by or "",
+        }
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Token:
+        return cls(
+            id=data["id"],
+            server_id=data["server_id"],
+            consumer_id=data["consumer_id"],
+            fingerprint=data["fingerprint"],
+            downloaded_by=data["downloaded_by"],
+            downloaded_at=from_ms(data["downloaded_at"]),
+            expires_at=from_ms(data["expires_at"]),
+            installed_at=from_ms(data["installed_at"]),
+            key_id=data["key_id"],
+            status=data.get("status", TOKEN_CURRENT),
+            superseded_at=from_ms(data.get("superseded_at")),
+            superseded_by=_opt(data.get("superseded_by")),
+        )
+
+    def status_at(self, now: datetime) -> str:
+        """`current`, `expired` (current but past its limit) or `superseded`."""
+        if self.status == TOKEN_CURRENT and now >= self.expires_at:
+            return "expired"
+        return self.status

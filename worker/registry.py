@@ -1,0 +1,267 @@
+"""The operations on servers, key pairs and tokens that the CLI (and later the actors) call.
+
+Each takes the store and `now`, combines the pure rules and the crypto, and leaves the Redis
+writes to the store. Nothing here reads the clock or the environment.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import PurePath
+
+from worker.crypto.keys import KeyMaterial, generate_key_material, import_key_material
+from worker.crypto.payload import parse_token_payload
+from worker.crypto.smime import decrypt_envelope, describe_mismatch, read_envelope
+from worker.errors import InvalidInput, NotFound
+from worker.names import clean_label, clean_server_name, clean_user, name_key
+from worker.records import KEY_CURRENT, KEY_STAGED, KeyPair, Server, Token
+from worker.rules.install import InstallOutcome, NewToken, decide_install
+from worker.store.redis_store import ConcurrentChange, RedisStore
+from worker.timefmt import format_rfc3339
+
+#: Times a write that lost a race is decided again on fresh state before giving up.
+WRITE_ATTEMPTS = 5
+
+# `<ServerName>_Token_<YYYY-MM-DDTHH-MM-SSZ>_smime.p7m`, as the portal names a download.
+_DOWNLOAD_NAME = re.compile(
+    r"^(?P<server>.+)_Token_(?P<date>\d{4}-\d{2}-\d{2})T(?P<h>\d{2})-(?P<m>\d{2})-(?P<s>\d{2})Z"
+    r"_smime\.p7m$"
+)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+# ---- servers ---------------------------------------------------------------------------------
+
+
+def resolve_server(store: RedisStore, name: str, org: str | None = None) -> Server:
+    """The server with this name (and organization, when several share the name)."""
+    matches = store.servers_named(name)
+    if org is not None:
+        matches = [s for s in matches if name_key(s.org) == name_key(org)]
+    if not matches:
+        where = f" in organization {org!r}" if org else ""
+        raise NotFound(
+            f"no server named {name.strip()!r}{where}; `tokenwarden servers list` shows them"
+        )
+    if len(matches) > 1:
+        orgs = ", ".join(repr(s.org) for s in matches)
+        raise InvalidInput(
+            f"several servers are named {name.strip()!r} (organizations {orgs}); add --org"
+        )
+    return matches[0]
+
+
+def add_server(
+    store: RedisStore,
+    raw_name: str,
+    *,
+    org: str | None,
+    now: datetime,
+    cert: tuple[bytes, str] | None = None,
+    key: tuple[bytes, str] | None = None,
+) -> tuple[Server, KeyPair]:
+    """Register a server with a generated key pair, or with the vendor's (cert, key) files."""
+    name = clean_server_name(raw_name)
+    organization = clean_label(org, what="organization")
+    if (cert is None) != (key is None):
+        raise InvalidInput("give both --cert and --key, or neither to generate a key pair")
+    if cert is not None and key is not None:
+        material = import_key_material(cert[0], key[0], cert_source=cert[1], key_source=key[1])
+    else:
+        material = generate_key_material(f"tokenwarden {name}", now)
+    server = Server(id=new_id("srv"), name=name, org=organization, created_at=now)
+    pair = _key_pair(server.id, material, KEY_CURRENT, now)
+    server = Server(**{**server.__dict__, "current_key_id": pair.id})
+    store.add_server(server, pair, material)
+    return server, pair
+
+
+def _key_pair(server_id: str, material: KeyMaterial, state: str, now: datetime) -> KeyPair:
+    cert = material.certificate
+    return KeyPair(
+        id=new_id("key"),
+        server_id=server_id,
+        state=state,
+        fingerprint=material.fingerprint,
+        serial_number=f"{cert.serial_number:X}",
+        not_after=cert.not_valid_after_utc,
+        created_at=now,
+        cert_pem=material.cert_pem.decode("ascii"),
+        promoted_at=now if state == KEY_CURRENT else None,
+    )
+
+
+# ---- keys ------------------------------------------------------------------------------------
+
+
+def rotate_key(
+    store: RedisStore, server: Server, *, now: datetime
+) -> tuple[KeyPair, KeyPair | None]:
+    """Stage a new key pair; it becomes current once a token encrypted to it is installed.
+
+    Returns the staged key and the previously staged one it discarded, if any.
+    """
+    material = generate_key_material(f"tokenwarden {server.name}", now)
+    pair = _key_pair(server.id, material, KEY_STAGED, now)
+    discarded = store.stage_key(server, pair, material)
+    return pair, discarded
+
+
+def certificate_to_upload(store: RedisStore, server: Server) -> KeyPair:
+    """The staged key's certificate if one is waiting, else the current one."""
+    key_id = server.staged_key_id or server.current_key_id
+    pair = store.get_key(key_id) if key_id else None
+    if pair is None:
+        raise NotFound(f"server {server.name!r} has no key pair; remove and add it again")
+    return pair
+
+
+# ---- tokens ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    server: Server
+    token: Token
+    outcome: InstallOutcome
+    promoted_key: KeyPair | None = None
+    superseded: Token | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def download_time_from_file_name(file_name: str) -> datetime | None:
+    """The portal names a download after the moment it was made; use it when it is there."""
+    match = _DOWNLOAD_NAME.match(PurePath(file_name).name)
+    if match is None:
+        return None
+    from worker.timefmt import parse_rfc3339
+
+    stamp = f"{match['date']}T{match['h']}:{match['m']}:{match['s']}Z"
+    try:
+        return parse_rfc3339(stamp)
+    except InvalidInput:
+        return None
+
+
+def install_token(
+    store: RedisStore,
+    server_name: str,
+    data: bytes,
+    *,
+    source: str,
+    downloaded_by: str,
+    now: datetime,
+    org: str | None = None,
+    downloaded_at: datetime | None = None,
+    allow_consumer_change: bool = False,
+) -> InstallResult:
+    user = clean_user(downloaded_by)
+    envelope = read_envelope(data, source=source)
+    if downloaded_at is None:
+        downloaded_at = download_time_from_file_name(source) or now
+    for _ in range(WRITE_ATTEMPTS):
+        server = resolve_server(store, server_name, org)
+        candidates = [
+            pair
+            for pair in (
+                store.get_key(i) for i in (server.staged_key_id, server.current_key_id) if i
+            )
+            if pair is not None
+        ]
+        materials = [(pair, store.open_key_material(pair)) for pair in candidates]
+        chosen = next(((p, m) for p, m in materials if envelope.is_for(m.certificate)), None)
+        if chosen is None:
+            raise describe_mismatch(
+                envelope, source, [(p.state, m.certificate) for p, m in materials]
+            )
+        pair, material = chosen
+        credentials = parse_token_payload(
+            decrypt_envelope(envelope, material.certificate, material.private_key, source=source),
+            source=source,
+        )
+        installed = store.get_token(server.token_id) if server.token_id else None
+        new = NewToken(
+            consumer_id=credentials.consumer_id,
+            fingerprint=credentials.fingerprint,
+            expires_at=credentials.expires_at,
+            downloaded_at=downloaded_at,
+        )
+        outcome = decide_install(
+            new, installed, now=now, allow_consumer_change=allow_consumer_change, source=source
+        )
+        if outcome is InstallOutcome.ALREADY_INSTALLED:
+            return InstallResult(server=server, token=installed, outcome=outcome)
+        token = Token(
+            id=new_id("tok"),
+            server_id=server.id,
+            consumer_id=credentials.consumer_id,
+            fingerprint=credentials.fingerprint,
+            downloaded_by=user,
+            downloaded_at=downloaded_at,
+            expires_at=credentials.expires_at,
+            installed_at=now,
+            key_id=pair.id,
+        )
+        promote = pair.id if pair.state == KEY_STAGED else None
+        try:
+            store.install_token(
+                server,
+                token,
+                credentials.secret_json(),
+                replaces=installed.id if installed else None,
+                promote_key=promote,
+                now=now,
+            )
+        except ConcurrentChange:
+            continue
+        return InstallResult(
+            server=store.get_server(server.id) or server,
+            token=token,
+            outcome=outcome,
+            promoted_key=store.get_key(promote) if promote else None,
+            superseded=installed,
+            warnings=_file_name_warnings(source, server),
+        )
+    raise ConcurrentChange(
+        f"server {server_name!r} kept changing while the token was being installed; try again"
+    )
+
+
+def _file_name_warnings(source: str, server: Server) -> tuple[str, ...]:
+    match = _DOWNLOAD_NAME.match(PurePath(source).name)
+    if match and name_key(match["server"]) != name_key(server.name):
+        return (
+            f"the file name says it was downloaded for server {match['server']!r}, "
+            f"but it was installed for {server.name!r}, whose key opened it",
+        )
+    return ()
+
+
+def describe_token(token: Token, server: Server | None, now: datetime) -> dict[str, object]:
+    """The public facts of a token, as `tokens list --json` shows them."""
+    return {
+        "server": server.name if server else None,
+        "org": server.org if server else None,
+        "token_id": token.id,
+        "status": token.status_at(now),
+        "downloaded_by": token.downloaded_by,
+        "downloaded_at": format_rfc3339(token.downloaded_at),
+        "expires_at": format_rfc3339(token.expires_at),
+        "days_left": max(0, (token.expires_at - now).days),
+        "installed_at": format_rfc3339(token.installed_at),
+        "consumer_id": token.consumer_id,
+        "key_id": token.key_id,
+        "superseded_at": format_rfc3339(token.superseded_at) if token.superseded_at else None,
+    }
+
+
+def require(value, message: str):
+    if value is None:
+        raise NotFound(message)
+    return value

@@ -1,0 +1,1 @@
+"""The decision core: pure functions of (facts, now). No Redis, no dramatiq, no clock reads."""

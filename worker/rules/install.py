@@ -1,0 +1,88 @@
+"""Whether a decrypted token may be installed for a server, and as what.
+
+Apple sets a token's expiry exactly one year after its download, and a new download invalidates
+the installed token, so a token that expires no later than the installed one is stale.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from worker.errors import ConsumerKeyChanged, InvalidTime, StaleToken, TokenExpired
+from worker.records import Token
+from worker.timefmt import format_rfc3339
+
+#: Longest a token lives after download: a year, plus a day for leap years and clock skew.
+LONGEST_TOKEN_LIFE = timedelta(days=367)
+
+#: How far in the future a download time may be before it is a typo, not clock skew.
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+class InstallOutcome(enum.Enum):
+    INSTALL = "installed"
+    ALREADY_INSTALLED = "already installed"
+
+
+@dataclass(frozen=True)
+class NewToken:
+    consumer_id: str
+    fingerprint: str
+    expires_at: datetime
+    downloaded_at: datetime
+
+
+def check_download_time(downloaded_at: datetime, expires_at: datetime, now: datetime) -> None:
+    if downloaded_at > now + CLOCK_SKEW:
+        raise InvalidTime(
+            f"downloaded-at {format_rfc3339(downloaded_at)} is in the future "
+            f"(now is {format_rfc3339(now)}); give the time the token was downloaded"
+        )
+    if downloaded_at >= expires_at:
+        raise InvalidTime(
+            f"downloaded-at {format_rfc3339(downloaded_at)} is not before the token's expiry "
+            f"{format_rfc3339(expires_at)}; give the time the token was downloaded"
+        )
+    if expires_at - downloaded_at > LONGEST_TOKEN_LIFE:
+        raise InvalidTime(
+            f"downloaded-at {format_rfc3339(downloaded_at)} is more than a year before the "
+            f"token's expiry {format_rfc3339(expires_at)}, and Apple sets the expiry one year "
+            "after download; check the date"
+        )
+
+
+def decide_install(
+    new: NewToken,
+    installed: Token | None,
+    *,
+    now: datetime,
+    allow_consumer_change: bool,
+    source: str,
+) -> InstallOutcome:
+    if installed is not None and installed.fingerprint == new.fingerprint:
+        return InstallOutcome.ALREADY_INSTALLED
+    if new.expires_at <= now:
+        raise TokenExpired(
+            f"{source} expired at {format_rfc3339(new.expires_at)}; "
+            "download a new server token from ASM/ABM"
+        )
+    check_download_time(new.downloaded_at, new.expires_at, now)
+    if installed is None:
+        return InstallOutcome.INSTALL
+    if new.expires_at <= installed.expires_at:
+        raise StaleToken(
+            f"{source} is older than the installed token (it expires "
+            f"{format_rfc3339(new.expires_at)}, the installed one "
+            f"{format_rfc3339(installed.expires_at)}); downloading the installed token made it "
+            "invalid: install the newest download"
+        )
+    if new.consumer_id != installed.consumer_id and not allow_consumer_change:
+        raise ConsumerKeyChanged(
+            f"{source} belongs to a different MDM server entry in ASM/ABM than the installed "
+            f"token (consumer {new.consumer_id[:12]} instead of {installed.consumer_id[:12]}); "
+            "check you are signed in to the right organization, or repeat with "
+            "--allow-consumer-change if the server was re-created in the portal"
+        )
+    return InstallOutcome.INSTALL

@@ -1,0 +1,62 @@
+"""Running tokenwarden's long-lived parts in one process and stopping them cleanly.
+
+Each part is a `Component` with `start()` and `stop()`; the worker and the scheduler join this
+list as they are built. Until then `run` checks what it can (Redis, the master key) and waits.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Protocol
+
+import structlog
+
+from worker.bootstrap import App
+
+log = structlog.get_logger(__name__)
+
+
+class Component(Protocol):
+    name: str
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def components_for(app: App) -> list[Component]:
+    """The parts `tokenwarden run` starts."""
+    return []
+
+
+def run_until_stopped(app: App, components: list[Component] | None = None) -> None:
+    stop = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        log.info("stop_requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+
+    app.store.ping()
+    keyring = app.keyring()
+    parts = components_for(app) if components is None else components
+    log.info(
+        "tokenwarden_started",
+        redis=app.settings.redis_url_display,
+        master_key_id=keyring.primary.key_id,
+        components=[p.name for p in parts],
+    )
+    started: list[Component] = []
+    try:
+        for part in parts:
+            part.start()
+            started.append(part)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for part in reversed(started):
+            part.stop()
+        log.info("tokenwarden_stopped")

@@ -1,0 +1,303 @@
+"""The one place that talks to Redis about servers, key pairs and tokens.
+
+Writes that belong together go in one MULTI/EXEC, guarded by WATCH where they depend on what was
+read; a write that lost a race raises ConcurrentChange and the caller decides again on fresh state.
+Secrets are sealed here, on the way in, and opened here, on demand, with the Redis key and field
+as the sealing context.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import redis
+
+from worker.crypto.keys import KeyMaterial, import_key_material
+from worker.crypto.sealing import Keyring
+from worker.errors import Conflict, DuplicateServer, NotFound
+from worker.names import name_key, user_key
+from worker.records import (
+    KEY_CURRENT,
+    KEY_RETIRED,
+    KEY_STAGED,
+    TOKEN_SUPERSEDED,
+    KeyPair,
+    Server,
+    Token,
+    to_ms,
+)
+from worker.store import keys as k
+
+#: Keys read per round trip when listing or re-sealing.
+BATCH = 500
+
+# Replace a sealed field only if it still holds what was read (re-sealing must not undo a write
+# made meanwhile).
+_COMPARE_AND_SET = """
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+
+class ConcurrentChange(Conflict):
+    """What a write depended on changed before it committed; read again and retry."""
+
+
+@dataclass(frozen=True)
+class ResealReport:
+    examined: int
+    resealed: int
+
+
+def _context(redis_key: str, field: str) -> str:
+    return f"{redis_key}#{field}"
+
+
+class RedisStore:
+    def __init__(self, client: redis.Redis, keyring: Callable[[], Keyring]):
+        self._redis = client
+        self._keyring = keyring
+        self._compare_and_set = client.register_script(_COMPARE_AND_SET)
+
+    # ---- servers ---------------------------------------------------------------------------
+
+    def get_server(self, server_id: str) -> Server | None:
+        data = self._redis.hgetall(k.server(server_id))
+        return Server.from_hash(data) if data else None
+
+    def servers_named(self, name: str) -> list[Server]:
+        ids = sorted(self._redis.smembers(k.servers_named(name_key(name))))
+        return [s for s in self._servers(ids) if s is not None]
+
+    def iter_servers(self) -> Iterator[Server]:
+        batch: list[str] = []
+        for _, server_id in self._redis.hscan_iter(k.SERVERS, count=BATCH):
+            batch.append(server_id)
+            if len(batch) >= BATCH:
+                yield from (s for s in self._servers(batch) if s is not None)
+                batch = []
+        yield from (s for s in self._servers(batch) if s is not None)
+
+    def add_server(self, server: Server, key: KeyPair, material: KeyMaterial) -> None:
+        qualifier = k.server_qualifier(name_key(server.org), name_key(server.name))
+        sealed = self._seal_private_key(key.id, material)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            if pipe.hexists(k.SERVERS, qualifier):
+                where = f" in organization {server.org!r}" if server.org else ""
+                raise DuplicateServer(
+                    f"a server named {server.name!r}{where} already exists (names are compared "
+                    "ignoring case); choose another name or remove the old server first"
+                )
+            pipe.multi()
+            pipe.hset(k.SERVERS, qualifier, server.id)
+            pipe.sadd(k.servers_named(name_key(server.name)), server.id)
+            pipe.hset(k.server(server.id), mapping=server.to_hash())
+            pipe.hset(k.key_pair(key.id), mapping={**key.to_hash(), k.SEALED_PRIVATE_KEY: sealed})
+            pipe.zadd(k.server_keys(server.id), {key.id: to_ms(key.created_at)})
+
+        self._redis.transaction(write, k.SERVERS)
+
+    def remove_server(self, server: Server) -> None:
+        key_ids = self._redis.zrange(k.server_keys(server.id), 0, -1)
+        token_ids = self._redis.zrange(k.server_tokens(server.id), 0, -1)
+        tokens = [t for t in self._tokens(token_ids) if t is not None]
+        qualifier = k.server_qualifier(name_key(server.org), name_key(server.name))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hdel(k.SERVERS, qualifier)
+        pipe.srem(k.servers_named(name_key(server.name)), server.id)
+        for token in tokens:
+            pipe.srem(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
+            pipe.zrem(k.TOKENS_BY_EXPIRY, token.id)
+        pipe.delete(
+            k.server(server.id),
+            k.server_keys(server.id),
+            k.server_tokens(server.id),
+            *(k.key_pair(i) for i in key_ids),
+            *(k.token(i) for i in token_ids),
+        )
+        pipe.execute()
+
+    # ---- key pairs -------------------------------------------------------------------------
+
+    def get_key(self, key_id: str) -> KeyPair | None:
+        data = self._redis.hgetall(k.key_pair(key_id))
+        return KeyPair.from_hash(data) if data else None
+
+    def keys_of(self, server_id: str) -> list[KeyPair]:
+        ids = self._redis.zrange(k.server_keys(server_id), 0, -1)
+        pipe = self._redis.pipeline(transaction=False)
+        for key_id in ids:
+            pipe.hgetall(k.key_pair(key_id))
+        return [KeyPair.from_hash(d) for d in pipe.execute() if d]
+
+    def open_key_material(self, key: KeyPair) -> KeyMaterial:
+        redis_key = k.key_pair(key.id)
+        sealed = self._redis.hget(redis_key, k.SEALED_PRIVATE_KEY)
+        if not sealed:
+            raise NotFound(f"key pair {key.id} no longer holds its private key (it was retired)")
+        der = self._keyring().open(sealed, _context(redis_key, k.SEALED_PRIVATE_KEY))
+        return import_key_material(
+            key.cert_pem.encode(), der, cert_source=f"key {key.id}", key_source=f"key {key.id}"
+        )
+
+    def stage_key(self, server: Server, key: KeyPair, material: KeyMaterial) -> KeyPair | None:
+        """Stage a new key pair; a key staged before and never used is discarded."""
+        sealed = self._seal_private_key(key.id, material)
+        server_key = k.server(server.id)
+        discarded: list[KeyPair] = []
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            discarded.clear()
+            if not pipe.exists(server_key):
+                raise NotFound(f"server {server.name!r} was removed meanwhile")
+            previous = pipe.hget(server_key, "staged_key")
+            if previous:
+                data = pipe.hgetall(k.key_pair(previous))
+                if data:
+                    discarded.append(KeyPair.from_hash(data))
+            pipe.multi()
+            if previous:
+                pipe.delete(k.key_pair(previous))
+                pipe.zrem(k.server_keys(server.id), previous)
+            pipe.hset(k.key_pair(key.id), mapping={**key.to_hash(), k.SEALED_PRIVATE_KEY: sealed})
+            pipe.zadd(k.server_keys(server.id), {key.id: to_ms(key.created_at)})
+            pipe.hset(server_key, "staged_key", key.id)
+
+        self._redis.transaction(write, server_key)
+        return discarded[0] if discarded else None
+
+    def _seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
+        context = _context(k.key_pair(key_id), k.SEALED_PRIVATE_KEY)
+        return self._keyring().seal(material.private_key_der(), context)
+
+    # ---- tokens ----------------------------------------------------------------------------
+
+    def get_token(self, token_id: str) -> Token | None:
+        data = self._redis.hgetall(k.token(token_id))
+        return Token.from_hash(data) if data else None
+
+    def tokens_of_server(self, server_id: str) -> list[Token]:
+        ids = self._redis.zrange(k.server_tokens(server_id), 0, -1)
+        return [t for t in self._tokens(ids) if t is not None]
+
+    def current_tokens_of_user(self, user: str) -> list[Token]:
+        ids = sorted(self._redis.smembers(k.tokens_by_user(user_key(user))))
+        return [t for t in self._tokens(ids) if t is not None]
+
+    def install_token(
+        self,
+        server: Server,
+        token: Token,
+        credentials_json: bytes,
+        *,
+        replaces: str | None,
+        promote_key: str | None,
+        now: datetime,
+    ) -> None:
+        """Store a token as the server's current one, superseding `replaces` and, when the
+        token was encrypted to the staged key, promoting that key and retiring the old one.
+
+        Raises ConcurrentChange when the server's token or keys moved since they were read.
+        """
+        server_key = k.server(server.id)
+        token_key = k.token(token.id)
+        sealed = self._keyring().seal(credentials_json, _context(token_key, k.SEALED_CREDENTIALS))
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            fresh = pipe.hgetall(server_key)
+            if not fresh:
+                raise NotFound(f"server {server.name!r} was removed meanwhile")
+            seen = Server.from_hash(fresh)
+            if (seen.token_id, seen.current_key_id, seen.staged_key_id) != (
+                server.token_id,
+                server.current_key_id,
+                server.staged_key_id,
+            ):
+                raise ConcurrentChange("the server changed while the token was being installed")
+            old = pipe.hgetall(k.token(replaces)) if replaces else None
+            pipe.multi()
+            pipe.hset(token_key, mapping={**token.to_hash(), k.SEALED_CREDENTIALS: sealed})
+            pipe.zadd(k.server_tokens(server.id), {token.id: to_ms(token.installed_at)})
+            pipe.sadd(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
+            pipe.zadd(k.TOKENS_BY_EXPIRY, {token.id: to_ms(token.expires_at)})
+            pipe.hset(server_key, "token", token.id)
+            if old:
+                self._supersede(pipe, Token.from_hash(old), token.id, now)
+            if promote_key:
+                self._promote(pipe, seen, promote_key, now)
+
+        self._redis.transaction(write, server_key)
+
+    def _supersede(self, pipe: redis.client.Pipeline, old: Token, by: str, now: datetime) -> None:
+        superseded = replace(old, status=TOKEN_SUPERSEDED, superseded_at=now, superseded_by=by)
+        pipe.hset(k.token(old.id), mapping=superseded.to_hash())
+        # A superseded token's credentials are dead; keeping them would only widen exposure.
+        pipe.hdel(k.token(old.id), k.SEALED_CREDENTIALS)
+        pipe.srem(k.tokens_by_user(user_key(old.downloaded_by)), old.id)
+        pipe.zrem(k.TOKENS_BY_EXPIRY, old.id)
+
+    def _promote(
+        self, pipe: redis.client.Pipeline, server: Server, key_id: str, now: datetime
+    ) -> None:
+        if server.current_key_id:
+            pipe.hset(
+                k.key_pair(server.current_key_id),
+                mapping={"state": KEY_RETIRED, "retired_at": to_ms(now)},
+            )
+            # A retired key decrypts nothing Apple will send again; drop it.
+            pipe.hdel(k.key_pair(server.current_key_id), k.SEALED_PRIVATE_KEY)
+        pipe.hset(k.key_pair(key_id), mapping={"state": KEY_CURRENT, "promoted_at": to_ms(now)})
+        pipe.hset(k.server(server.id), mapping={"current_key": key_id, "staged_key": ""})
+
+    def open_credentials(self, token: Token) -> dict[str, str]:
+        token_key = k.token(token.id)
+        sealed = self._redis.hget(token_key, k.SEALED_CREDENTIALS)
+        if not sealed:
+            raise NotFound(f"token {token.id} no longer holds credentials (it was superseded)")
+        return json.loads(self._keyring().open(sealed, _context(token_key, k.SEALED_CREDENTIALS)))
+
+    # ---- secrets ---------------------------------------------------------------------------
+
+    def reseal_all(self) -> ResealReport:
+        """Re-seal every secret not sealed under the primary master key."""
+        keyring = self._keyring()
+        examined = resealed = 0
+        for pattern, field in k.SEALED_LOCATIONS:
+            for redis_key in self._redis.scan_iter(match=pattern, count=BATCH, _type="hash"):
+                sealed = self._redis.hget(redis_key, field)
+                if not sealed:
+                    continue
+                examined += 1
+                if not keyring.needs_reseal(sealed):
+                    continue
+                context = _context(redis_key, field)
+                fresh = keyring.seal(keyring.open(sealed, context), context)
+                resealed += self._compare_and_set(keys=[redis_key], args=[field, sealed, fresh])
+        return ResealReport(examined=examined, resealed=resealed)
+
+    def ping(self) -> None:
+        self._redis.ping()
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _servers(self, ids: list[str]) -> list[Server | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for server_id in ids:
+            pipe.hgetall(k.server(server_id))
+        return [Server.from_hash(d) if d else None for d in pipe.execute()]
+
+    def _tokens(self, ids: list[str]) -> list[Token | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for token_id in ids:
+            pipe.hgetall(k.token(token_id))
+        return [Token.from_hash(d) if d else None for d in pipe.execute()]
+
+
+__all__ = ["KEY_STAGED", "ConcurrentChange", "RedisStore", "ResealReport"]
