@@ -119,3 +119,39 @@ def fixture_files():
     if not FIXTURES.is_dir():
         pytest.fail(f"the Apple fixture is missing at {FIXTURES}")
     return FIXTURES
+
+
+@pytest.fixture
+def snapshot(redis_url):
+    """Every key and value in Redis, to prove a refused command changed nothing."""
+    raw = redis.Redis.from_url(redis_url)
+    readers = {
+        b"string": raw.get,
+        b"hash": raw.hgetall,
+        b"set": raw.smembers,
+        b"zset": lambda key: raw.zrange(key, 0, -1, withscores=True),
+        b"list": lambda key: raw.lrange(key, 0, -1),
+        b"stream": lambda key: raw.xrange(key),
+    }
+
+    def take() -> dict[bytes, object]:
+        # Values, not DUMP: a hash's DUMP changes order as Redis rehashes it on reads.
+        return {key: readers[raw.type(key)](key) for key in sorted(raw.scan_iter(count=1000))}
+
+    yield take
+    raw.close()
+
+
+@pytest.fixture
+def cli(app):
+    """Run a tokenwarden command in-process against the test App; returns click's Result."""
+    from click.testing import CliRunner
+
+    from worker.cli.main import cli as command
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(command, list(args), obj=app, input=input, catch_exceptions=False)
+
+    return invoke

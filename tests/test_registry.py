@@ -270,3 +270,37 @@ def test_a_file_named_for_another_server_installs_with_a_warning(app, clock):
 def test_unknown_servers_are_named_in_the_error(app):
     with pytest.raises(NotFound, match="no server named 'Nowhere'"):
         registry.resolve_server(app.store, "Nowhere")
+
+
+def test_an_install_that_lost_a_race_is_refused_by_the_store(app, clock):
+    # Given two installers that both read the server before either wrote
+    _, key = registry.add_server(app.store, "Lab", org=None, now=app.now())
+    seen_by_both = registry.resolve_server(app.store, "Lab")
+    winner = install_file(
+        app,
+        "Lab",
+        encrypt_to(key.cert_pem, credentials(clock.now + timedelta(days=300), "CK_" + "e" * 96)),
+    )
+    # When the slower one writes against what it read
+    from worker.records import Token
+    from worker.store.redis_store import ConcurrentChange
+
+    late = Token(
+        id="tok_late",
+        server_id=seen_by_both.id,
+        consumer_id="c",
+        fingerprint="f",
+        downloaded_by="late@x",
+        downloaded_at=clock.now,
+        expires_at=clock.now + timedelta(days=200),
+        installed_at=clock.now,
+        key_id=key.id,
+    )
+    with pytest.raises(ConcurrentChange):
+        app.store.install_token(
+            seen_by_both, late, b"{}", replaces=None, promote_key=None, now=clock.now
+        )
+    # Then the winner's token stands and nothing of the loser was written
+    assert registry.resolve_server(app.store, "Lab").token_id == winner.token.id
+    assert app.store.get_token("tok_late") is None
+    assert app.store.current_tokens_of_user("late@x") == []

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from worker.crypto.sealing import Keyring
 from worker.errors import ConfigError
 
 #: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
@@ -55,10 +56,13 @@ class Settings:
                 f"TOKENWARDEN_LOG_FORMAT {log_format!r} is not one of {', '.join(LOG_FORMATS)}"
             )
         data_dir = Path(env.get("TOKENWARDEN_DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
+        master_key = env.get("TOKENWARDEN_MASTER_KEY", "").strip() or None
+        if master_key:
+            Keyring.from_text(master_key, where="TOKENWARDEN_MASTER_KEY")  # fail at start-up
         return cls(
             redis_url=redis_url,
             data_dir=data_dir.expanduser().absolute(),
-            master_key=env.get("TOKENWARDEN_MASTER_KEY", "").strip() or None,
+            master_key=master_key,
             log_level=log_level,
             log_format=log_format,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -80,7 +81,7 @@ def write_certificate(pair: KeyPair, fmt: str, output: str | None) -> None:
     encoding = serialization.Encoding.DER if fmt == "der" else serialization.Encoding.PEM
     data = cert.public_bytes(encoding)
     if output is None:
-        stdout = click.get_binary_stream("stdout")
+        stdout = sys.stdout.buffer
         if fmt == "der" and stdout.isatty():
             raise InvalidInput("DER is binary; give -o FILE to write it")
         stdout.write(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -130,7 +131,7 @@ def remove(app: App, name: str, org: str | None, yes: bool) -> None:
     """Forget server NAME, its key pairs (private keys included) and its tokens."""
     server = registry.resolve_server(app.store, name, org)
     if not yes:
-        if not click.get_text_stream("stdin").isatty():
+        if not sys.stdin.isatty():
             raise InvalidInput(
                 f"removing {server.name!r} deletes its private keys and tokens; "
                 "pass --yes to confirm"
