@@ -46,7 +46,7 @@ def run_until_stopped(app: App, components: list[Component] | None = None) -> No
     log.info(
         "tokenwarden_started",
         redis=app.settings.redis_url_display,
-        master_key_id=keyring.primary.key_id,
+        primary_key_id=keyring.primary.key_id,
         components=[p.name for p in parts],
     )
     started: list[Component] = []
