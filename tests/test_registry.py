@@ -247,7 +247,9 @@ def test_removing_a_server_removes_its_keys_tokens_and_index_entries(app, fixtur
     _server, _ = add_apple_server(app, fixture_files)
     install_file(app, "Main Campus", (fixture_files / "server-token.p7m").read_bytes())
     app.store.remove_server(registry.resolve_server(app.store, "Main Campus"))
-    assert app.redis.keys("tw:*") == []
+    # What stays is about people and history, not the server: the user's record, the audit.
+    assert sorted(app.redis.keys("tw:*")) == ["tw:audit", "tw:user:admin@school.edu"]
+    assert app.redis.hgetall("tw:user:admin@school.edu") == {"v": "2"}
 
 
 def test_the_download_time_is_read_from_the_portals_file_name(app, clock):

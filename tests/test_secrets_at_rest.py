@@ -25,6 +25,10 @@ def every_redis_byte(redis_url) -> bytes:
             chunks += raw.zrange(key, 0, -1)
         elif kind == b"string":
             chunks.append(raw.get(key))
+        elif kind == b"stream":
+            for _, fields in raw.xrange(key):
+                for field, value in fields.items():
+                    chunks += [field, value]
         else:
             raise AssertionError(f"unexpected {kind!r} at {key!r}: extend this test")
     raw.close()

@@ -6,6 +6,7 @@ appear in these records: they are sealed in their own hash fields and opened onl
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -175,3 +176,30 @@ class Token:
         if self.status == TOKEN_CURRENT and now >= self.expires_at:
             return "expired"
         return self.status
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """The standing fact that a token must be replaced, with every reason, until a newer token
+    for its server is installed. Written by the store's apply_plan.lua."""
+
+    token_id: str
+    server_id: str
+    status: str
+    opened_at: str
+    resolved_at: str | None
+    resolved_by: str | None
+    reasons: list[dict]
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> Replacement:
+        reasons = json.loads(data.get("reasons") or "[]")
+        return cls(
+            token_id=data["token"],
+            server_id=data["server"],
+            status=data["status"],
+            opened_at=data["opened_at"],
+            resolved_at=_opt(data.get("resolved_at")),
+            resolved_by=_opt(data.get("resolved_by")),
+            reasons=reasons if isinstance(reasons, list) else [],
+        )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
 
+from worker import outgoing
 from worker.crypto.keys import KeyMaterial, generate_key_material, import_key_material
 from worker.crypto.payload import parse_token_payload
 from worker.crypto.smime import decrypt_envelope, describe_mismatch, read_envelope
@@ -19,8 +20,10 @@ from worker.errors import InvalidInput, NotFound
 from worker.names import clean_label, clean_server_name, clean_user, name_key
 from worker.records import KEY_CURRENT, KEY_STAGED, KeyPair, Server, Token
 from worker.rules.install import InstallOutcome, NewToken, decide_install
+from worker.rules.replacement import Cause, for_new_token
+from worker.store.event_store import OpenReplacement, Plan, ResolveReplacement
 from worker.store.redis_store import ConcurrentChange, RedisStore
-from worker.timefmt import format_rfc3339
+from worker.timefmt import format_rfc3339, parse_rfc3339
 
 #: Times a write that lost a race is decided again on fresh state before giving up.
 WRITE_ATTEMPTS = 5
@@ -132,7 +135,49 @@ class InstallResult:
     outcome: InstallOutcome
     promoted_key: KeyPair | None = None
     superseded: Token | None = None
+    #: Types of the causes, already seen, that doom this token from the start.
+    doomed_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+
+
+def install_plan(
+    server: Server, token: Token, old: Token | None, causes: list[Cause], now: datetime
+) -> Plan:
+    """What installing `token` decides: close the old token's replacement (`replaced`), and
+    open one for the new token when a cause recorded earlier already dooms it."""
+    plan = Plan(
+        now=now,
+        audit_kind="install",
+        audit_event={
+            "server": server.name,
+            "org": server.org or None,
+            "token_id": token.id,
+            "downloaded_by": token.downloaded_by,
+            "downloaded_at": format_rfc3339(token.downloaded_at),
+            "expires_at": format_rfc3339(token.expires_at),
+            "supersedes": old.id if old else None,
+        },
+    )
+    if old is not None:
+        plan.resolve.append(
+            ResolveReplacement(
+                token_id=old.id,
+                server_name=server.name,
+                by=token.id,
+                outgoing=outgoing.replaced(server, old, token, now),
+            )
+        )
+    for need in for_new_token(token, causes):
+        plan.open.append(
+            OpenReplacement(
+                token_id=token.id,
+                server_id=server.id,
+                server_name=server.name,
+                reason=outgoing.reason(need.cause),
+                outgoing=outgoing.replacement_required(need, server, now),
+            )
+        )
+    return plan
 
 
 def download_time_from_file_name(file_name: str) -> datetime | None:
@@ -140,8 +185,6 @@ def download_time_from_file_name(file_name: str) -> datetime | None:
     match = _DOWNLOAD_NAME.match(PurePath(file_name).name)
     if match is None:
         return None
-    from worker.timefmt import parse_rfc3339
-
     stamp = f"{match['date']}T{match['h']}:{match['m']}:{match['s']}Z"
     try:
         return parse_rfc3339(stamp)
@@ -210,13 +253,16 @@ def install_token(
         )
         promote = pair.id if pair.state == KEY_STAGED else None
         try:
-            store.install_token(
+            plan = store.install_token(
                 server,
                 token,
                 credentials.secret_json(),
                 replaces=installed.id if installed else None,
                 promote_key=promote,
                 now=now,
+                plan_for=lambda causes, old, s=server, t=token: install_plan(
+                    s, t, old, causes, now
+                ),
             )
         except ConcurrentChange:
             continue
@@ -226,6 +272,7 @@ def install_token(
             outcome=outcome,
             promoted_key=store.get_key(promote) if promote else None,
             superseded=installed,
+            doomed_by=tuple(o.reason["type"] for o in plan.open),
             warnings=_file_name_warnings(source, server),
         )
     raise ConcurrentChange(
@@ -259,9 +306,3 @@ def describe_token(token: Token, server: Server | None, now: datetime) -> dict[s
         "key_id": token.key_id,
         "superseded_at": format_rfc3339(token.superseded_at) if token.superseded_at else None,
     }
-
-
-def require(value, message: str):
-    if value is None:
-        raise NotFound(message)
-    return value

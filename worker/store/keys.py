@@ -6,6 +6,8 @@ data. Multi-key writes assume one Redis (standalone or Sentinel), not Redis Clus
 
 from __future__ import annotations
 
+import hashlib
+
 PREFIX = "tw:"
 
 #: Hash: `<org key>\x1f<name key>` -> server id. Makes names unique per organization.
@@ -64,6 +66,50 @@ SEALED_LOCATIONS = (
     ("tw:key:*", SEALED_PRIVATE_KEY),
     ("tw:token:*", SEALED_CREDENTIALS),
 )
+
+
+def user(user_key: str) -> str:
+    """Hash: a Managed Apple Account's version (USER_VERSION, bumped whenever the set of current
+    tokens they downloaded changes) and the latest cause of each kind (`cause:<type>`)."""
+    return f"tw:user:{user_key}"
+
+
+#: Field of the user hash that versions their set of current tokens.
+USER_VERSION = "v"
+
+#: Prefix of the fields, in user and server hashes, that hold the latest cause of each type.
+CAUSE_FIELD_PREFIX = "cause:"
+
+
+def cause_field(event_type: str) -> str:
+    return f"{CAUSE_FIELD_PREFIX}{event_type}"
+
+
+def replacement(token_id: str) -> str:
+    """Hash: the replacement of one token (see records.Replacement). Written by apply_plan.lua."""
+    return f"tw:replacement:{token_id}"
+
+
+#: Sorted set: token ids with an open replacement, by opening time (ms).
+REPLACEMENTS_OPEN = "tw:replacements:open"
+
+#: Sorted set: token ids that ever had a replacement, by opening time (ms).
+REPLACEMENTS = "tw:replacements"
+
+#: Stream: outgoing events, written in the same atomic step as the decision (the outbox).
+OUTBOX = "tw:outbox"
+
+#: Stream (capped): every event received and every decision made.
+AUDIT = "tw:audit"
+
+#: Stream (capped): events that could not be handled, with the reason.
+DEAD = "tw:dead"
+
+
+def seen(event_key: str) -> str:
+    """String with a TTL: this event (`source` + `id`) was handled; a repeat is dropped."""
+    digest = hashlib.sha256(event_key.encode()).hexdigest()[:32]
+    return f"tw:seen:{digest}"
 
 
 def server_qualifier(org_key: str, name_key: str) -> str:

@@ -29,7 +29,9 @@ from worker.records import (
     Token,
     to_ms,
 )
+from worker.rules.replacement import Cause
 from worker.store import keys as k
+from worker.store.event_store import EventStore, Plan, causes_in
 
 #: Keys read per round trip when listing or re-sealing.
 BATCH = 500
@@ -60,9 +62,12 @@ def _context(redis_key: str, field: str) -> str:
 
 
 class RedisStore:
-    def __init__(self, client: redis.Redis, keyring: Callable[[], Keyring]):
+    def __init__(
+        self, client: redis.Redis, keyring: Callable[[], Keyring], events: EventStore | None = None
+    ):
         self._redis = client
         self._keyring = keyring
+        self.events = events or EventStore(client)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
     # ---- servers ---------------------------------------------------------------------------
@@ -114,7 +119,11 @@ class RedisStore:
         pipe.srem(k.servers_named(name_key(server.name)), server.id)
         for token in tokens:
             pipe.srem(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
+            pipe.hincrby(k.user(user_key(token.downloaded_by)), k.USER_VERSION, 1)
             pipe.zrem(k.TOKENS_BY_EXPIRY, token.id)
+            pipe.zrem(k.REPLACEMENTS_OPEN, token.id)
+            pipe.zrem(k.REPLACEMENTS, token.id)
+            pipe.delete(k.replacement(token.id))
         pipe.delete(
             k.server(server.id),
             k.server_keys(server.id),
@@ -200,17 +209,24 @@ class RedisStore:
         replaces: str | None,
         promote_key: str | None,
         now: datetime,
-    ) -> None:
+        plan_for: Callable[[list[Cause], Token | None], Plan],
+    ) -> Plan:
         """Store a token as the server's current one, superseding `replaces` and, when the
         token was encrypted to the staged key, promoting that key and retiring the old one.
 
+        `plan_for(recorded causes, superseded token)` gives the decision applied in the same
+        transaction: closing the old token's replacement, and opening one for the new token
+        when a cause already seen dooms it. Returns the plan applied.
         Raises ConcurrentChange when the server's token or keys moved since they were read.
         """
         server_key = k.server(server.id)
         token_key = k.token(token.id)
+        user_hash = k.user(user_key(token.downloaded_by))
         sealed = self._keyring().seal(credentials_json, _context(token_key, k.SEALED_CREDENTIALS))
+        applied: list[Plan] = []
 
         def write(pipe: redis.client.Pipeline) -> None:
+            applied.clear()
             fresh = pipe.hgetall(server_key)
             if not fresh:
                 raise NotFound(f"server {server.name!r} was removed meanwhile")
@@ -221,19 +237,27 @@ class RedisStore:
                 server.staged_key_id,
             ):
                 raise ConcurrentChange("the server changed while the token was being installed")
-            old = pipe.hgetall(k.token(replaces)) if replaces else None
+            old_data = pipe.hgetall(k.token(replaces)) if replaces else None
+            old = Token.from_hash(old_data) if old_data else None
+            # A cause recorded meanwhile for the user or the server changes a watched key, so
+            # the transaction starts again and sees it.
+            plan = plan_for(causes_in(fresh) + causes_in(pipe.hgetall(user_hash)), old)
+            applied.append(plan)
             pipe.multi()
             pipe.hset(token_key, mapping={**token.to_hash(), k.SEALED_CREDENTIALS: sealed})
             pipe.zadd(k.server_tokens(server.id), {token.id: to_ms(token.installed_at)})
             pipe.sadd(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
+            pipe.hincrby(user_hash, k.USER_VERSION, 1)
             pipe.zadd(k.TOKENS_BY_EXPIRY, {token.id: to_ms(token.expires_at)})
             pipe.hset(server_key, "token", token.id)
             if old:
-                self._supersede(pipe, Token.from_hash(old), token.id, now)
+                self._supersede(pipe, old, token.id, now)
             if promote_key:
                 self._promote(pipe, seen, promote_key, now)
+            self.events.queue_apply(pipe, plan)
 
-        self._redis.transaction(write, server_key)
+        self._redis.transaction(write, server_key, user_hash)
+        return applied[0]
 
     def _supersede(self, pipe: redis.client.Pipeline, old: Token, by: str, now: datetime) -> None:
         superseded = replace(old, status=TOKEN_SUPERSEDED, superseded_at=now, superseded_by=by)
@@ -241,6 +265,7 @@ class RedisStore:
         # A superseded token's credentials are dead; keeping them would only widen exposure.
         pipe.hdel(k.token(old.id), k.SEALED_CREDENTIALS)
         pipe.srem(k.tokens_by_user(user_key(old.downloaded_by)), old.id)
+        pipe.hincrby(k.user(user_key(old.downloaded_by)), k.USER_VERSION, 1)
         pipe.zrem(k.TOKENS_BY_EXPIRY, old.id)
 
     def _promote(

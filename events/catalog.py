@@ -1,0 +1,61 @@
+"""The event types tokenwarden consumes and emits, and what each means.
+
+Incoming events say something happened that may kill a server token; outgoing events say what
+tokenwarden decided. Every event travels as a CloudEvents 1.0 event (see `events.cloudevent`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PASSWORD_CHANGED = "tokenwarden.directory.password_changed"
+USER_LEFT = "tokenwarden.directory.user_left"
+KEY_REGENERATED = "tokenwarden.server.key_regenerated"
+TOKEN_GENERATED = "tokenwarden.server.token_generated"
+
+REPLACEMENT_REQUIRED = "tokenwarden.token.replacement_required"
+REPLACED = "tokenwarden.token.replaced"
+
+#: Incoming types whose data names a user (`{"user": ...}`).
+USER_EVENTS = frozenset({PASSWORD_CHANGED, USER_LEFT})
+
+#: Incoming types whose data names a server (`{"server": ..., "org": optional}`).
+SERVER_EVENTS = frozenset({KEY_REGENERATED, TOKEN_GENERATED})
+
+INCOMING_TYPES = USER_EVENTS | SERVER_EVENTS
+OUTGOING_TYPES = frozenset({REPLACEMENT_REQUIRED, REPLACED})
+
+#: The short names `tokenwarden emit` takes.
+EMIT_NAMES = {
+    "password-changed": PASSWORD_CHANGED,
+    "user-left": USER_LEFT,
+    "key-regenerated": KEY_REGENERATED,
+    "token-generated": TOKEN_GENERATED,
+}
+
+#: `source` of the events tokenwarden itself creates.
+SOURCE_CLI = "urn:tokenwarden:cli"
+SOURCE_API = "urn:tokenwarden:api"
+SOURCE_WORKER = "urn:tokenwarden:worker"
+
+
+@dataclass(frozen=True)
+class Urgency:
+    """How soon a token must be replaced because of a cause; a higher rank is more urgent."""
+
+    name: str
+    rank: int
+
+
+#: The token no longer works (or will not after the next Apple check): replace now.
+IMMEDIATE = Urgency("immediate", 30)
+#: The token still works but is doomed (a new key was made): replace soon.
+SOON = Urgency("soon", 20)
+
+#: Why each incoming type makes a token replaceable, and how urgently.
+URGENCY_BY_TYPE = {
+    PASSWORD_CHANGED: IMMEDIATE,
+    USER_LEFT: IMMEDIATE,
+    TOKEN_GENERATED: IMMEDIATE,
+    KEY_REGENERATED: SOON,
+}

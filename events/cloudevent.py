@@ -1,0 +1,192 @@
+"""CloudEvents 1.0 in structured JSON mode: validation at the edge, and building outgoing ones.
+
+Validation is by pydantic: a malformed event raises MalformedEvent with one line saying what is
+wrong. This module does no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+from events import catalog
+
+#: Longest event, in bytes, accepted as JSON. Ours are well under 2 KiB.
+MAX_EVENT_BYTES = 64 * 1024
+
+#: Longest id, source, subject, user or server name, in characters.
+MAX_FIELD_CHARS = 256
+
+Text = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FIELD_CHARS)
+]
+
+
+class MalformedEvent(ValueError):
+    """An event that is not a valid tokenwarden CloudEvent; the message says why."""
+
+
+class UserData(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    user: Text
+
+
+class ServerData(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    server: Text
+    org: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_FIELD_CHARS)] | None
+    ) = None
+
+
+class CloudEvent(BaseModel):
+    """An incoming event as validated; `data` is typed by `type`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    specversion: Literal["1.0"]
+    id: Text
+    source: Text
+    type: Text
+    time: AwareDatetime | None = None
+    subject: Annotated[str, StringConstraints(max_length=MAX_FIELD_CHARS)] | None = None
+    datacontenttype: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What makes an event unique (CloudEvents: `source` + `id`)."""
+        return f"{self.source}\x00{self.id}"
+
+    def occurred_at(self, received_at: datetime) -> datetime:
+        """When it happened; an event without `time` happened when it was received."""
+        return (self.time or received_at).astimezone(UTC)
+
+    def user(self) -> str:
+        return UserData.model_validate(self.data).user
+
+    def server(self) -> tuple[str, str | None]:
+        data = ServerData.model_validate(self.data)
+        return data.server, (data.org or None)
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def parse_event(raw: str | bytes | dict[str, Any]) -> CloudEvent:
+    """Validate one incoming event (a JSON text or an already-decoded object)."""
+    document = _decode_json(raw) if isinstance(raw, str | bytes) else raw
+    if not isinstance(document, dict):
+        raise MalformedEvent(f"an event must be a JSON object, not {_json_kind(document)}")
+    try:
+        event = CloudEvent.model_validate(document)
+    except ValidationError as exc:
+        raise MalformedEvent(_describe(exc, "")) from None
+    if event.type not in catalog.INCOMING_TYPES:
+        known = ", ".join(sorted(catalog.INCOMING_TYPES))
+        raise MalformedEvent(f"unknown event type {event.type[:80]!r}; tokenwarden takes {known}")
+    try:
+        if event.type in catalog.USER_EVENTS:
+            event.user()
+        else:
+            event.server()
+    except ValidationError as exc:
+        raise MalformedEvent(
+            f"{event.type} event {event.id[:80]!r}: {_describe(exc, 'data.')}"
+        ) from None
+    return event
+
+
+def new_event(
+    event_type: str,
+    data: dict[str, Any],
+    *,
+    source: str,
+    time: datetime | None = None,
+    event_id: str | None = None,
+    subject: str | None = None,
+) -> CloudEvent:
+    """Build an incoming event (what `tokenwarden emit` and the Python API publish)."""
+    document = {
+        "specversion": "1.0",
+        "id": event_id if event_id is not None else str(uuid.uuid4()),
+        "source": source,
+        "type": event_type,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    if time is not None:
+        document["time"] = time.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if subject is not None:
+        document["subject"] = subject
+    return parse_event(document)
+
+
+def outgoing_event(
+    event_type: str, *, event_id: str, subject: str, time: datetime, data: dict[str, Any]
+) -> dict[str, Any]:
+    """An outgoing event as it goes on the wire (structured JSON mode)."""
+    return {
+        "specversion": "1.0",
+        "id": event_id,
+        "source": catalog.SOURCE_WORKER,
+        "type": event_type,
+        "subject": subject,
+        "time": time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+
+
+def stable_id(*parts: str) -> str:
+    """An id that is the same every time the same parts are given (for outgoing events, so
+    a retried decision produces the same event and receivers can de-duplicate)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "tokenwarden:" + "\x00".join(parts)))
+
+
+def _decode_json(raw: str | bytes) -> Any:
+    if len(raw) > MAX_EVENT_BYTES:
+        raise MalformedEvent(f"the event is {len(raw)} bytes; at most {MAX_EVENT_BYTES} are taken")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = (
+            f" (line {exc.lineno}, column {exc.colno})"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise MalformedEvent(f"the event is not JSON{where}") from None
+
+
+def _json_kind(value: Any) -> str:
+    return {
+        list: "an array",
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+
+
+def _describe(exc: ValidationError, prefix: str) -> str:
+    error = exc.errors(include_input=False, include_url=False)[0]
+    field = prefix + ".".join(str(part) for part in error["loc"])
+    if error["type"] == "missing":
+        return f"field {field!r} is missing"
+    if field == "specversion":
+        return "field 'specversion' must be \"1.0\" (CloudEvents 1.0)"
+    if field == "time":
+        return "field 'time' is not an RFC 3339 time with an offset (like 2026-01-17T11:02:21Z)"
+    return f"field {field!r} is invalid: {error['msg'].lower()}"

@@ -1,0 +1,76 @@
+"""The outgoing events a decision produces, as templates the store completes atomically
+(it fills in the replacement's full list of reasons, its urgency and when it was opened).
+
+Pure: records in, JSON-ready dicts out. Event ids are stable for the same decision, so a
+repeated decision yields the same id and receivers can de-duplicate.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from events import catalog
+from events.cloudevent import outgoing_event, stable_id
+from worker.records import Server, Token
+from worker.rules.replacement import Cause, ReplacementNeeded
+from worker.timefmt import format_rfc3339
+
+
+def reason(cause: Cause) -> dict[str, Any]:
+    """One entry of a replacement's `reasons`."""
+    urgency = cause.urgency
+    return {
+        "type": cause.type,
+        "id": cause.id,
+        "source": cause.source,
+        "time": format_rfc3339(cause.time),
+        "urgency": urgency.name,
+        "rank": urgency.rank,
+    }
+
+
+def _token_facts(server: Server, token: Token) -> dict[str, Any]:
+    return {
+        "server": server.name,
+        "org": server.org or None,
+        "server_id": server.id,
+        "token_id": token.id,
+        "downloaded_by": token.downloaded_by,
+        "downloaded_at": format_rfc3339(token.downloaded_at),
+        "expires_at": format_rfc3339(token.expires_at),
+    }
+
+
+def replacement_required(need: ReplacementNeeded, server: Server, now: datetime) -> dict[str, Any]:
+    data = _token_facts(server, need.token)
+    data["certificate"] = need.certificate  # the PEM to upload, for a key change
+    return outgoing_event(
+        catalog.REPLACEMENT_REQUIRED,
+        event_id=stable_id(
+            catalog.REPLACEMENT_REQUIRED, need.token.id, need.cause.source, need.cause.id
+        ),
+        subject=server.name,
+        time=now,
+        data=data,
+    )
+
+
+def replaced(server: Server, old: Token, new: Token, now: datetime) -> dict[str, Any]:
+    data = _token_facts(server, old)
+    data.update(
+        {
+            "replaced_by_token_id": new.id,
+            "new_downloaded_by": new.downloaded_by,
+            "new_downloaded_at": format_rfc3339(new.downloaded_at),
+            "new_expires_at": format_rfc3339(new.expires_at),
+            "closed_replacement": None,
+        }
+    )
+    return outgoing_event(
+        catalog.REPLACED,
+        event_id=stable_id(catalog.REPLACED, old.id, new.id),
+        subject=server.name,
+        time=now,
+        data=data,
+    )

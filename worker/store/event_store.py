@@ -1,0 +1,256 @@
+"""The Redis side of decisions: applying a plan atomically, the outbox, the audit trail, the
+dead letters, replacements, and the causes recorded per user and per server."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import redis
+
+from worker.records import Replacement, from_ms, to_ms
+from worker.rules.replacement import Cause
+from worker.store import keys as k
+from worker.timefmt import format_rfc3339
+
+_APPLY_PLAN = resources.files("worker.store").joinpath("lua/apply_plan.lua").read_text()
+
+#: How long an event's (source, id) is remembered to drop a second delivery, in seconds.
+DEFAULT_SEEN_TTL = 30 * 24 * 3600
+
+#: Audit entries kept (approximately; older ones are trimmed).
+DEFAULT_AUDIT_MAX = 100_000
+
+#: Dead letters kept (approximately).
+DEFAULT_DEAD_MAX = 10_000
+
+#: Longest raw payload kept with a dead letter, in characters.
+DEAD_PAYLOAD_CHARS = 4096
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The decision holds only while `field` of hash `key` still reads `value` ("" = absent)."""
+
+    key: str
+    field: str
+    value: str
+
+
+@dataclass(frozen=True)
+class OpenReplacement:
+    token_id: str
+    server_id: str
+    server_name: str
+    reason: dict[str, Any]
+    outgoing: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ResolveReplacement:
+    token_id: str
+    server_name: str
+    by: str
+    outgoing: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RecordCause:
+    key: str
+    field: str
+    cause: Cause
+
+
+@dataclass
+class Plan:
+    now: datetime
+    seen_key: str | None = None
+    guards: list[Guard] = field(default_factory=list)
+    causes: list[RecordCause] = field(default_factory=list)
+    open: list[OpenReplacement] = field(default_factory=list)
+    resolve: list[ResolveReplacement] = field(default_factory=list)
+    audit_kind: str | None = None
+    audit_event: dict[str, Any] | None = None
+    #: Why the plan has no effect, when that is worth telling (unknown server, ...).
+    note: str = ""
+
+    def encode(self, seen_ttl: int, audit_max: int) -> str:
+        plan: dict[str, Any] = {
+            "now_ms": to_ms(self.now),
+            "now_text": format_rfc3339(self.now),
+            "outbox_key": k.OUTBOX,
+            "audit_key": k.AUDIT,
+            "audit_max": audit_max,
+            "seen_ttl": seen_ttl,
+            "guards": [g.__dict__ for g in self.guards],
+            "causes": [
+                {
+                    "key": c.key,
+                    "field": c.field,
+                    "at": to_ms(c.cause.time),
+                    "value": json.dumps(cause_to_json(c.cause)),
+                }
+                for c in self.causes
+            ],
+            "open": [
+                {
+                    "token": o.token_id,
+                    "server": o.server_id,
+                    "server_name": o.server_name,
+                    "reason": o.reason,
+                    "outgoing": json.dumps(o.outgoing),
+                }
+                for o in self.open
+            ],
+            "resolve": [
+                {
+                    "token": r.token_id,
+                    "server_name": r.server_name,
+                    "by": r.by,
+                    "outgoing": json.dumps(r.outgoing),
+                }
+                for r in self.resolve
+            ],
+        }
+        if self.seen_key:  # absent, not null: a JSON null is truthy in Lua
+            plan["seen_key"] = self.seen_key
+        if self.audit_kind:
+            plan["audit"] = {
+                "kind": self.audit_kind,
+                "note": self.note,
+                "event": json.dumps(self.audit_event or {}, ensure_ascii=False),
+            }
+        return json.dumps(plan, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class Applied:
+    outcome: str  # applied | duplicate | retry
+    results: list[dict[str, Any]]
+
+
+def cause_to_json(cause: Cause) -> dict[str, Any]:
+    return {
+        "type": cause.type,
+        "id": cause.id,
+        "source": cause.source,
+        "time": format_rfc3339(cause.time),
+        "at": to_ms(cause.time),
+    }
+
+
+def cause_from_json(value: str) -> Cause:
+    data = json.loads(value)
+    return Cause(type=data["type"], id=data["id"], source=data["source"], time=from_ms(data["at"]))
+
+
+def _json_list(value: str) -> list[Any]:
+    decoded = json.loads(value) if value else []
+    return decoded if isinstance(decoded, list) else []  # Lua's cjson writes [] as {}
+
+
+class EventStore:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        seen_ttl: int = DEFAULT_SEEN_TTL,
+        audit_max: int = DEFAULT_AUDIT_MAX,
+        dead_max: int = DEFAULT_DEAD_MAX,
+    ):
+        self._redis = client
+        self._seen_ttl = seen_ttl
+        self._audit_max = audit_max
+        self._dead_max = dead_max
+        self._apply = client.register_script(_APPLY_PLAN)
+
+    # ---- applying decisions ------------------------------------------------------------------
+
+    def apply(self, plan: Plan) -> Applied:
+        answer = json.loads(self._apply(args=[plan.encode(self._seen_ttl, self._audit_max)]))
+        results = answer.get("results")
+        return Applied(
+            outcome=answer["outcome"], results=results if isinstance(results, list) else []
+        )
+
+    def queue_apply(self, pipe: redis.client.Pipeline, plan: Plan) -> None:
+        """Queue the plan inside a caller's MULTI/EXEC (install uses this)."""
+        self._apply(args=[plan.encode(self._seen_ttl, self._audit_max)], client=pipe)
+
+    # ---- what decisions are made on ----------------------------------------------------------
+
+    def user_state(self, user_key: str) -> tuple[str, list[Cause]]:
+        """The user's version (bumped whenever their set of current tokens changes) and the
+        latest recorded cause of each kind."""
+        data = self._redis.hgetall(k.user(user_key))
+        return data.get(k.USER_VERSION, ""), causes_in(data)
+
+    # ---- audit trail and dead letters ---------------------------------------------------------
+
+    def audit(self, limit: int = 100) -> list[dict[str, Any]]:
+        entries = self._redis.xrevrange(k.AUDIT, count=limit)
+        return [
+            {
+                "entry": entry_id,
+                "at": f.get("at"),
+                "kind": f.get("kind"),
+                "outcome": f.get("outcome"),
+                "note": f.get("note") or None,
+                "event": json.loads(f.get("event") or "{}"),
+                "decisions": _json_list(f.get("decisions", "")),
+            }
+            for entry_id, f in entries
+        ]
+
+    def record_dead(
+        self, payload: Any, reason: str, now: datetime, message_id: str | None = None
+    ) -> None:
+        raw = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
+        self._redis.xadd(
+            k.DEAD,
+            {
+                "at": format_rfc3339(now),
+                "reason": reason[:1000],
+                "message_id": message_id or "",
+                "payload": raw[:DEAD_PAYLOAD_CHARS],
+                "truncated": "1" if len(raw) > DEAD_PAYLOAD_CHARS else "0",
+            },
+            maxlen=self._dead_max,
+            approximate=True,
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [
+            {"entry": entry_id, **fields}
+            for entry_id, fields in self._redis.xrevrange(k.DEAD, count=limit)
+        ]
+
+    # ---- replacements and the outbox ---------------------------------------------------------
+
+    def replacements(self, *, include_resolved: bool = False) -> list[Replacement]:
+        index = k.REPLACEMENTS if include_resolved else k.REPLACEMENTS_OPEN
+        token_ids = self._redis.zrange(index, 0, -1)
+        pipe = self._redis.pipeline(transaction=False)
+        for token_id in token_ids:
+            pipe.hgetall(k.replacement(token_id))
+        return [Replacement.from_hash(d) for d in pipe.execute() if d]
+
+    def replacement(self, token_id: str) -> Replacement | None:
+        data = self._redis.hgetall(k.replacement(token_id))
+        return Replacement.from_hash(data) if data else None
+
+    def outbox(self, limit: int = 1000) -> list[dict[str, Any]]:
+        return [
+            json.loads(fields["event"]) for _, fields in self._redis.xrange(k.OUTBOX, count=limit)
+        ]
+
+
+def causes_in(data: dict[str, str]) -> list[Cause]:
+    return [
+        cause_from_json(value)
+        for name, value in data.items()
+        if name.startswith(k.CAUSE_FIELD_PREFIX)
+    ]

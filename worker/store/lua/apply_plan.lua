@@ -1,0 +1,121 @@
+-- Apply one decision atomically: the event's de-duplication marker, the guards the decision was
+-- made under, the causes it records, the replacements it opens or extends or resolves, the
+-- outgoing events (outbox) and the audit entry. Either all of it happens or none of it does.
+--
+-- The decision itself is made in Python (worker/rules); this script only applies it, merging
+-- a new reason into an open replacement so that racing workers never open two.
+--
+-- ARGV[1]: the plan, JSON (see worker/store/event_store.py, Plan.encode)
+-- Returns JSON {"outcome": "applied"|"duplicate"|"retry", "results": [...]}
+
+local plan = cjson.decode(ARGV[1])
+local results = {}
+
+local function finish(outcome)
+  if plan.audit then
+    redis.call("XADD", plan.audit_key, "MAXLEN", "~", plan.audit_max, "*",
+      "at", plan.now_text, "kind", plan.audit.kind, "event", plan.audit.event,
+      "outcome", outcome, "note", plan.audit.note, "decisions", cjson.encode(results))
+  end
+  return cjson.encode({outcome = outcome, results = results})
+end
+
+if plan.seen_key and redis.call("EXISTS", plan.seen_key) == 1 then
+  return cjson.encode({outcome = "duplicate", results = {}})
+end
+
+for _, guard in ipairs(plan.guards) do
+  local current = redis.call("HGET", guard.key, guard.field) or ""
+  if current ~= guard.value then
+    return cjson.encode({outcome = "retry", results = {}})
+  end
+end
+
+if plan.seen_key then
+  redis.call("SET", plan.seen_key, plan.now_text, "EX", plan.seen_ttl)
+end
+
+-- The latest cause of each kind per user or server, so a token installed later but downloaded
+-- earlier is caught at install time.
+for _, cause in ipairs(plan.causes) do
+  local existing = redis.call("HGET", cause.key, cause.field)
+  if not existing or tonumber(cjson.decode(existing).at) < tonumber(cause.at) then
+    redis.call("HSET", cause.key, cause.field, cause.value)
+  end
+end
+
+local function most_urgent(reasons)
+  local best = reasons[1]
+  for _, reason in ipairs(reasons) do
+    if reason.rank > best.rank then best = reason end
+  end
+  return best.urgency
+end
+
+local function emit(event)
+  redis.call("XADD", plan.outbox_key, "*", "type", event.type, "event", cjson.encode(event))
+end
+
+for _, op in ipairs(plan.open) do
+  local entry = {token = op.token, server = op.server_name, cause = op.reason.id}
+  if redis.call("HGET", "tw:token:" .. op.token, "status") ~= "current" then
+    entry.action = "none: token no longer current"
+  else
+    local key = "tw:replacement:" .. op.token
+    local status = redis.call("HGET", key, "status")
+    local reasons = {}
+    local same_cause = false
+    if status == "open" then
+      reasons = cjson.decode(redis.call("HGET", key, "reasons"))
+      for _, reason in ipairs(reasons) do
+        if reason.source == op.reason.source and reason.id == op.reason.id then
+          same_cause = true
+        end
+      end
+    end
+    if same_cause then
+      entry.action = "none: same cause already recorded"
+    else
+      table.insert(reasons, op.reason)
+      local encoded = cjson.encode(reasons)
+      if status == "open" then
+        redis.call("HSET", key, "reasons", encoded)
+        entry.action = "reason added"
+      else
+        redis.call("HSET", key, "token", op.token, "server", op.server, "status", "open",
+          "opened_at", plan.now_text, "resolved_at", "", "resolved_by", "", "reasons", encoded)
+        redis.call("ZADD", "tw:replacements:open", plan.now_ms, op.token)
+        redis.call("ZADD", "tw:replacements", plan.now_ms, op.token)
+        entry.action = "opened"
+      end
+      local event = cjson.decode(op.outgoing)
+      event.data.reasons = reasons
+      event.data.urgency = most_urgent(reasons)
+      event.data.opened_at = redis.call("HGET", key, "opened_at")
+      emit(event)
+    end
+  end
+  table.insert(results, entry)
+end
+
+for _, op in ipairs(plan.resolve) do
+  local key = "tw:replacement:" .. op.token
+  local entry = {token = op.token, server = op.server_name}
+  local event = cjson.decode(op.outgoing)
+  if redis.call("HGET", key, "status") == "open" then
+    redis.call("HSET", key, "status", "resolved", "resolved_at", plan.now_text,
+      "resolved_by", op.by)
+    redis.call("ZREM", "tw:replacements:open", op.token)
+    event.data.closed_replacement = {
+      reasons = cjson.decode(redis.call("HGET", key, "reasons")),
+      opened_at = redis.call("HGET", key, "opened_at"),
+    }
+    entry.action = "replacement resolved"
+  else
+    entry.action = "replaced (no replacement was open)"
+  end
+  emit(event)
+  table.insert(results, entry)
+end
+
+return finish("applied")
