@@ -11,10 +11,13 @@ from datetime import datetime
 from functools import cached_property
 
 import redis
+from dramatiq.brokers.redis import RedisBroker
 
+from worker.broker import make_broker
 from worker.config import Settings
 from worker.crypto.masterkey import load_keyring
 from worker.crypto.sealing import Keyring
+from worker.handling import EventHandler
 from worker.store.redis_store import RedisStore
 from worker.timefmt import utc_now
 
@@ -49,6 +52,14 @@ class App:
     def store(self) -> RedisStore:
         return RedisStore(self.redis, self.keyring)
 
+    @cached_property
+    def broker(self) -> RedisBroker:
+        return make_broker(self.settings)
+
+    @cached_property
+    def handler(self) -> EventHandler:
+        return EventHandler(self.store)
+
     def keyring(self) -> Keyring:
         """Loaded on first use, so commands that touch no secret never create a key file."""
         if self._keyring is None:
@@ -63,5 +74,7 @@ class App:
         return self.clock()
 
     def close(self) -> None:
+        if "broker" in self.__dict__:
+            self.broker.close()
         if "redis" in self.__dict__:
             self.redis.close()

@@ -6,6 +6,12 @@ TOKENWARDEN_MASTER_KEY     encryption at rest: keys separated by commas, the pri
                            when unset, <data dir>/master.key is used (created on first use)
 TOKENWARDEN_LOG_LEVEL      debug, info, warning, error          default info
 TOKENWARDEN_LOG_FORMAT     json, console or auto (console on a terminal)   default auto
+TOKENWARDEN_WORKER_PROCESSES   worker processes `tokenwarden worker` starts     default 2
+TOKENWARDEN_WORKER_THREADS     threads per worker process                       default 4
+TOKENWARDEN_POLL_INTERVAL_MS   longest an idle worker waits before it looks for
+                               messages again (bounds the latency)              default 100
+TOKENWARDEN_HEARTBEAT_TIMEOUT  seconds without a heartbeat after which a worker is
+                               presumed dead and its messages are recovered     default 15
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Local state (the master key file, the dev Redis's AOF) when TOKENWARDEN_DATA_DIR is unset.
 DEFAULT_DATA_DIR = "./var"
 
+#: Worker defaults, sized for a 2-core machine: the work is Redis round trips, not CPU.
+DEFAULT_WORKER_PROCESSES = 2
+DEFAULT_WORKER_THREADS = 4
+DEFAULT_POLL_INTERVAL_MS = 100
+DEFAULT_HEARTBEAT_TIMEOUT_S = 15
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 
@@ -36,6 +48,10 @@ class Settings:
     master_key: str | None = field(default=None, repr=False)
     log_level: str = "info"
     log_format: str = "auto"
+    worker_processes: int = DEFAULT_WORKER_PROCESSES
+    worker_threads: int = DEFAULT_WORKER_THREADS
+    poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
+    heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,6 +81,18 @@ class Settings:
             master_key=master_key,
             log_level=log_level,
             log_format=log_format,
+            worker_processes=_positive_int(
+                env, "TOKENWARDEN_WORKER_PROCESSES", DEFAULT_WORKER_PROCESSES, 64
+            ),
+            worker_threads=_positive_int(
+                env, "TOKENWARDEN_WORKER_THREADS", DEFAULT_WORKER_THREADS, 256
+            ),
+            poll_interval_ms=_positive_int(
+                env, "TOKENWARDEN_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS, 60_000
+            ),
+            heartbeat_timeout_s=_positive_int(
+                env, "TOKENWARDEN_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, 3600
+            ),
         )
 
     @property
@@ -74,6 +102,19 @@ class Settings:
     @property
     def redis_url_display(self) -> str:
         return redact_url(self.redis_url)
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, most: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= most:
+        raise ConfigError(f"{name} {text!r} is not a whole number from 1 to {most}")
+    return value
 
 
 def redact_url(url: str) -> str:

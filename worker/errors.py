@@ -13,6 +13,7 @@
         ├── InvalidServerName
         ├── InvalidTime
         ├── InvalidKeyMaterial       certificate or private key unreadable or mismatched
+        ├── InvalidEvent             an event refused at publish time
         └── TokenFileError           a server token file that cannot be used
             ├── WrongRecipient       encrypted to a certificate this server does not hold
             ├── UnsupportedCipher
@@ -82,6 +83,10 @@ class InvalidTime(InvalidInput):
 
 
 class InvalidKeyMaterial(InvalidInput):
+    pass
+
+
+class InvalidEvent(InvalidInput):
     pass
 
 

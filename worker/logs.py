@@ -68,16 +68,18 @@ def redact_secrets(
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> None:
-    """Configure structlog (and the stdlib loggers dramatiq uses) once per process."""
+    """Configure structlog, and route the stdlib loggers (dramatiq's) through the same
+    processors, so every line is one structured, redacted record."""
     stream = stream or sys.stderr
     as_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     shared = [
         structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if as_json:
-        renderer = [
+        render = [
             structlog.processors.ExceptionRenderer(
                 structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
             ),
@@ -85,17 +87,24 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
             structlog.processors.JSONRenderer(),
         ]
     else:
-        renderer = [
+        render = [
             redact_secrets,
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
         ]
     numeric = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
-        processors=[*shared, *renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=stream),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=numeric, stream=stream, format="%(levelname)s %(name)s %(message)s", force=True
-    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *render],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # redis-py reports at debug level that old servers lack a feature; that is not news.
+    logging.getLogger("redis").setLevel(max(numeric, logging.INFO))

@@ -1,7 +1,7 @@
 """Running tokenwarden's long-lived parts in one process and stopping them cleanly.
 
-Each part is a `Component` with `start()` and `stop()`; the worker and the scheduler join this
-list as they are built. Until then `run` checks what it can (Redis, the master key) and waits.
+Each part is a `Component` with `start()` and `stop()`: today the worker; the scheduler joins
+with its issue. Parts stop in the reverse order they started.
 """
 
 from __future__ import annotations
@@ -26,8 +26,10 @@ class Component(Protocol):
 
 
 def components_for(app: App) -> list[Component]:
-    """The parts `tokenwarden run` starts."""
-    return []
+    """The parts `tokenwarden run` starts: the worker (threads in this process)."""
+    from worker.workerproc import WorkerThreads
+
+    return [WorkerThreads(app, app.settings.worker_threads)]
 
 
 def run_until_stopped(app: App, components: list[Component] | None = None) -> None:

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 
 from worker import registry
 from worker.bootstrap import App
-from worker.cli.output import note, org_option, pass_app
+from worker.cli.output import cli_client, note, org_option, pass_app
 from worker.crypto.keys import format_fingerprint
 from worker.errors import InvalidInput
 from worker.records import KeyPair
@@ -70,6 +70,9 @@ def rotate(app: App, name: str, org: str | None, fmt: str, output: str | None) -
         f"staged a new key pair for {server.name!r}: SHA-256 {format_fingerprint(pair.fingerprint)}"
     )
     write_certificate(pair, fmt, output)
+    # The installed token is encrypted to the old key: say so, as any other source would.
+    event = cli_client(app).key_regenerated(server.name, org=server.org or None)
+    note(f"published {event.type} {event.id}")
     note(
         "upload this certificate for the server in ASM/ABM, download a new token and install it; "
         "until then the current key and token stay in use"

@@ -79,9 +79,9 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from worker.cli import keys, run, secrets, servers, tokens
+    from worker.cli import emit, events, keys, replacements, run, secrets, servers, tokens, worker
 
-    for module in (servers, keys, tokens, secrets, run):
+    for module in (servers, keys, tokens, emit, replacements, events, worker, secrets, run):
         cli.add_command(module.group)
 
 

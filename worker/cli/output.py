@@ -50,6 +50,14 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, emp
         )
 
 
+def cli_client(app: App):
+    """The publishing client, sharing the command's broker, stamping events as from the CLI."""
+    from events import catalog
+    from worker.api import Client
+
+    return Client(app.settings, clock=app.now, source=catalog.SOURCE_CLI, broker=app.broker)
+
+
 def note(message: str) -> None:
     """Human commentary goes to stderr so stdout stays clean for pipes and --json."""
     click.echo(message, err=True)

@@ -1,0 +1,59 @@
+"""The actors: thin. Each decodes its message, hands it to the handler, and returns.
+
+Actors are declared on a broker given at start-up (no broker or client exists at import time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+import structlog
+
+from worker.broker import EVENTS_QUEUE, MAX_RETRIES
+from worker.handling import EventHandler
+from worker.records import from_ms
+
+log = structlog.get_logger(__name__)
+
+#: The actor every incoming event goes to, in batches (one message per batch).
+HANDLE_EVENTS = "tokenwarden.handle_events"
+
+
+def declare_actors(
+    broker: dramatiq.Broker, handler: EventHandler, clock: Callable[[], datetime]
+) -> dramatiq.Actor:
+    def handle_events(events: Any, received_at_ms: Any = None) -> None:
+        message = dramatiq.middleware.CurrentMessage.get_current_message()
+        message_id = message.message_id if message else None
+        now = clock()
+        if not isinstance(events, list) or not isinstance(received_at_ms, int | None):
+            # Not something `tokenwarden emit` or the API would send: keep it, do not retry.
+            handler.events.record_dead(
+                {"events": events, "received_at_ms": received_at_ms},
+                "the message is not a list of events",
+                now,
+                message_id,
+            )
+            log.warning("message_dead_lettered", reason="not a list of events")
+            return
+        received_at = from_ms(received_at_ms) if received_at_ms else now
+        outcomes = handler.handle_batch(
+            events, received_at=received_at, now=now, message_id=message_id
+        )
+        log.info(
+            "batch_handled",
+            events=len(events),
+            dead=sum(1 for o in outcomes if o.outcome == "dead"),
+            duplicates=sum(1 for o in outcomes if o.outcome == "duplicate"),
+        )
+
+    return dramatiq.actor(
+        handle_events,
+        broker=broker,
+        actor_name=HANDLE_EVENTS,
+        queue_name=EVENTS_QUEUE,
+        max_retries=MAX_RETRIES,
+    )

@@ -1,0 +1,63 @@
+"""`tokenwarden events ...`: the audit trail and the dead letters."""
+
+from __future__ import annotations
+
+import click
+
+from worker.bootstrap import App
+from worker.cli.output import json_option, pass_app, print_json, print_table
+
+limit_option = click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="Newest entries shown.",
+)
+
+
+@click.group("events")
+def group() -> None:
+    """What tokenwarden received and decided."""
+
+
+@group.command("list")
+@limit_option
+@json_option
+@pass_app
+def list_events(app: App, limit: int, as_json: bool) -> None:
+    """Events received and decisions made, newest first."""
+    entries = app.store.events.audit(limit)
+    if as_json:
+        print_json(entries)
+        return
+    rows = []
+    for entry in entries:
+        event = entry["event"]
+        what = event.get("type", entry["kind"]) if entry["kind"] == "event" else "token installed"
+        about = (
+            (event.get("data") or {}).get("user")
+            or (event.get("data") or {}).get("server")
+            or event.get("server", "")
+        )
+        decided = (
+            "; ".join(f"{d.get('server', '?')}: {d.get('action')}" for d in entry["decisions"])
+            or entry.get("note")
+            or "no effect"
+        )
+        rows.append((entry["at"], what, about, decided))
+    print_table(("AT", "WHAT", "ABOUT", "DECISION"), rows, empty="nothing received yet")
+
+
+@group.command("dead")
+@limit_option
+@json_option
+@pass_app
+def dead(app: App, limit: int, as_json: bool) -> None:
+    """Events that could not be handled, with the reason, newest first."""
+    entries = app.store.events.dead_letters(limit)
+    if as_json:
+        print_json(entries)
+        return
+    rows = [(e["at"], e["reason"], e["payload"][:60].replace("\n", " ")) for e in entries]
+    print_table(("AT", "REASON", "PAYLOAD"), rows, empty="no dead letters")

@@ -1,0 +1,120 @@
+"""Running dramatiq workers: threads in this process, or several processes supervised.
+
+`tokenwarden worker` starts TOKENWARDEN_WORKER_PROCESSES processes of
+TOKENWARDEN_WORKER_THREADS threads each; a process that dies is started again. SIGINT or
+SIGTERM stops them all after their current messages (what is not acknowledged is redelivered).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import dramatiq
+import structlog
+
+from worker.actors import declare_actors
+from worker.bootstrap import App
+from worker.config import Settings
+from worker.logs import configure_logging
+
+log = structlog.get_logger(__name__)
+
+#: Longest a stopping worker waits for messages in hand to finish, in ms.
+STOP_TIMEOUT_MS = 30_000
+
+#: Pause before starting again a worker process that died, in seconds (doubles, up to a minute).
+RESTART_DELAY_S = 1.0
+
+
+@dataclass
+class WorkerThreads:
+    """A dramatiq worker inside this process (what `tokenwarden run` uses)."""
+
+    app: App
+    threads: int
+    name: str = "worker"
+    _worker: dramatiq.Worker | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        broker = self.app.broker
+        declare_actors(broker, self.app.handler, self.app.now)
+        broker.emit_after("process_boot")
+        self._worker = dramatiq.Worker(
+            broker, worker_threads=self.threads, worker_timeout=self.app.settings.poll_interval_ms
+        )
+        self._worker.start()
+        log.info("worker_started", threads=self.threads)
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop(timeout=STOP_TIMEOUT_MS)
+            self._worker = None
+            log.info("worker_stopped")
+
+
+def _worker_process(settings: Settings, threads: int) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    app = App(settings)
+    worker = WorkerThreads(app, threads)
+    worker.start()
+    try:
+        stop.wait()
+    finally:
+        worker.stop()
+        app.close()
+
+
+def run_worker_processes(settings: Settings, processes: int, threads: int) -> None:
+    """Start `processes` worker processes and keep them running until SIGINT/SIGTERM."""
+    context = multiprocessing.get_context("spawn")
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+
+    def spawn(index: int) -> multiprocessing.process.BaseProcess:
+        process = context.Process(
+            target=_worker_process,
+            args=(settings, threads),
+            name=f"tokenwarden-worker-{index}",
+            daemon=False,
+        )
+        process.start()
+        return process
+
+    children = [spawn(i) for i in range(processes)]
+    delays = [RESTART_DELAY_S] * processes
+    log.info(
+        "workers_started", processes=processes, threads=threads, pids=[c.pid for c in children]
+    )
+    try:
+        while not stop.wait(0.5):
+            for index, child in enumerate(children):
+                if child.is_alive():
+                    continue
+                log.error(
+                    "worker_process_died",
+                    pid=child.pid,
+                    exitcode=child.exitcode,
+                    restart_in_s=delays[index],
+                )
+                if stop.wait(delays[index]):
+                    break
+                delays[index] = min(delays[index] * 2, 60.0)
+                children[index] = spawn(index)
+    finally:
+        for child in children:
+            if child.is_alive():
+                child.terminate()  # SIGTERM: the child stops its worker cleanly
+        deadline = time.monotonic() + STOP_TIMEOUT_MS / 1000 + 5
+        for child in children:
+            child.join(max(0.1, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+        log.info("workers_stopped")
