@@ -155,3 +155,24 @@ def cli(app):
         return runner.invoke(command, list(args), obj=app, input=input, catch_exceptions=False)
 
     return invoke
+
+
+@pytest.fixture
+def worker(app):
+    """A real dramatiq worker (threads in this process) on the test Redis; `worker.drain()`
+    waits until every published message has been handled."""
+    from dataclasses import replace
+
+    from worker.broker import EVENTS_QUEUE
+    from worker.workerproc import WorkerThreads
+
+    app.settings = replace(app.settings, poll_interval_ms=10)
+    running = WorkerThreads(app, threads=4)
+    running.start()
+
+    def drain(timeout_s: float = 30) -> None:
+        app.broker.join(EVENTS_QUEUE, timeout=int(timeout_s * 1000))
+
+    running.drain = drain
+    yield running
+    running.stop()

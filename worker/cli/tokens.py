@@ -99,6 +99,14 @@ def install(
             f"it supersedes the token downloaded at "
             f"{result.superseded.downloaded_at:%Y-%m-%dT%H:%M:%SZ}"
         )
+    if result.doomed_by:
+        causes = ", ".join(
+            sorted({t.rsplit(".", 1)[-1].replace("_", " ") for t in result.doomed_by})
+        )
+        click.echo(
+            f"this token is already doomed ({causes} after its download): a replacement "
+            "is open; see `tokenwarden replacements list`"
+        )
     if result.promoted_key is not None:
         click.echo(
             f"the staged key is now current: SHA-256 "
