@@ -84,6 +84,14 @@ def test_a_new_users_tour(cli, fixture_files, tmp_path):
     ]
 
 
+def test_keys_rotate_with_an_unwritable_output_changes_nothing(cli, snapshot, tmp_path):
+    cli("servers", "add", "Lab")
+    assert_refused(cli, snapshot, ("keys", "rotate", "Lab", "-o", str(tmp_path / "no" / "x.pem")),
+                   "cannot write")
+    assert_refused(cli, snapshot, ("keys", "rotate", "Lab", "-o", str(tmp_path)),
+                   "is a directory", code=2)
+
+
 def test_keys_rotate_stages_a_key_and_prints_its_certificate(cli, app):
     cli("servers", "add", "Lab")
     rotated = cli("keys", "rotate", "Lab")

@@ -8,6 +8,7 @@ from tests.conftest import FIXTURE_NOW
 from tests.tokenfiles import credentials, encrypt_to, with_crlf, with_lf
 from worker import registry
 from worker.errors import (
+    Conflict,
     ConsumerKeyChanged,
     DuplicateServer,
     InvalidInput,
@@ -172,11 +173,14 @@ def test_a_staged_key_becomes_current_only_when_its_token_is_installed(app, cloc
     assert app.redis.hget(f"tw:key:{first_key.id}", "private_key") is None
 
 
-def test_rotating_again_discards_the_unused_staged_key(app):
+def test_rotating_again_keeps_the_staged_key_unless_told_to_replace_it(app):
     server, _current = registry.add_server(app.store, "Lab", org=None, now=app.now())
     first, _ = registry.rotate_key(app.store, server, now=app.now())
+    with pytest.raises(Conflict, match="--replace-staged"):
+        registry.rotate_key(app.store, registry.resolve_server(app.store, "Lab"), now=app.now())
+    assert registry.resolve_server(app.store, "Lab").staged_key_id == first.id
     _second, discarded = registry.rotate_key(
-        app.store, registry.resolve_server(app.store, "Lab"), now=app.now()
+        app.store, registry.resolve_server(app.store, "Lab"), now=app.now(), replace_staged=True
     )
     assert discarded.id == first.id
     assert app.store.get_key(first.id) is None

@@ -104,15 +104,16 @@ def _key_pair(server_id: str, material: KeyMaterial, state: str, now: datetime) 
 
 
 def rotate_key(
-    store: RedisStore, server: Server, *, now: datetime
+    store: RedisStore, server: Server, *, now: datetime, replace_staged: bool = False
 ) -> tuple[KeyPair, KeyPair | None]:
     """Stage a new key pair; it becomes current once a token encrypted to it is installed.
 
-    Returns the staged key and the previously staged one it discarded, if any.
+    A key already staged may have had its certificate uploaded, so it is discarded only when
+    `replace_staged` says so. Returns the staged key and the one it discarded, if any.
     """
     material = generate_key_material(f"tokenwarden {server.name}", now)
     pair = _key_pair(server.id, material, KEY_STAGED, now)
-    discarded = store.stage_key(server, pair, material)
+    discarded = store.stage_key(server, pair, material, replace_staged=replace_staged)
     return pair, discarded
 
 

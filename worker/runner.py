@@ -6,13 +6,12 @@ with its issue. Parts stop in the reverse order they started.
 
 from __future__ import annotations
 
-import signal
-import threading
 from typing import Protocol
 
 import structlog
 
 from worker.bootstrap import App
+from worker.signals import StopSignals
 
 log = structlog.get_logger(__name__)
 
@@ -33,14 +32,7 @@ def components_for(app: App) -> list[Component]:
 
 
 def run_until_stopped(app: App, components: list[Component] | None = None) -> None:
-    stop = threading.Event()
-
-    def request_stop(signum, _frame) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name)
-        stop.set()
-
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, request_stop)
+    stop = StopSignals()
 
     app.store.ping()
     keyring = app.keyring()
@@ -56,8 +48,8 @@ def run_until_stopped(app: App, components: list[Component] | None = None) -> No
         for part in parts:
             part.start()
             started.append(part)
-        while not stop.wait(1.0):
-            pass
+        stop.wait()
+        log.info("stop_requested", signal=stop.name)
     finally:
         for part in reversed(started):
             part.stop()

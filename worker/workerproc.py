@@ -8,8 +8,6 @@ SIGTERM stops them all after their current messages (what is not acknowledged is
 from __future__ import annotations
 
 import multiprocessing
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +18,7 @@ from worker.actors import declare_actors
 from worker.bootstrap import App
 from worker.config import Settings
 from worker.logs import configure_logging
+from worker.signals import StopSignals
 
 log = structlog.get_logger(__name__)
 
@@ -58,9 +57,7 @@ class WorkerThreads:
 
 def _worker_process(settings: Settings, threads: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = StopSignals()
     app = App(settings)
     worker = WorkerThreads(app, threads)
     worker.start()
@@ -74,9 +71,7 @@ def _worker_process(settings: Settings, threads: int) -> None:
 def run_worker_processes(settings: Settings, processes: int, threads: int) -> None:
     """Start `processes` worker processes and keep them running until SIGINT/SIGTERM."""
     context = multiprocessing.get_context("spawn")
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = StopSignals()
 
     def spawn(index: int) -> multiprocessing.process.BaseProcess:
         process = context.Process(

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
-from pathlib import Path
 
 import click
 
 from worker.bootstrap import App
+from worker.cli.files import read_input_file
 from worker.cli.output import RFC3339, cli_client, note, org_option, pass_app
 from worker.errors import InvalidEvent, InvalidInput
 from worker.publish import Publisher, validate_lines
+
+#: Largest event file read at once, in bytes (about 200,000 events); split larger ones.
+MAX_EVENT_FILE_BYTES = 64 * 1024 * 1024
 
 #: Refusals listed one by one before the rest are only counted.
 REFUSALS_SHOWN = 5
@@ -62,15 +65,16 @@ def _name(file: str) -> str:
 
 def _read_lines(file: str) -> list[str]:
     if file == "-":
-        return sys.stdin.read().splitlines()
+        data = sys.stdin.buffer.read(MAX_EVENT_FILE_BYTES + 1)
+        if len(data) > MAX_EVENT_FILE_BYTES:
+            raise InvalidInput(f"stdin holds more than {MAX_EVENT_FILE_BYTES} bytes; split it")
+    else:
+        data, _ = read_input_file(file, "event file", MAX_EVENT_FILE_BYTES)
     try:
-        return Path(file).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InvalidInput(f"{file} does not exist") from None
+        return data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
-        raise InvalidInput(f"{file} is not UTF-8 text; give CloudEvents in JSON Lines") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {file} ({exc.strerror})") from None
+        raise InvalidInput(f"{_name(file)} is not UTF-8 text; give CloudEvents in JSON Lines"
+                           ) from None
 
 
 at_option = click.option(

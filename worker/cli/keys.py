@@ -49,7 +49,7 @@ def export(app: App, name: str, org: str | None, fmt: str, output: str | None) -
     """Write the certificate to upload for server NAME (the staged one, if a rotation waits)."""
     server = registry.resolve_server(app.store, name, org)
     pair = registry.certificate_to_upload(app.store, server)
-    write_certificate(pair, fmt, output)
+    CertificateOutput(fmt, output).write(pair)
     if pair.state == "staged":
         note("this is the staged key's certificate: upload it, then install the token you download")
 
@@ -59,17 +59,26 @@ def export(app: App, name: str, org: str | None, fmt: str, output: str | None) -
 @org_option
 @format_option
 @output_option
+@click.option("--replace-staged", is_flag=True,
+              help="Discard a key already staged (and never used) for a new one.")
 @pass_app
-def rotate(app: App, name: str, org: str | None, fmt: str, output: str | None) -> None:
+def rotate(app: App, name: str, org: str | None, fmt: str, output: str | None,
+           replace_staged: bool) -> None:
     """Stage a new key pair for NAME; it becomes current when a token made for it is installed."""
     server = registry.resolve_server(app.store, name, org)
-    pair, discarded = registry.rotate_key(app.store, server, now=app.now())
+    destination = CertificateOutput(fmt, output)
+    try:
+        pair, discarded = registry.rotate_key(app.store, server, now=app.now(),
+                                              replace_staged=replace_staged)
+    except BaseException:
+        destination.discard()
+        raise
     if discarded is not None:
         note(f"discarded the key staged on {discarded.created_at:%Y-%m-%d}, never used")
     note(
         f"staged a new key pair for {server.name!r}: SHA-256 {format_fingerprint(pair.fingerprint)}"
     )
-    write_certificate(pair, fmt, output)
+    destination.write(pair)
     # The installed token is encrypted to the old key: say so, as any other source would.
     event = cli_client(app).key_regenerated(server.name, org=server.org or None)
     note(f"published {event.type} {event.id}")
@@ -79,22 +88,41 @@ def rotate(app: App, name: str, org: str | None, fmt: str, output: str | None) -
     )
 
 
-def write_certificate(pair: KeyPair, fmt: str, output: str | None) -> None:
-    cert = x509.load_pem_x509_certificate(pair.cert_pem.encode())
-    encoding = serialization.Encoding.DER if fmt == "der" else serialization.Encoding.PEM
-    data = cert.public_bytes(encoding)
-    if output is None:
-        stdout = sys.stdout.buffer
-        if fmt == "der" and stdout.isatty():
-            raise InvalidInput("DER is binary; give -o FILE to write it")
-        stdout.write(data)
-        stdout.flush()
-        return
-    path = Path(output)
-    try:
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except OSError as exc:
-        raise InvalidInput(f"cannot write {path} ({exc.strerror})") from None
-    note(f"wrote {path}")
+class CertificateOutput:
+    """Where a certificate goes, checked before anything is changed: a refused output must
+    not leave a key staged that the user never saw."""
+
+    def __init__(self, fmt: str, output: str | None):
+        self.fmt = fmt
+        self.path = Path(output) if output else None
+        self._temporary: Path | None = None
+        if self.path is None:
+            if fmt == "der" and sys.stdout.isatty():
+                raise InvalidInput("DER is binary; give -o FILE to write it")
+            return
+        if self.path.is_dir():
+            raise InvalidInput(f"{self.path} is a directory; give a file name")
+        self._temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self._temporary.write_bytes(b"")
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {self.path} ({exc.strerror})") from None
+
+    def write(self, pair: KeyPair) -> None:
+        cert = x509.load_pem_x509_certificate(pair.cert_pem.encode())
+        encoding = serialization.Encoding.DER if self.fmt == "der" else serialization.Encoding.PEM
+        data = cert.public_bytes(encoding)
+        if self.path is None or self._temporary is None:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+            return
+        try:
+            self._temporary.write_bytes(data)
+            os.replace(self._temporary, self.path)
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {self.path} ({exc.strerror})") from None
+        note(f"wrote {self.path}")
+
+    def discard(self) -> None:
+        if self._temporary is not None:
+            self._temporary.unlink(missing_ok=True)

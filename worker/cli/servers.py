@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import click
 
 from worker import registry
 from worker.bootstrap import App
+from worker.cli.files import read_input_file
 from worker.cli.output import json_option, note, org_option, pass_app, print_json, print_table
-from worker.crypto.keys import format_fingerprint
+from worker.crypto.keys import MAX_KEY_FILE_BYTES, format_fingerprint
 from worker.errors import InvalidInput
 from worker.records import Server
 from worker.timefmt import format_rfc3339
@@ -19,18 +19,6 @@ from worker.timefmt import format_rfc3339
 @click.group("servers")
 def group() -> None:
     """MDM servers as registered in ASM/ABM."""
-
-
-def read_input_file(path: str, what: str) -> tuple[bytes, str]:
-    file = Path(path)
-    try:
-        return file.read_bytes(), str(file)
-    except FileNotFoundError:
-        raise InvalidInput(f"{what} {file} does not exist") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{what} {file} is a directory, not a file") from None
-    except OSError as exc:
-        raise InvalidInput(f"cannot read {what} {file} ({exc.strerror})") from None
 
 
 @group.command("add")
@@ -46,8 +34,8 @@ def add(
     app: App, name: str, org: str | None, cert: str | None, key: str | None, as_json: bool
 ) -> None:
     """Register server NAME; without --cert/--key a new key pair is generated."""
-    cert_file = read_input_file(cert, "certificate") if cert else None
-    key_file = read_input_file(key, "private key") if key else None
+    cert_file = read_input_file(cert, "certificate", MAX_KEY_FILE_BYTES) if cert else None
+    key_file = read_input_file(key, "private key", MAX_KEY_FILE_BYTES) if key else None
     server, pair = registry.add_server(
         app.store, name, org=org, now=app.now(), cert=cert_file, key=key_file
     )

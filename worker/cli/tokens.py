@@ -8,6 +8,7 @@ import click
 
 from worker import registry
 from worker.bootstrap import App
+from worker.cli.files import read_input_file
 from worker.cli.output import (
     RFC3339,
     json_option,
@@ -17,8 +18,8 @@ from worker.cli.output import (
     print_json,
     print_table,
 )
-from worker.cli.servers import read_input_file
 from worker.crypto.keys import format_fingerprint
+from worker.crypto.smime import MAX_TOKEN_FILE_BYTES
 from worker.records import TOKEN_CURRENT
 from worker.rules.install import InstallOutcome
 
@@ -62,7 +63,7 @@ def install(
     as_json: bool,
 ) -> None:
     """Decrypt FILE (the *_smime.p7m download) with NAME's key and install it."""
-    data, source = read_input_file(file, "token file")
+    data, source = read_input_file(file, "token file", MAX_TOKEN_FILE_BYTES)
     now = app.now()
     result = registry.install_token(
         app.store,

@@ -110,28 +110,30 @@ class RedisStore:
         self._redis.transaction(write, k.SERVERS)
 
     def remove_server(self, server: Server) -> None:
-        key_ids = self._redis.zrange(k.server_keys(server.id), 0, -1)
-        token_ids = self._redis.zrange(k.server_tokens(server.id), 0, -1)
-        tokens = [t for t in self._tokens(token_ids) if t is not None]
         qualifier = k.server_qualifier(name_key(server.org), name_key(server.name))
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hdel(k.SERVERS, qualifier)
-        pipe.srem(k.servers_named(name_key(server.name)), server.id)
-        for token in tokens:
-            pipe.srem(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
-            pipe.hincrby(k.user(user_key(token.downloaded_by)), k.USER_VERSION, 1)
-            pipe.zrem(k.TOKENS_BY_EXPIRY, token.id)
-            pipe.zrem(k.REPLACEMENTS_OPEN, token.id)
-            pipe.zrem(k.REPLACEMENTS, token.id)
-            pipe.delete(k.replacement(token.id))
-        pipe.delete(
-            k.server(server.id),
-            k.server_keys(server.id),
-            k.server_tokens(server.id),
-            *(k.key_pair(i) for i in key_ids),
-            *(k.token(i) for i in token_ids),
-        )
-        pipe.execute()
+        watched = (k.server(server.id), k.server_keys(server.id), k.server_tokens(server.id))
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            # Read the ids under WATCH: a key staged or a token installed meanwhile restarts
+            # the transaction instead of being left behind.
+            key_ids = pipe.zrange(k.server_keys(server.id), 0, -1)
+            token_ids = pipe.zrange(k.server_tokens(server.id), 0, -1)
+            tokens = [Token.from_hash(d) for d in (pipe.hgetall(k.token(i)) for i in token_ids)
+                      if d]
+            pipe.multi()
+            pipe.hdel(k.SERVERS, qualifier)
+            pipe.srem(k.servers_named(name_key(server.name)), server.id)
+            for token in tokens:
+                pipe.srem(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
+                pipe.hincrby(k.user(user_key(token.downloaded_by)), k.USER_VERSION, 1)
+                pipe.zrem(k.TOKENS_BY_EXPIRY, token.id)
+                pipe.zrem(k.REPLACEMENTS_OPEN, token.id)
+                pipe.zrem(k.REPLACEMENTS, token.id)
+                pipe.delete(k.replacement(token.id))
+            pipe.delete(*watched, *(k.key_pair(i) for i in key_ids),
+                        *(k.token(i) for i in token_ids))
+
+        self._redis.transaction(write, *watched)
 
     # ---- key pairs -------------------------------------------------------------------------
 
@@ -156,8 +158,9 @@ class RedisStore:
             key.cert_pem.encode(), der, cert_source=f"key {key.id}", key_source=f"key {key.id}"
         )
 
-    def stage_key(self, server: Server, key: KeyPair, material: KeyMaterial) -> KeyPair | None:
-        """Stage a new key pair; a key staged before and never used is discarded."""
+    def stage_key(self, server: Server, key: KeyPair, material: KeyMaterial, *,
+                  replace_staged: bool = False) -> KeyPair | None:
+        """Stage a new key pair, discarding one staged before only if `replace_staged`."""
         sealed = self._seal_private_key(key.id, material)
         server_key = k.server(server.id)
         discarded: list[KeyPair] = []
@@ -171,6 +174,14 @@ class RedisStore:
                 data = pipe.hgetall(k.key_pair(previous))
                 if data:
                     discarded.append(KeyPair.from_hash(data))
+                if not replace_staged:
+                    staged = discarded[0] if discarded else None
+                    when = f" on {staged.created_at:%Y-%m-%d}" if staged else ""
+                    raise Conflict(
+                        f"server {server.name!r} already has a key staged{when}, waiting for "
+                        "its token; if its certificate was uploaded, install the token made "
+                        "for it; to discard it and stage another, add --replace-staged"
+                    )
             pipe.multi()
             if previous:
                 pipe.delete(k.key_pair(previous))
