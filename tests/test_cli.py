@@ -86,10 +86,15 @@ def test_a_new_users_tour(cli, fixture_files, tmp_path):
 
 def test_keys_rotate_with_an_unwritable_output_changes_nothing(cli, snapshot, tmp_path):
     cli("servers", "add", "Lab")
-    assert_refused(cli, snapshot, ("keys", "rotate", "Lab", "-o", str(tmp_path / "no" / "x.pem")),
-                   "cannot write")
-    assert_refused(cli, snapshot, ("keys", "rotate", "Lab", "-o", str(tmp_path)),
-                   "is a directory", code=2)
+    assert_refused(
+        cli,
+        snapshot,
+        ("keys", "rotate", "Lab", "-o", str(tmp_path / "no" / "x.pem")),
+        "cannot write",
+    )
+    assert_refused(
+        cli, snapshot, ("keys", "rotate", "Lab", "-o", str(tmp_path)), "is a directory", code=2
+    )
 
 
 def test_keys_rotate_stages_a_key_and_prints_its_certificate(cli, app):
@@ -403,3 +408,82 @@ def test_usage_errors_are_one_line_too(cli):
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1
     assert "Missing argument 'FILE'" in result.stderr
+
+
+def test_fifos_and_oversized_files_are_refused_without_reading_them(
+    cli, snapshot, tmp_path, fixture_files
+):
+    import os
+
+    add_apple_server(cli, fixture_files)
+    fifo = tmp_path / "pipe.p7m"
+    os.mkfifo(fifo)
+    assert_refused(
+        cli,
+        snapshot,
+        ("tokens", "install", "Main Campus", str(fifo), "--downloaded-by", "a"),
+        "is not a regular file",
+    )
+    huge = tmp_path / "huge.p7m"
+    with open(huge, "wb") as handle:
+        handle.truncate(3 * 1024**3)  # sparse: 3 GiB that costs no disk
+    assert_refused(
+        cli,
+        snapshot,
+        ("tokens", "install", "Main Campus", str(huge), "--downloaded-by", "a"),
+        "at most 262144 are read",
+    )
+    assert_refused(
+        cli,
+        snapshot,
+        (
+            "servers",
+            "add",
+            "Vendor",
+            "--cert",
+            str(huge),
+            "--key",
+            str(fixture_files / "server-key.pem"),
+        ),
+        "at most 65536",
+    )
+
+
+def test_reinstalling_with_another_downloader_says_it_was_not_recorded(cli, fixture_files):
+    add_apple_server(cli, fixture_files)
+    token = str(fixture_files / APPLE_TOKEN)
+    assert cli("tokens", "install", "Main Campus", token, "--downloaded-by", "a@x").exit_code == 0
+    again = cli("tokens", "install", "Main Campus", token, "--downloaded-by", "b@x")
+    assert again.exit_code == 0
+    assert "already installed" in again.stdout
+    assert "recorded as downloaded by a@x; b@x was not recorded" in again.stderr
+
+
+def test_a_token_for_a_replaced_key_says_so(cli, snapshot, clock, tmp_path):
+    cli("servers", "add", "Lab")
+    old_cert = cli("keys", "export", "Lab").stdout
+    old_token = tmp_path / "old.p7m"
+    old_token.write_bytes(encrypt_to(old_cert, credentials(clock.now + timedelta(days=300))))
+    new_cert = cli("keys", "rotate", "Lab").stdout
+    new_token = tmp_path / "new.p7m"
+    new_token.write_bytes(encrypt_to(new_cert, credentials(clock.now + timedelta(days=360))))
+    assert cli("tokens", "install", "Lab", str(new_token), "--downloaded-by", "a").exit_code == 0
+    assert_refused(
+        cli,
+        snapshot,
+        ("tokens", "install", "Lab", str(old_token), "--downloaded-by", "a"),
+        "encrypted to a key of 'Lab' that was replaced",
+    )
+
+
+def test_a_wrong_download_time_in_the_file_name_is_named_as_such(cli, snapshot, clock, tmp_path):
+    cli("servers", "add", "Lab")
+    cert = cli("keys", "export", "Lab").stdout
+    named = tmp_path / "Lab_Token_2031-01-01T00-00-00Z_smime.p7m"
+    named.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=300))))
+    assert_refused(
+        cli,
+        snapshot,
+        ("tokens", "install", "Lab", str(named), "--downloaded-by", "a"),
+        "the download time in the file name 2031-01-01",
+    )

@@ -1,5 +1,6 @@
 """The installed `tokenwarden` command as a user runs it: real process, real environment."""
 
+import json
 import os
 import signal
 import socket
@@ -61,6 +62,8 @@ def test_an_unreachable_redis_is_one_line_naming_where_it_looked(tmp_path):
         ({"TOKENWARDEN_MASTER_KEY": "not-a-key"}, "TOKENWARDEN_MASTER_KEY is not 32 bytes"),
         ({"REDIS_URL": "http://localhost"}, "is not a redis://"),
         ({"TOKENWARDEN_LOG_LEVEL": "loud"}, "TOKENWARDEN_LOG_LEVEL 'loud'"),
+        ({"REDIS_URL": "redis://u:pw@localhost:notaport/0"}, "REDIS_URL has an invalid"),
+        ({"TOKENWARDEN_WORKER_THREADS": "0"}, "TOKENWARDEN_WORKER_THREADS '0' is not a whole"),
     ],
 )
 def test_a_bad_setting_is_one_line(env, variables, message, tmp_path):
@@ -81,9 +84,24 @@ def test_a_bad_setting_is_one_line(env, variables, message, tmp_path):
     assert "not-a-key" not in result.stderr
 
 
-def test_the_cli_in_another_terminal_uses_the_same_data_dir_and_key_file(env, fixture_files):
-    # The master key file made by one command is the one the next command reads.
-    first = run(
+def test_the_cli_in_another_terminal_uses_the_key_file_of_the_folder_it_runs_in(
+    redis_url, redis_client, fixture_files, tmp_path
+):
+    # Given `make run` and a second terminal in the same folder, with no TOKENWARDEN_* set
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    bare = {
+        key: value for key, value in os.environ.items() if not key.startswith("TOKENWARDEN_")
+    } | {"REDIS_URL": redis_url}
+
+    def run_in(folder, *args):
+        return subprocess.run(
+            [TOKENWARDEN, *args], capture_output=True, text=True, timeout=60, cwd=folder, env=bare
+        )
+
+    first = run_in(
+        repo,
         "servers",
         "add",
         "Main",
@@ -91,13 +109,39 @@ def test_the_cli_in_another_terminal_uses_the_same_data_dir_and_key_file(env, fi
         str(fixture_files / "server-cert.pem"),
         "--key",
         str(fixture_files / "server-key.pem"),
-        env=env,
     )
     assert first.returncode == 0, first.stderr
     assert "master_key_created" in first.stderr
-    shown = run("secrets", "status", "--json", env=env)
-    assert shown.returncode == 0, shown.stderr
-    assert '"tw1' not in shown.stdout and "master_key_created" not in shown.stderr
+    assert (repo / "var" / "master.key").exists()
+    # Then the second command finds the same key and opens what the first sealed
+    status = run_in(repo, "secrets", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert "master_key_created" not in status.stderr
+    sealed = json.loads(status.stdout)["sealed_values_by_key_id"]
+    assert list(sealed.values()) == [1]
+    # And from another folder it refuses to make a second key beside the stored secrets
+    stray = run_in(elsewhere, "servers", "add", "Stray")
+    assert stray.returncode == 2
+    assert "no master key file at" in stray.stderr
+    assert stray.stderr.count("\n") == 1
+    assert not (elsewhere / "var" / "master.key").exists()
+    assert run_in(repo, "servers", "show", "Stray").returncode == 1
+
+
+def test_a_master_key_that_sealed_nothing_here_is_refused(env):
+    from worker.crypto.sealing import generate_master_key
+
+    assert (
+        run(
+            "servers", "add", "Lab", env={**env, "TOKENWARDEN_MASTER_KEY": generate_master_key()}
+        ).returncode
+        == 0
+    )
+    wrong = run(
+        "servers", "add", "Gym", env={**env, "TOKENWARDEN_MASTER_KEY": generate_master_key()}
+    )
+    assert wrong.returncode == 2
+    assert "holds none of the master keys that sealed the stored secrets" in wrong.stderr
 
 
 def test_run_starts_and_stops_cleanly_on_sigint_and_sigterm(env):
@@ -109,13 +153,16 @@ def test_run_starts_and_stops_cleanly_on_sigint_and_sigterm(env):
             stderr=subprocess.PIPE,
             text=True,
         )
-        deadline = time.monotonic() + 30
-        line = ""
-        while "tokenwarden_started" not in line and time.monotonic() < deadline:
-            line = process.stderr.readline()
-        assert "tokenwarden_started" in line
-        process.send_signal(signum)
-        _, rest = process.communicate(timeout=30)
+        try:
+            deadline = time.monotonic() + 30
+            line = ""
+            while "worker_started" not in line and time.monotonic() < deadline:
+                line = process.stderr.readline()
+            assert "worker_started" in line
+            process.send_signal(signum)
+            _, rest = process.communicate(timeout=30)
+        finally:
+            process.kill()
         assert process.returncode == 0, rest
         assert "tokenwarden_stopped" in rest
         assert "Traceback" not in rest

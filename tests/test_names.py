@@ -43,3 +43,8 @@ def test_users_compare_case_insensitively_and_must_not_be_empty():
     assert user_key("Admin@School.EDU") == user_key("admin@school.edu")
     with pytest.raises(InvalidInput, match="user is empty"):
         clean_user("  ")
+
+
+def test_full_width_reserved_names_are_refused_too():
+    with pytest.raises(InvalidServerName, match="reserved by Apple"):
+        clean_server_name("\uff35\uff2e\uff21\uff33\uff33\uff29\uff27\uff2e\uff25\uff24")

@@ -251,8 +251,13 @@ def test_removing_a_server_removes_its_keys_tokens_and_index_entries(app, fixtur
     _server, _ = add_apple_server(app, fixture_files)
     install_file(app, "Main Campus", (fixture_files / "server-token.p7m").read_bytes())
     app.store.remove_server(registry.resolve_server(app.store, "Main Campus"))
-    # What stays is about people and history, not the server: the user's record, the audit.
-    assert sorted(app.redis.keys("tw:*")) == ["tw:audit", "tw:user:admin@school.edu"]
+    # What stays is about people, history and keys, not the server: the user's record, the
+    # audit trail, and which master key sealed secrets here.
+    assert sorted(app.redis.keys("tw:*")) == [
+        "tw:audit",
+        "tw:master-key-ids",
+        "tw:user:admin@school.edu",
+    ]
     assert app.redis.hgetall("tw:user:admin@school.edu") == {"v": "2"}
 
 

@@ -160,8 +160,10 @@ def test_a_token_missing_a_field_names_the_field(material, field):
             "access_token_expiry",
         ),
         ({**credentials(EXPIRY), "access_secret": 42}, "access_secret"),
+        ({**credentials(EXPIRY), "consumer_key": ""}, "'consumer_key' field is unusable"),
+        ({**credentials(EXPIRY), "access_secret": "   "}, "'access_secret' field is unusable"),
     ],
-    ids=["bad-json", "array", "bad-expiry", "naive-expiry", "wrong-type"],
+    ids=["bad-json", "array", "bad-expiry", "naive-expiry", "wrong-type", "empty", "blank"],
 )
 def test_a_token_with_bad_json_says_so_without_showing_secrets(material, document, message):
     data = encrypt_to(material.cert_pem, document)
@@ -169,7 +171,8 @@ def test_a_token_with_bad_json_says_so_without_showing_secrets(material, documen
         decrypt(data, material.certificate, material.private_key)
     if isinstance(document, dict):
         for field in ("consumer_key", "consumer_secret", "access_token"):
-            assert document[field] not in str(caught.value)
+            if document[field]:
+                assert document[field] not in str(caught.value)
 
 
 def test_credentials_never_show_in_repr(material):

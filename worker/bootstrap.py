@@ -18,6 +18,7 @@ from worker.config import Settings
 from worker.crypto.masterkey import load_keyring
 from worker.crypto.sealing import Keyring
 from worker.handling import EventHandler
+from worker.store.keys import MASTER_KEY_IDS
 from worker.store.redis_store import RedisStore
 from worker.timefmt import utc_now
 
@@ -63,7 +64,9 @@ class App:
     def keyring(self) -> Keyring:
         """Loaded on first use, so commands that touch no secret never create a key file."""
         if self._keyring is None:
-            self._keyring = load_keyring(self.settings)
+            keyring = load_keyring(self.settings, lambda: set(self.redis.smembers(MASTER_KEY_IDS)))
+            self.redis.sadd(MASTER_KEY_IDS, keyring.primary.key_id)
+            self._keyring = keyring
         return self._keyring
 
     def reload_keyring(self) -> Keyring:

@@ -57,7 +57,14 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-        if urlsplit(redis_url).scheme not in {"redis", "rediss", "unix"}:
+        try:
+            parts = urlsplit(redis_url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError(
+                "REDIS_URL has an invalid host or port; write it like redis://127.0.0.1:6379/0"
+            ) from None
+        if parts.scheme not in {"redis", "rediss", "unix"}:
             raise ConfigError(
                 f"REDIS_URL {redact_url(redis_url)!r} is not a redis://, rediss:// or unix:// URL"
             )
@@ -119,11 +126,15 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, most: int) ->
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, for messages and logs."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(REDIS_URL, unreadable)"
     if parts.password is None:
         return url
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
+    if port:
+        host = f"{host}:{port}"
     user = f"{parts.username}:***@" if parts.username else ":***@"
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))

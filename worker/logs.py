@@ -88,6 +88,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
         ]
     else:
         render = [
+            # The traceback becomes text before redaction, so secrets in it are redacted too.
+            structlog.processors.format_exc_info,
             redact_secrets,
             structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback),
         ]

@@ -48,8 +48,9 @@ def clean_server_name(raw: str) -> str:
 
 
 def name_key(name: str) -> str:
-    """The form two names are compared in: NFC, trimmed, case-folded."""
-    return unicodedata.normalize("NFC", name).strip().casefold()
+    """The form two names are compared in: compatibility-normalized (NFKC, so a full-width
+    UNASSIGNED is UNASSIGNED too), trimmed, case-folded."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).strip().casefold())
 
 
 def clean_label(raw: str | None, *, what: str) -> str:

@@ -12,13 +12,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import PurePath
 
+from cryptography import x509
+
 from worker import outgoing
 from worker.crypto.keys import KeyMaterial, generate_key_material, import_key_material
 from worker.crypto.payload import parse_token_payload
 from worker.crypto.smime import decrypt_envelope, describe_mismatch, read_envelope
-from worker.errors import InvalidInput, NotFound
-from worker.names import clean_label, clean_server_name, clean_user, name_key
-from worker.records import KEY_CURRENT, KEY_STAGED, KeyPair, Server, Token
+from worker.errors import InvalidInput, NotFound, WrongRecipient
+from worker.names import clean_label, clean_server_name, clean_user, name_key, user_key
+from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, KeyPair, Server, Token
 from worker.rules.install import InstallOutcome, NewToken, decide_install
 from worker.rules.replacement import Cause, for_new_token
 from worker.store.event_store import OpenReplacement, Plan, ResolveReplacement
@@ -207,8 +209,12 @@ def install_token(
 ) -> InstallResult:
     user = clean_user(downloaded_by)
     envelope = read_envelope(data, source=source)
+    downloaded_at_source = "--downloaded-at"
     if downloaded_at is None:
-        downloaded_at = download_time_from_file_name(source) or now
+        downloaded_at = download_time_from_file_name(source)
+        downloaded_at_source = "the download time in the file name"
+    if downloaded_at is None:
+        downloaded_at, downloaded_at_source = now, "the install time"
     for _ in range(WRITE_ATTEMPTS):
         server = resolve_server(store, server_name, org)
         candidates = [
@@ -221,6 +227,7 @@ def install_token(
         materials = [(pair, store.open_key_material(pair)) for pair in candidates]
         chosen = next(((p, m) for p, m in materials if envelope.is_for(m.certificate)), None)
         if chosen is None:
+            _refuse_retired_key(store, server, envelope, source)
             raise describe_mismatch(
                 envelope, source, [(p.state, m.certificate) for p, m in materials]
             )
@@ -235,12 +242,19 @@ def install_token(
             fingerprint=credentials.fingerprint,
             expires_at=credentials.expires_at,
             downloaded_at=downloaded_at,
+            downloaded_at_source=downloaded_at_source,
         )
         outcome = decide_install(
             new, installed, now=now, allow_consumer_change=allow_consumer_change, source=source
         )
         if outcome is InstallOutcome.ALREADY_INSTALLED:
-            return InstallResult(server=server, token=installed, outcome=outcome)
+            warnings = ()
+            if user_key(user) != user_key(installed.downloaded_by):
+                warnings = (
+                    f"it is recorded as downloaded by {installed.downloaded_by}; "
+                    f"{user} was not recorded",
+                )
+            return InstallResult(server=server, token=installed, outcome=outcome, warnings=warnings)
         token = Token(
             id=new_id("tok"),
             server_id=server.id,
@@ -279,6 +293,18 @@ def install_token(
     raise ConcurrentChange(
         f"server {server_name!r} kept changing while the token was being installed; try again"
     )
+
+
+def _refuse_retired_key(store: RedisStore, server: Server, envelope, source: str) -> None:
+    """A token made for a key this server no longer uses gets its own, plainer error."""
+    for pair in store.keys_of(server.id):
+        certificate = x509.load_pem_x509_certificate(pair.cert_pem.encode())
+        if pair.state == KEY_RETIRED and envelope.is_for(certificate):
+            retired = f" on {pair.retired_at:%Y-%m-%d}" if pair.retired_at else ""
+            raise WrongRecipient(
+                f"{source} is encrypted to a key of {server.name!r} that was replaced{retired}; "
+                "it was downloaded before the new key: download a new token"
+            )
 
 
 def _file_name_warnings(source: str, server: Server) -> tuple[str, ...]:

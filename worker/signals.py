@@ -37,6 +37,7 @@ class StopSignals:
         while not self.received:
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            time.sleep(POLL_S if deadline is None else max(0.0, min(POLL_S,
-                                                                     deadline - time.monotonic())))
+            time.sleep(
+                POLL_S if deadline is None else max(0.0, min(POLL_S, deadline - time.monotonic()))
+            )
         return True

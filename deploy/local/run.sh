@@ -7,6 +7,7 @@ started_redis=
 if [ -z "${REDIS_URL:-}" ]; then
   deploy/local/redis.sh start
   started_redis=1
+  export REDIS_URL="redis://127.0.0.1:${TOKENWARDEN_LOCAL_REDIS_PORT:-6379}/0"
 fi
 stop_redis() { [ -n "$started_redis" ] && deploy/local/redis.sh stop || true; }
 trap stop_redis EXIT

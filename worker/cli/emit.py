@@ -73,8 +73,9 @@ def _read_lines(file: str) -> list[str]:
     try:
         return data.decode("utf-8").splitlines()
     except UnicodeDecodeError:
-        raise InvalidInput(f"{_name(file)} is not UTF-8 text; give CloudEvents in JSON Lines"
-                           ) from None
+        raise InvalidInput(
+            f"{_name(file)} is not UTF-8 text; give CloudEvents in JSON Lines"
+        ) from None
 
 
 at_option = click.option(

@@ -59,17 +59,22 @@ def export(app: App, name: str, org: str | None, fmt: str, output: str | None) -
 @org_option
 @format_option
 @output_option
-@click.option("--replace-staged", is_flag=True,
-              help="Discard a key already staged (and never used) for a new one.")
+@click.option(
+    "--replace-staged",
+    is_flag=True,
+    help="Discard a key already staged (and never used) for a new one.",
+)
 @pass_app
-def rotate(app: App, name: str, org: str | None, fmt: str, output: str | None,
-           replace_staged: bool) -> None:
+def rotate(
+    app: App, name: str, org: str | None, fmt: str, output: str | None, replace_staged: bool
+) -> None:
     """Stage a new key pair for NAME; it becomes current when a token made for it is installed."""
     server = registry.resolve_server(app.store, name, org)
     destination = CertificateOutput(fmt, output)
     try:
-        pair, discarded = registry.rotate_key(app.store, server, now=app.now(),
-                                              replace_staged=replace_staged)
+        pair, discarded = registry.rotate_key(
+            app.store, server, now=app.now(), replace_staged=replace_staged
+        )
     except BaseException:
         destination.discard()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -19,18 +20,41 @@ _FILE_HEADER = (
 )
 
 
-def load_keyring(settings: Settings) -> Keyring:
+def load_keyring(settings: Settings, used_key_ids: Callable[[], set[str]] = set) -> Keyring:
+    """The configured keyring. `used_key_ids()` names the keys that sealed what is stored: a
+    keyring holding none of them is refused rather than used to seal new secrets beside
+    secrets it cannot open."""
     if settings.master_key:
-        return Keyring.from_text(settings.master_key, where="TOKENWARDEN_MASTER_KEY")
+        keyring = Keyring.from_text(settings.master_key, where="TOKENWARDEN_MASTER_KEY")
+        _check_matches(keyring, used_key_ids(), "TOKENWARDEN_MASTER_KEY")
+        return keyring
     path = settings.master_key_file
     if not path.exists():
+        used = used_key_ids()
+        if used:
+            raise ConfigError(
+                f"there is no master key file at {path}, but Redis holds secrets sealed under "
+                f"master key {', '.join(sorted(used))}; run tokenwarden from the folder whose "
+                "var/master.key sealed them, or set TOKENWARDEN_DATA_DIR or "
+                "TOKENWARDEN_MASTER_KEY"
+            )
         _create_key_file(path, [generate_master_key()])
         log.warning(
             "master_key_created",
             path=str(path),
             advice="set TOKENWARDEN_MASTER_KEY in production and keep it apart from Redis backups",
         )
-    return Keyring.from_text(_read_key_file(path), where=str(path))
+    keyring = Keyring.from_text(_read_key_file(path), where=str(path))
+    _check_matches(keyring, used_key_ids(), str(path))
+    return keyring
+
+
+def _check_matches(keyring: Keyring, used: set[str], where: str) -> None:
+    if used and not used & set(keyring.key_ids):
+        raise ConfigError(
+            f"{where} holds none of the master keys that sealed the stored secrets "
+            f"({', '.join(sorted(used))}); configure the key they were sealed with"
+        )
 
 
 def write_key_file(path: Path, keys: list[str]) -> None:

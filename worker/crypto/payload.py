@@ -17,7 +17,14 @@ import hashlib
 import json
 from datetime import UTC, datetime
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from worker.errors import InvalidTokenPayload
 
@@ -37,6 +44,13 @@ class TokenCredentials(BaseModel):
     access_token: SecretStr
     access_secret: SecretStr
     access_token_expiry: AwareDatetime
+
+    @field_validator(*CREDENTIAL_FIELDS)
+    @classmethod
+    def _not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("it is empty")
+        return value
 
     @property
     def expires_at(self) -> datetime:

@@ -32,22 +32,26 @@ class NewToken:
     fingerprint: str
     expires_at: datetime
     downloaded_at: datetime
+    #: Where the download time came from, to name it in errors.
+    downloaded_at_source: str = "downloaded-at"
 
 
-def check_download_time(downloaded_at: datetime, expires_at: datetime, now: datetime) -> None:
+def check_download_time(
+    downloaded_at: datetime, expires_at: datetime, now: datetime, what: str = "downloaded-at"
+) -> None:
     if downloaded_at > now + CLOCK_SKEW:
         raise InvalidTime(
-            f"downloaded-at {format_rfc3339(downloaded_at)} is in the future "
+            f"{what} {format_rfc3339(downloaded_at)} is in the future "
             f"(now is {format_rfc3339(now)}); give the time the token was downloaded"
         )
     if downloaded_at >= expires_at:
         raise InvalidTime(
-            f"downloaded-at {format_rfc3339(downloaded_at)} is not before the token's expiry "
+            f"{what} {format_rfc3339(downloaded_at)} is not before the token's expiry "
             f"{format_rfc3339(expires_at)}; give the time the token was downloaded"
         )
     if expires_at - downloaded_at > LONGEST_TOKEN_LIFE:
         raise InvalidTime(
-            f"downloaded-at {format_rfc3339(downloaded_at)} is more than a year before the "
+            f"{what} {format_rfc3339(downloaded_at)} is more than a year before the "
             f"token's expiry {format_rfc3339(expires_at)}, and Apple sets the expiry one year "
             "after download; check the date"
         )
@@ -68,7 +72,7 @@ def decide_install(
             f"{source} expired at {format_rfc3339(new.expires_at)}; "
             "download a new server token from ASM/ABM"
         )
-    check_download_time(new.downloaded_at, new.expires_at, now)
+    check_download_time(new.downloaded_at, new.expires_at, now, new.downloaded_at_source)
     if installed is None:
         return InstallOutcome.INSTALL
     if new.expires_at <= installed.expires_at:

@@ -55,6 +55,10 @@ def tokens_by_user(user_key: str) -> str:
 #: Sorted set: current token ids by expiry (ms); the scheduler scans its head.
 TOKENS_BY_EXPIRY = "tw:tokens:by-expiry"
 
+#: Set: ids of the master keys that have sealed values here, to refuse a wrong or new key
+#: (a CLI started in another folder would otherwise make itself a fresh key file).
+MASTER_KEY_IDS = "tw:master-key-ids"
+
 #: Hash field holding a sealed private key (in key_pair hashes).
 SEALED_PRIVATE_KEY = "private_key"
 

@@ -118,8 +118,9 @@ class RedisStore:
             # the transaction instead of being left behind.
             key_ids = pipe.zrange(k.server_keys(server.id), 0, -1)
             token_ids = pipe.zrange(k.server_tokens(server.id), 0, -1)
-            tokens = [Token.from_hash(d) for d in (pipe.hgetall(k.token(i)) for i in token_ids)
-                      if d]
+            tokens = [
+                Token.from_hash(d) for d in (pipe.hgetall(k.token(i)) for i in token_ids) if d
+            ]
             pipe.multi()
             pipe.hdel(k.SERVERS, qualifier)
             pipe.srem(k.servers_named(name_key(server.name)), server.id)
@@ -130,8 +131,9 @@ class RedisStore:
                 pipe.zrem(k.REPLACEMENTS_OPEN, token.id)
                 pipe.zrem(k.REPLACEMENTS, token.id)
                 pipe.delete(k.replacement(token.id))
-            pipe.delete(*watched, *(k.key_pair(i) for i in key_ids),
-                        *(k.token(i) for i in token_ids))
+            pipe.delete(
+                *watched, *(k.key_pair(i) for i in key_ids), *(k.token(i) for i in token_ids)
+            )
 
         self._redis.transaction(write, *watched)
 
@@ -158,8 +160,9 @@ class RedisStore:
             key.cert_pem.encode(), der, cert_source=f"key {key.id}", key_source=f"key {key.id}"
         )
 
-    def stage_key(self, server: Server, key: KeyPair, material: KeyMaterial, *,
-                  replace_staged: bool = False) -> KeyPair | None:
+    def stage_key(
+        self, server: Server, key: KeyPair, material: KeyMaterial, *, replace_staged: bool = False
+    ) -> KeyPair | None:
         """Stage a new key pair, discarding one staged before only if `replace_staged`."""
         sealed = self._seal_private_key(key.id, material)
         server_key = k.server(server.id)
