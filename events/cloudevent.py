@@ -143,7 +143,7 @@ def outgoing_event(
         "source": catalog.SOURCE_WORKER,
         "type": event_type,
         "subject": subject,
-        "time": time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "time": time.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "datacontenttype": "application/json",
         "data": data,
     }

@@ -119,6 +119,18 @@ def load_certificate(data: bytes, *, source: str) -> x509.Certificate:
         ) from None
 
 
+def load_sealed_key_material(cert_pem: bytes, key_der: bytes) -> KeyMaterial:
+    """A key pair as tokenwarden stored it. The key was checked when it was imported or made,
+    and its sealing is authenticated, so RSA's costly consistency check (tens of ms) is
+    skipped here."""
+    key = serialization.load_der_private_key(
+        key_der, password=None, unsafe_skip_rsa_key_validation=True
+    )
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise InvalidKeyMaterial("a stored private key is not an RSA key")
+    return KeyMaterial(certificate=x509.load_pem_x509_certificate(cert_pem), private_key=key)
+
+
 def load_private_key(data: bytes, *, source: str) -> rsa.RSAPrivateKey:
     """Read an unencrypted RSA private key in PEM or DER (PKCS#1 or PKCS#8)."""
     _check_size(data, source)

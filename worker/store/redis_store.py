@@ -15,7 +15,7 @@ from datetime import datetime
 
 import redis
 
-from worker.crypto.keys import KeyMaterial, import_key_material
+from worker.crypto.keys import KeyMaterial, load_sealed_key_material
 from worker.crypto.sealing import Keyring
 from worker.errors import Conflict, DuplicateServer, NotFound
 from worker.names import name_key, user_key
@@ -156,9 +156,7 @@ class RedisStore:
         if not sealed:
             raise NotFound(f"key pair {key.id} no longer holds its private key (it was retired)")
         der = self._keyring().open(sealed, _context(redis_key, k.SEALED_PRIVATE_KEY))
-        return import_key_material(
-            key.cert_pem.encode(), der, cert_source=f"key {key.id}", key_source=f"key {key.id}"
-        )
+        return load_sealed_key_material(key.cert_pem.encode(), der)
 
     def stage_key(
         self, server: Server, key: KeyPair, material: KeyMaterial, *, replace_staged: bool = False
