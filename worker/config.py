@@ -12,6 +12,8 @@ TOKENWARDEN_POLL_INTERVAL_MS   longest an idle worker waits before it looks for
                                messages again (bounds the latency)              default 100
 TOKENWARDEN_HEARTBEAT_TIMEOUT  seconds without a heartbeat after which a worker is
                                presumed dead and its messages are recovered     default 15
+
+Notification settings (webhooks, SMTP): see worker/notify/config.py.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from worker.crypto.sealing import Keyring
 from worker.errors import ConfigError
+from worker.notify.config import NotifySettings
 
 #: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -52,6 +55,7 @@ class Settings:
     worker_threads: int = DEFAULT_WORKER_THREADS
     poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
     heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S
+    notify: NotifySettings = field(default_factory=NotifySettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +104,7 @@ class Settings:
             heartbeat_timeout_s=_positive_int(
                 env, "TOKENWARDEN_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, 3600
             ),
+            notify=NotifySettings.from_env(env),
         )
 
     @property

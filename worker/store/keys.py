@@ -69,7 +69,32 @@ SEALED_CREDENTIALS = "credentials"
 SEALED_LOCATIONS = (
     ("tw:key:*", SEALED_PRIVATE_KEY),
     ("tw:token:*", SEALED_CREDENTIALS),
+    ("tw:subscription:*", "secret"),
 )
+
+
+def subscription(subscription_id: str) -> str:
+    """Hash: one subscription (webhook or e-mail), its webhook secret sealed."""
+    return f"tw:subscription:{subscription_id}"
+
+
+#: Set: ids of all subscriptions.
+SUBSCRIPTIONS = "tw:subscriptions"
+
+
+def delivery(delivery_id: str) -> str:
+    """Hash: one delivery of one outgoing event to one subscription."""
+    return f"tw:delivery:{delivery_id}"
+
+
+#: Sorted set: delivery ids by creation time (ms).
+DELIVERIES = "tw:deliveries"
+
+#: Sorted set: pending delivery ids by when they are next due (ms), leases included.
+DELIVERIES_DUE = "tw:deliveries:due"
+
+#: Sorted set: failed delivery ids by when they failed (ms).
+DELIVERIES_FAILED = "tw:deliveries:failed"
 
 
 def user(user_key: str) -> str:

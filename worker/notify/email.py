@@ -1,0 +1,114 @@
+"""E-mail for the people who must act: short, plain, which server, why, by when, and the exact
+steps in the portal; for a key change, the certificate to upload is attached."""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from email.message import EmailMessage
+from typing import Any
+
+from events import catalog
+from worker.notify.config import SmtpSettings
+from worker.notify.webhook import AttemptResult
+
+_WHY = {
+    catalog.PASSWORD_CHANGED: "the password of {user}, who downloaded it, changed",
+    catalog.USER_LEFT: "{user}, who downloaded it, left the organization",
+    catalog.KEY_REGENERATED: "a new key was made for the server",
+    catalog.TOKEN_GENERATED: "a new token was downloaded for the server in the portal",
+}
+
+_BY_WHEN = {
+    "immediate": "now: the installed token no longer works, and devices cannot enroll",
+    "soon": "soon: the installed token is tied to the old key",
+}
+
+
+def compose(event: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
+    data = event.get("data") or {}
+    server = data.get("server", "?")
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = recipient
+    message["Message-ID"] = f"<{event['id']}@tokenwarden>"
+    if event["type"] == catalog.REPLACEMENT_REQUIRED:
+        message["Subject"] = f"Replace the server token of {server} ({data.get('urgency')})"
+        message.set_content(_replacement_text(data))
+        if data.get("certificate"):
+            message.add_attachment(data["certificate"].encode(), maintype="application",
+                                   subtype="x-pem-file", filename=f"{_file_stem(server)}.pem")
+    elif event["type"] == catalog.REPLACED:
+        message["Subject"] = f"Server token of {server} replaced"
+        message.set_content(
+            f"A new server token was installed for the MDM server \"{server}\"; it expires "
+            f"{data.get('new_expires_at')}. Nothing more to do.\n\n-- tokenwarden\n")
+    else:
+        message["Subject"] = f"tokenwarden: {event['type']} for {server}"
+        message.set_content(f"{event['type']} for the MDM server \"{server}\".\n\n"
+                            "-- tokenwarden\n")
+    return message
+
+
+def _replacement_text(data: dict[str, Any]) -> str:
+    server = data.get("server", "?")
+    where = f" ({data['org']})" if data.get("org") else ""
+    reasons = [
+        _WHY.get(r.get("type"), r.get("type", "?")).format(user=data.get("downloaded_by"))
+        + f" ({r.get('time')})"
+        for r in data.get("reasons") or []
+    ]
+    steps = [
+        "Sign in to Apple School Manager (school.apple.com) or Apple Business Manager "
+        "(business.apple.com) as an Administrator, Site Manager or Device Enrollment Manager.",
+        "Open Preferences, then Your MDM Servers, and select "
+        f"\"{server}\".",
+    ]
+    if data.get("certificate"):
+        steps.append("Choose Edit and upload the attached public key certificate "
+                     f"({_file_stem(server)}.pem), then save.")
+    steps += [
+        "Choose Download Token and confirm.",
+        f"Install it: tokenwarden tokens install \"{server}\" <downloaded file> "
+        "--downloaded-by <your Managed Apple Account>",
+    ]
+    lines = [
+        f"The server token of the MDM server \"{server}\"{where} must be replaced.",
+        "",
+        "Why: " + "; ".join(reasons) + ".",
+        f"By when: {_BY_WHEN.get(data.get('urgency'), 'before ' + str(data.get('expires_at')))}.",
+        f"It was downloaded by {data.get('downloaded_by')} on {data.get('downloaded_at')} and "
+        f"expires {data.get('expires_at')}.",
+        "",
+        "Steps:",
+        *[f"{number}. {step}" for number, step in enumerate(steps, start=1)],
+        "",
+        "-- tokenwarden",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _file_stem(server: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in server) or "server"
+
+
+def send_email(smtp: SmtpSettings, message: EmailMessage, timeout_s: float) -> AttemptResult:
+    started = time.perf_counter()
+    try:
+        with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout_s) as connection:
+            if smtp.starttls:
+                connection.starttls()
+            if smtp.username and smtp.password:
+                connection.login(smtp.username, smtp.password)
+            connection.send_message(message)
+    except smtplib.SMTPResponseException as exc:
+        return AttemptResult(False, str(exc.smtp_code), f"SMTP refused: {exc.smtp_code}",
+                             _since(started))
+    except (OSError, smtplib.SMTPException) as exc:
+        return AttemptResult(False, "error", f"{type(exc).__name__}: {str(exc)[:200]}",
+                             _since(started))
+    return AttemptResult(True, "250", "", _since(started))
+
+
+def _since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000

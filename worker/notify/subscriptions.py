@@ -1,0 +1,123 @@
+"""Subscriptions: who is told about which outgoing events. Pure: no I/O.
+
+A subscription is a webhook (`https://...`, signed with a Standard Webhooks secret) or an
+e-mail address (`mailto:...`), with the event types it wants and, optionally, the organization
+and server it is about.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from events import catalog
+from worker.errors import InvalidInput
+from worker.names import name_key
+
+WEBHOOK, EMAIL = "webhook", "email"
+ACTIVE, DISABLED = "active", "disabled"
+
+#: Standard Webhooks secrets: `whsec_` and base64 of 24 to 64 random bytes.
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
+
+#: Longest URL accepted, in characters.
+MAX_URL_CHARS = 2048
+
+_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    kind: str
+    target: str  # the URL, or the e-mail address
+    types: tuple[str, ...]
+    created_at: datetime
+    org: str = ""
+    server: str = ""
+    status: str = ACTIVE
+    disabled_reason: str = ""
+    disabled_at: datetime | None = field(default=None)
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        """Whether this subscription is told about `event` (an outgoing CloudEvent)."""
+        if self.status != ACTIVE or not type_matches(self.types, event.get("type", "")):
+            return False
+        data = event.get("data") or {}
+        if self.org and name_key(self.org) != name_key(data.get("org") or ""):
+            return False
+        return not (self.server and name_key(self.server) != name_key(data.get("server") or ""))
+
+
+def type_matches(wanted: tuple[str, ...], event_type: str) -> bool:
+    """An exact type, or a prefix ending in '.' that the type starts with."""
+    return any(event_type == w or (w.endswith(".") and event_type.startswith(w))
+               for w in wanted)
+
+
+def parse_types(text: str | None) -> tuple[str, ...]:
+    """`--types T1,T2` (types or prefixes ending in '.'); every outgoing type by default."""
+    if text is None or not text.strip():
+        return tuple(sorted(catalog.OUTGOING_TYPES))
+    wanted = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    for item in wanted:
+        if not any(type_matches((item,), known) for known in catalog.OUTGOING_TYPES):
+            known = ", ".join(sorted(catalog.OUTGOING_TYPES))
+            raise InvalidInput(
+                f"{item!r} is not an outgoing event type or a prefix of one (ending in '.'); "
+                f"known types: {known}"
+            )
+    return wanted
+
+
+def parse_target(text: str) -> tuple[str, str]:
+    """(kind, target) from a subscription URL: http(s)://... or mailto:address."""
+    value = text.strip()
+    if len(value) > MAX_URL_CHARS:
+        raise InvalidInput(f"the URL is {len(value)} characters; at most {MAX_URL_CHARS}")
+    if value.lower().startswith("mailto:"):
+        address = value[len("mailto:"):].strip()
+        if not _EMAIL.match(address):
+            raise InvalidInput(f"{address!r} is not an e-mail address; write mailto:it@example.org")
+        return EMAIL, address
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise InvalidInput(f"{value!r} is not a valid URL") from None
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise InvalidInput(
+            f"{value!r} is not an http(s) URL; give https://host/path (or mailto:address "
+            "for e-mail)"
+        )
+    if parts.username or parts.password:
+        raise InvalidInput("put no credentials in the URL; receivers verify the signature instead")
+    return WEBHOOK, value
+
+
+def generate_secret() -> str:
+    return SECRET_PREFIX + base64.b64encode(os.urandom(SECRET_BYTES)).decode()
+
+
+def check_secret(secret: str) -> str:
+    """A Standard Webhooks secret, or a one-line error saying what a good one looks like."""
+    value = secret.strip()
+    advice = "give whsec_ followed by base64 of 24 to 64 random bytes, or --generate-secret"
+    if not value.startswith(SECRET_PREFIX):
+        raise InvalidInput(f"the secret does not start with {SECRET_PREFIX}; {advice}")
+    try:
+        raw = base64.b64decode(value[len(SECRET_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"the secret is not valid base64 after {SECRET_PREFIX}; {advice}"
+                           ) from None
+    if not MIN_SECRET_BYTES <= len(raw) <= MAX_SECRET_BYTES:
+        raise InvalidInput(f"the secret holds {len(raw)} bytes; {advice}")
+    return value
