@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
 )
 
 from events import catalog
@@ -31,6 +32,14 @@ MAX_FIELD_CHARS = 256
 Text = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FIELD_CHARS)
 ]
+
+
+#: Earliest and latest event time taken (Apple's portals are younger than the first bound).
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+#: How far in the future an event's time may be before it is refused (clock skew).
+FUTURE_SKEW = timedelta(minutes=5)
 
 
 class MalformedEvent(ValueError):
@@ -64,6 +73,26 @@ class CloudEvent(BaseModel):
     datacontenttype: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time_is_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an RFC 3339 string")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _time_in_range(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        try:
+            moment = value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is out of range") from None
+        if not EARLIEST_TIME <= moment < LATEST_TIME:
+            raise ValueError("is out of range")
+        return moment
+
     @property
     def key(self) -> str:
         """What makes an event unique (CloudEvents: `source` + `id`)."""
@@ -90,6 +119,12 @@ def parse_event(raw: str | bytes | dict[str, Any]) -> CloudEvent:
     if not isinstance(document, dict):
         raise MalformedEvent(f"an event must be a JSON object, not {_json_kind(document)}")
     try:
+        json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        raise MalformedEvent(
+            "the event holds text that is not valid Unicode (a lone surrogate); send UTF-8"
+        ) from None
+    try:
         event = CloudEvent.model_validate(document)
     except ValidationError as exc:
         raise MalformedEvent(_describe(exc, "")) from None
@@ -106,6 +141,17 @@ def parse_event(raw: str | bytes | dict[str, Any]) -> CloudEvent:
             f"{event.type} event {event.id[:80]!r}: {_describe(exc, 'data.')}"
         ) from None
     return event
+
+
+def check_not_future(event: CloudEvent, now: datetime) -> None:
+    """Refuse an event that says it happened in the future (beyond clock skew): it would
+    doom every token installed until then."""
+    if event.time is not None and event.time > now + FUTURE_SKEW:
+        raise MalformedEvent(
+            f"event {event.id[:80]!r} has a time in the future "
+            f"({event.time.isoformat().replace('+00:00', 'Z')}; now is "
+            f"{now.astimezone(UTC).replace(microsecond=0).isoformat().replace('+00:00', 'Z')})"
+        )
 
 
 def new_event(
@@ -188,5 +234,7 @@ def _describe(exc: ValidationError, prefix: str) -> str:
     if field == "specversion":
         return "field 'specversion' must be \"1.0\" (CloudEvents 1.0)"
     if field == "time":
+        if "out of range" in error["msg"]:
+            return "field 'time' is out of range (years 2000 to 8999)"
         return "field 'time' is not an RFC 3339 time with an offset (like 2026-01-17T11:02:21Z)"
     return f"field {field!r} is invalid: {error['msg'].lower()}"

@@ -140,3 +140,12 @@ def test_the_python_api_publishes_the_same_events(app, settings):
         with pytest.raises(InvalidEvent, match="event 2: field 'id' is missing"):
             client.publish([GOOD, {k: v for k, v in GOOD.items() if k != "id"}])
     assert [e["id"] for e in queued(app)] == ["api-1", "e-1", "e-2"]
+
+
+def test_an_absurd_time_is_one_clear_line_not_a_traceback(cli, app, tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text(json.dumps({**GOOD, "time": "9999-12-31T23:59:59-01:00"}) + "\n")
+    result = cli("emit", "--file", str(path))
+    assert result.exit_code == 1
+    assert "field 'time' is out of range" in result.stderr
+    assert queued(app) == []

@@ -251,3 +251,124 @@ def test_malformed_events_written_straight_to_the_queue_are_kept_and_skipped(cli
     assert opened["reasons"][0]["id"] == "ok-1"
     shown = cli("events", "dead")
     assert "field 'id' is missing" in shown.stdout
+
+
+def test_events_that_slip_past_validation_are_dead_lettered_without_holding_the_batch(
+    cli, app, worker, lab
+):
+    import dramatiq
+
+    from worker.actors import HANDLE_EVENTS
+    from worker.broker import EVENTS_QUEUE
+
+    base = {
+        "specversion": "1.0",
+        "source": "test",
+        "type": catalog.USER_LEFT,
+        "data": {"user": "Teacher@School.edu"},
+    }
+    batch = [
+        {**base, "id": "ancient", "time": "0001-01-01T00:00:00+01:00"},
+        {**base, "id": "surrogate", "data": {"user": "Teacher@School.edu", "note": "\ud800"}},
+        {**base, "id": "future", "time": "2031-01-01T00:00:00Z"},
+        {**base, "id": "numeric-time", "time": 1700000000},
+        {**base, "id": "good"},
+    ]
+    app.broker.enqueue(
+        dramatiq.Message(
+            queue_name=EVENTS_QUEUE,
+            actor_name=HANDLE_EVENTS,
+            args=(batch, 10**20),
+            kwargs={},
+            options={},
+        )
+    )
+    worker.drain()
+    reasons = [d["reason"] for d in app.store.events.dead_letters()]
+    assert len(reasons) == 4
+    assert any("out of range" in r for r in reasons)
+    assert any("not valid Unicode" in r for r in reasons)
+    assert any("in the future" in r for r in reasons)
+    assert any("not an RFC 3339 time" in r for r in reasons)
+    [opened] = replacements(cli)
+    assert [r["id"] for r in opened["reasons"]] == ["good"]
+
+
+def test_a_token_downloaded_moments_before_its_token_generated_event_is_that_token(
+    cli, app, worker, clock, tmp_path
+):
+    # Given the portal reported a new token at 09:00:00
+    assert cli("servers", "add", "Gym").exit_code == 0
+    emit(cli, "token-generated", "--server", "Gym", "--at", "2025-03-01T09:00:00Z")
+    worker.drain()
+    # When the token downloaded at 08:59:40 (its file name) is installed
+    cert = cli("keys", "export", "Gym").stdout
+    path = tmp_path / "Gym_Token_2025-03-01T08-59-40Z_smime.p7m"
+    path.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=364))))
+    result = cli("tokens", "install", "Gym", str(path), "--downloaded-by", "coach@x")
+    # Then it is not doomed: it is the token the event announced
+    assert result.exit_code == 0, result.output
+    assert "doomed" not in result.stdout
+    assert replacements(cli) == []
+
+
+def test_the_certificate_to_upload_stays_with_the_replacement_when_reasons_are_added(
+    cli, app, worker, lab
+):
+    rotated = cli("keys", "rotate", "Lab")
+    worker.drain()
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    worker.drain()
+    sent = outbox(app, catalog.REPLACEMENT_REQUIRED)
+    assert [e["data"]["certificate"] for e in sent] == [rotated.stdout, rotated.stdout]
+
+
+def test_a_decision_made_just_before_a_newer_token_is_installed_is_made_again(
+    cli, app, lab, clock, tmp_path
+):
+    from events.cloudevent import new_event
+
+    # Given a decision planned while the old token was current
+    event = new_event(
+        catalog.PASSWORD_CHANGED,
+        {"user": "Teacher@School.edu"},
+        source="t",
+        time=clock.now - timedelta(days=2),
+    )
+    plan = app.handler.plan(event, received_at=clock.now, now=clock.now)
+    assert len(plan.open) == 1
+    # When a token downloaded after the change is installed before the plan applies
+    install(
+        cli,
+        clock,
+        tmp_path,
+        "Lab",
+        "Teacher@School.edu",
+        clock.now - timedelta(days=1),
+        days_left=364,
+    )
+    # Then the stale plan is refused, and deciding again changes nothing
+    assert app.store.events.apply(plan).outcome == "retry"
+    outcome = app.handler.handle(event, received_at=clock.now, now=clock.now)
+    assert (outcome.outcome, outcome.decisions) == ("applied", [])
+    assert replacements(cli, "--all") == []
+
+
+def test_a_message_given_up_after_its_retries_is_kept_as_a_dead_letter(app, clock):
+    import dramatiq
+
+    from worker.actors import HANDLE_EVENTS, DeadLetterWhenGivenUp
+
+    message = dramatiq.broker.MessageProxy(
+        dramatiq.Message(
+            queue_name="events",
+            actor_name=HANDLE_EVENTS,
+            args=([{"id": "x"}], None),
+            kwargs={},
+            options={"traceback": "Traceback...\nConnectionError: Redis went away"},
+        )
+    )
+    DeadLetterWhenGivenUp(app.handler, app.now).after_nack(app.broker, message)
+    [dead] = app.store.events.dead_letters()
+    assert "gave up after its retries (ConnectionError: Redis went away)" in dead["reason"]
+    assert '"id": "x"' in dead["payload"]

@@ -14,12 +14,37 @@ import structlog
 
 from worker.broker import EVENTS_QUEUE, MAX_RETRIES
 from worker.handling import EventHandler
+from worker.logs import redact_text
 from worker.records import from_ms
 
 log = structlog.get_logger(__name__)
 
 #: The actor every incoming event goes to, in batches (one message per batch).
 HANDLE_EVENTS = "tokenwarden.handle_events"
+
+
+class DeadLetterWhenGivenUp(dramatiq.Middleware):
+    """A message the worker gave up on after its retries is kept where `events dead` shows it,
+    not only in dramatiq's own dead-letter queue (which expires after a week)."""
+
+    def __init__(self, handler: EventHandler, clock: Callable[[], datetime]):
+        self._handler = handler
+        self._clock = clock
+
+    def after_nack(self, broker, message) -> None:
+        if message.actor_name != HANDLE_EVENTS:
+            return
+        last_line = (message.options.get("traceback") or "").strip().splitlines()[-1:]
+        reason = "the worker gave up after its retries" + (
+            f" ({redact_text(last_line[0])[:300]})" if last_line else ""
+        )
+        self._handler.events.record_dead(
+            {"events": message.args[0] if message.args else None},
+            reason,
+            self._clock(),
+            message.message_id,
+        )
+        log.error("message_given_up", reason=reason)
 
 
 def declare_actors(
@@ -39,7 +64,10 @@ def declare_actors(
             )
             log.warning("message_dead_lettered", reason="not a list of events")
             return
-        received_at = from_ms(received_at_ms) if received_at_ms else now
+        try:
+            received_at = from_ms(received_at_ms) if received_at_ms else now
+        except (OverflowError, ValueError, OSError):
+            received_at = now  # a hand-made message with a nonsense stamp: use the clock
         outcomes = handler.handle_batch(
             events, received_at=received_at, now=now, message_id=message_id
         )
@@ -50,6 +78,7 @@ def declare_actors(
             duplicates=sum(1 for o in outcomes if o.outcome == "duplicate"),
         )
 
+    broker.add_middleware(DeadLetterWhenGivenUp(handler, clock))
     return dramatiq.actor(
         handle_events,
         broker=broker,

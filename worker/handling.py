@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import redis
 import structlog
 
 from events import catalog
-from events.cloudevent import CloudEvent, MalformedEvent, parse_event
+from events.cloudevent import CloudEvent, MalformedEvent, check_not_future, parse_event
 from worker import outgoing
 from worker.names import name_key, user_key
 from worker.records import Server
@@ -60,13 +61,25 @@ class EventHandler:
         for payload in payloads:
             try:
                 event = parse_event(payload)
+                check_not_future(event, now)
             except MalformedEvent as exc:
-                self.events.record_dead(payload, str(exc), now, message_id)
-                log.warning("event_dead_lettered", reason=str(exc), message_id=message_id)
-                outcomes.append(Outcome(event_id="", type="", outcome="dead", note=str(exc)))
+                outcomes.append(self._dead(payload, str(exc), now, message_id))
                 continue
-            outcomes.append(self.handle(event, received_at=received_at, now=now))
+            try:
+                outcomes.append(self.handle(event, received_at=received_at, now=now))
+            except (redis.RedisError, ConcurrentChange):
+                raise  # passing trouble: the whole message is retried, duplicates are dropped
+            except Exception as exc:
+                # Bad input that slipped through validation must not hold back the batch.
+                log.exception("event_failed", event_id=event.id)
+                reason = f"could not be handled ({type(exc).__name__}); see the worker log"
+                outcomes.append(self._dead(payload, reason, now, message_id))
         return outcomes
+
+    def _dead(self, payload: Any, reason: str, now: datetime, message_id: str | None) -> Outcome:
+        self.events.record_dead(payload, reason, now, message_id)
+        log.warning("event_dead_lettered", reason=reason)
+        return Outcome(event_id="", type="", outcome="dead", note=reason)
 
     def handle(self, event: CloudEvent, *, received_at: datetime, now: datetime) -> Outcome:
         with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
@@ -145,6 +158,8 @@ class EventHandler:
             log.warning("event_server_unresolved", server=name, org=org, note=plan.note)
             return [], {}
         server = matches[0]
+        # The server must still exist when the plan applies (the cause is written into it).
+        plan.guards.append(Guard(k.server(server.id), "id", server.id))
         plan.guards.append(Guard(k.server(server.id), "token", server.token_id or ""))
         plan.guards.append(Guard(k.server(server.id), "staged_key", server.staged_key_id or ""))
         plan.causes.append(RecordCause(k.server(server.id), k.cause_field(cause.type), cause))

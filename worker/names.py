@@ -22,7 +22,8 @@ MAX_LABEL_LENGTH = 256
 
 
 def _has_control_characters(text: str) -> bool:
-    return any(unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} for ch in text)
+    # Cs: lone surrogates (undecodable bytes on the command line) are not text either.
+    return any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in text)
 
 
 def clean_server_name(raw: str) -> str:

@@ -9,23 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import dramatiq
 
-from events.cloudevent import CloudEvent, MalformedEvent, parse_event
+from events.cloudevent import CloudEvent, MalformedEvent, check_not_future, parse_event
 from worker.actors import HANDLE_EVENTS
 from worker.broker import EVENTS_QUEUE
 from worker.errors import InvalidEvent
 from worker.records import to_ms
-from worker.timefmt import format_rfc3339
 
 #: Events per broker message.
 EVENTS_PER_MESSAGE = 100
-
-#: How far in the future an event's time may be before it is refused (clock skew).
-FUTURE_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -37,11 +33,7 @@ class Refused:
 def validate(raw: Any, now: datetime) -> CloudEvent:
     """One event as published: a valid CloudEvent of a known type, not from the future."""
     event = raw if isinstance(raw, CloudEvent) else parse_event(raw)
-    if event.time is not None and event.time > now + FUTURE_SKEW:
-        raise MalformedEvent(
-            f"event {event.id[:80]!r} has a time in the future "
-            f"({format_rfc3339(event.time)}; now is {format_rfc3339(now)})"
-        )
+    check_not_future(event, now)
     return event
 
 

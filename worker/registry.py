@@ -144,7 +144,12 @@ class InstallResult:
 
 
 def install_plan(
-    server: Server, token: Token, old: Token | None, causes: list[Cause], now: datetime
+    server: Server,
+    token: Token,
+    old: Token | None,
+    causes: list[Cause],
+    now: datetime,
+    staged_certificate: str | None = None,
 ) -> Plan:
     """What installing `token` decides: close the old token's replacement (`replaced`), and
     open one for the new token when a cause recorded earlier already dooms it."""
@@ -170,7 +175,7 @@ def install_plan(
                 outgoing=outgoing.replaced(server, old, token, now),
             )
         )
-    for need in for_new_token(token, causes):
+    for need in for_new_token(token, causes, staged_certificate):
         plan.open.append(
             OpenReplacement(
                 token_id=token.id,
@@ -267,6 +272,10 @@ def install_token(
             key_id=pair.id,
         )
         promote = pair.id if pair.state == KEY_STAGED else None
+        # A token for the current key while a new key waits: a recorded key change dooms it,
+        # and the notice carries the certificate to upload.
+        staged = next((p for p in candidates if p.state == KEY_STAGED), None)
+        staged_cert = staged.cert_pem if staged is not None and promote is None else None
         try:
             plan = store.install_token(
                 server,
@@ -275,8 +284,8 @@ def install_token(
                 replaces=installed.id if installed else None,
                 promote_key=promote,
                 now=now,
-                plan_for=lambda causes, old, s=server, t=token: install_plan(
-                    s, t, old, causes, now
+                plan_for=lambda causes, old, s=server, t=token, c=staged_cert: install_plan(
+                    s, t, old, causes, now, c
                 ),
             )
         except ConcurrentChange:

@@ -1,14 +1,14 @@
 """Notification settings, read once from the environment (part of worker.config.Settings).
 
-    TOKENWARDEN_WEBHOOK_TIMEOUT         seconds a receiver has to answer          default 10
-    TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE  waits before each retry, seconds          default
-                                        5,300,1800,7200,18000,36000,36000 (Standard Webhooks)
-    TOKENWARDEN_WEBHOOK_RETRY_JITTER    share by which each wait may vary         default 0.1
-    TOKENWARDEN_SMTP_HOST               SMTP server for e-mail; unset = no e-mail
-    TOKENWARDEN_SMTP_PORT               default 587 with STARTTLS, else 25
-    TOKENWARDEN_SMTP_STARTTLS           true/false                                default true
-    TOKENWARDEN_SMTP_USERNAME, TOKENWARDEN_SMTP_PASSWORD   login, when both are set
-    TOKENWARDEN_SMTP_FROM               sender address                  default tokenwarden@<host>
+TOKENWARDEN_WEBHOOK_TIMEOUT         seconds a receiver has to answer          default 10
+TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE  waits before each retry, seconds          default
+                                    5,300,1800,7200,18000,36000,36000 (Standard Webhooks)
+TOKENWARDEN_WEBHOOK_RETRY_JITTER    share by which each wait may vary         default 0.1
+TOKENWARDEN_SMTP_HOST               SMTP server for e-mail; unset = no e-mail
+TOKENWARDEN_SMTP_PORT               default 587 with STARTTLS, else 25
+TOKENWARDEN_SMTP_STARTTLS           true/false                                default true
+TOKENWARDEN_SMTP_USERNAME, TOKENWARDEN_SMTP_PASSWORD   login, when both are set
+TOKENWARDEN_SMTP_FROM               sender address                  default tokenwarden@<host>
 """
 
 from __future__ import annotations
@@ -46,8 +46,12 @@ class NotifySettings:
         jitter = _number(env, "TOKENWARDEN_WEBHOOK_RETRY_JITTER", DEFAULT_JITTER, 0, 0.5)
         schedule_text = env.get("TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE", "").strip()
         schedule = parse_schedule(schedule_text) if schedule_text else DEFAULT_SCHEDULE_S
-        return cls(webhook_timeout_s=timeout, retry_schedule_s=schedule, retry_jitter=jitter,
-                   smtp=_smtp(env))
+        return cls(
+            webhook_timeout_s=timeout,
+            retry_schedule_s=schedule,
+            retry_jitter=jitter,
+            smtp=_smtp(env),
+        )
 
 
 def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
@@ -62,12 +66,12 @@ def _smtp(env: Mapping[str, str]) -> SmtpSettings | None:
     username = env.get("TOKENWARDEN_SMTP_USERNAME", "").strip() or None
     password = env.get("TOKENWARDEN_SMTP_PASSWORD", "") or None
     sender = env.get("TOKENWARDEN_SMTP_FROM", "").strip() or f"tokenwarden@{socket.getfqdn()}"
-    return SmtpSettings(host=host, port=port, starttls=starttls, sender=sender,
-                        username=username, password=password)
+    return SmtpSettings(
+        host=host, port=port, starttls=starttls, sender=sender, username=username, password=password
+    )
 
 
-def _number(env: Mapping[str, str], name: str, default: float, least: float,
-            most: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, least: float, most: float) -> float:
     text = env.get(name, "").strip()
     if not text:
         return default

@@ -48,8 +48,13 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
 
 
 class Dispatcher:
-    def __init__(self, store: DeliveryStore, clock: Callable[[], datetime],
-                 send: Callable[[str], None], consumer: str | None = None):
+    def __init__(
+        self,
+        store: DeliveryStore,
+        clock: Callable[[], datetime],
+        send: Callable[[str], None],
+        consumer: str | None = None,
+    ):
         self._store = store
         self._clock = clock
         self._send = send
@@ -75,8 +80,9 @@ class Dispatcher:
         created = 0
         for _, event in entries:
             wanted: list[Subscription] = [s for s in subscriptions if s.wants(event)]
-            for new in self._store.create_deliveries(event, wanted, delivery_id, self._clock(),
-                                                     LEASE_MS):
+            for new in self._store.create_deliveries(
+                event, wanted, delivery_id, self._clock(), LEASE_MS
+            ):
                 self._send(new)
                 created += 1
         # Acknowledged only once its deliveries exist: a crash before this leaves the entry
@@ -96,8 +102,9 @@ class DeliveryLoop:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="tokenwarden-deliveries",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="tokenwarden-deliveries", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

@@ -36,17 +36,21 @@ def compose(event: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
         message["Subject"] = f"Replace the server token of {server} ({data.get('urgency')})"
         message.set_content(_replacement_text(data))
         if data.get("certificate"):
-            message.add_attachment(data["certificate"].encode(), maintype="application",
-                                   subtype="x-pem-file", filename=f"{_file_stem(server)}.pem")
+            message.add_attachment(
+                data["certificate"].encode(),
+                maintype="application",
+                subtype="x-pem-file",
+                filename=f"{_file_stem(server)}.pem",
+            )
     elif event["type"] == catalog.REPLACED:
         message["Subject"] = f"Server token of {server} replaced"
         message.set_content(
-            f"A new server token was installed for the MDM server \"{server}\"; it expires "
-            f"{data.get('new_expires_at')}. Nothing more to do.\n\n-- tokenwarden\n")
+            f'A new server token was installed for the MDM server "{server}"; it expires '
+            f"{data.get('new_expires_at')}. Nothing more to do.\n\n-- tokenwarden\n"
+        )
     else:
         message["Subject"] = f"tokenwarden: {event['type']} for {server}"
-        message.set_content(f"{event['type']} for the MDM server \"{server}\".\n\n"
-                            "-- tokenwarden\n")
+        message.set_content(f'{event["type"]} for the MDM server "{server}".\n\n-- tokenwarden\n')
     return message
 
 
@@ -61,19 +65,20 @@ def _replacement_text(data: dict[str, Any]) -> str:
     steps = [
         "Sign in to Apple School Manager (school.apple.com) or Apple Business Manager "
         "(business.apple.com) as an Administrator, Site Manager or Device Enrollment Manager.",
-        "Open Preferences, then Your MDM Servers, and select "
-        f"\"{server}\".",
+        f'Open Preferences, then Your MDM Servers, and select "{server}".',
     ]
     if data.get("certificate"):
-        steps.append("Choose Edit and upload the attached public key certificate "
-                     f"({_file_stem(server)}.pem), then save.")
+        steps.append(
+            "Choose Edit and upload the attached public key certificate "
+            f"({_file_stem(server)}.pem), then save."
+        )
     steps += [
         "Choose Download Token and confirm.",
-        f"Install it: tokenwarden tokens install \"{server}\" <downloaded file> "
+        f'Install it: tokenwarden tokens install "{server}" <downloaded file> '
         "--downloaded-by <your Managed Apple Account>",
     ]
     lines = [
-        f"The server token of the MDM server \"{server}\"{where} must be replaced.",
+        f'The server token of the MDM server "{server}"{where} must be replaced.',
         "",
         "Why: " + "; ".join(reasons) + ".",
         f"By when: {_BY_WHEN.get(data.get('urgency'), 'before ' + str(data.get('expires_at')))}.",
@@ -102,11 +107,13 @@ def send_email(smtp: SmtpSettings, message: EmailMessage, timeout_s: float) -> A
                 connection.login(smtp.username, smtp.password)
             connection.send_message(message)
     except smtplib.SMTPResponseException as exc:
-        return AttemptResult(False, str(exc.smtp_code), f"SMTP refused: {exc.smtp_code}",
-                             _since(started))
+        return AttemptResult(
+            False, str(exc.smtp_code), f"SMTP refused: {exc.smtp_code}", _since(started)
+        )
     except (OSError, smtplib.SMTPException) as exc:
-        return AttemptResult(False, "error", f"{type(exc).__name__}: {str(exc)[:200]}",
-                             _since(started))
+        return AttemptResult(
+            False, "error", f"{type(exc).__name__}: {str(exc)[:200]}", _since(started)
+        )
     return AttemptResult(True, "250", "", _since(started))
 
 

@@ -30,9 +30,13 @@ def parse_schedule(text: str) -> tuple[int, ...]:
     return values
 
 
-def next_attempt_at(attempts_made: int, now: datetime, schedule: Sequence[int],
-                    jitter: float = DEFAULT_JITTER, rng: random.Random | None = None
-                    ) -> datetime | None:
+def next_attempt_at(
+    attempts_made: int,
+    now: datetime,
+    schedule: Sequence[int],
+    jitter: float = DEFAULT_JITTER,
+    rng: random.Random | None = None,
+) -> datetime | None:
     """When to try again after `attempts_made` failed attempts, or None when none are left."""
     if attempts_made < 1 or attempts_made > len(schedule):
         return None

@@ -59,8 +59,7 @@ class Subscription:
 
 def type_matches(wanted: tuple[str, ...], event_type: str) -> bool:
     """An exact type, or a prefix ending in '.' that the type starts with."""
-    return any(event_type == w or (w.endswith(".") and event_type.startswith(w))
-               for w in wanted)
+    return any(event_type == w or (w.endswith(".") and event_type.startswith(w)) for w in wanted)
 
 
 def parse_types(text: str | None) -> tuple[str, ...]:
@@ -84,7 +83,7 @@ def parse_target(text: str) -> tuple[str, str]:
     if len(value) > MAX_URL_CHARS:
         raise InvalidInput(f"the URL is {len(value)} characters; at most {MAX_URL_CHARS}")
     if value.lower().startswith("mailto:"):
-        address = value[len("mailto:"):].strip()
+        address = value[len("mailto:") :].strip()
         if not _EMAIL.match(address):
             raise InvalidInput(f"{address!r} is not an e-mail address; write mailto:it@example.org")
         return EMAIL, address
@@ -114,10 +113,11 @@ def check_secret(secret: str) -> str:
     if not value.startswith(SECRET_PREFIX):
         raise InvalidInput(f"the secret does not start with {SECRET_PREFIX}; {advice}")
     try:
-        raw = base64.b64decode(value[len(SECRET_PREFIX):], validate=True)
+        raw = base64.b64decode(value[len(SECRET_PREFIX) :], validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput(f"the secret is not valid base64 after {SECRET_PREFIX}; {advice}"
-                           ) from None
+        raise InvalidInput(
+            f"the secret is not valid base64 after {SECRET_PREFIX}; {advice}"
+        ) from None
     if not MIN_SECRET_BYTES <= len(raw) <= MAX_SECRET_BYTES:
         raise InvalidInput(f"the secret holds {len(raw)} bytes; {advice}")
     return value

@@ -41,8 +41,9 @@ def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> di
     }
 
 
-def post_event(client: httpx.Client, url: str, secret: str, message_id: str, body: str,
-               now: datetime) -> AttemptResult:
+def post_event(
+    client: httpx.Client, url: str, secret: str, message_id: str, body: str, now: datetime
+) -> AttemptResult:
     headers = signed_headers(secret, message_id, body, now)
     started = time.perf_counter()
     try:
@@ -63,5 +64,8 @@ def _failed(reason: str, started: float) -> AttemptResult:
 
 
 def http_client(timeout_s: float) -> httpx.Client:
-    return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-                        follow_redirects=False, headers={"user-agent": USER_AGENT})
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
+        follow_redirects=False,
+        headers={"user-agent": USER_AGENT},
+    )

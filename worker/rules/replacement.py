@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from events import catalog
 from worker.names import user_key
@@ -39,8 +39,15 @@ class ReplacementNeeded:
     certificate: str | None = None
 
 
+#: A token downloaded this little before a new-token or new-key event is taken to be the one
+#: the event announces: the portal names files to the second, and whatever reports the event
+#: stamps it a little later. (User causes have no margin: a false alarm beats a dead token.)
+SERVER_CAUSE_MARGIN = timedelta(minutes=2)
+
+
 def affected(token: Token, cause: Cause) -> bool:
-    return token.status == TOKEN_CURRENT and token.downloaded_at < cause.time
+    cutoff = cause.time - SERVER_CAUSE_MARGIN if cause.type in catalog.SERVER_EVENTS else cause.time
+    return token.status == TOKEN_CURRENT and token.downloaded_at < cutoff
 
 
 def for_user_cause(cause: Cause, user: str, tokens: Iterable[Token]) -> list[ReplacementNeeded]:
@@ -70,11 +77,17 @@ def for_server_cause(
     return [ReplacementNeeded(token=current_token, cause=cause, certificate=certificate)]
 
 
-def for_new_token(token: Token, recorded: Iterable[Cause]) -> list[ReplacementNeeded]:
+def for_new_token(
+    token: Token, recorded: Iterable[Cause], staged_certificate: str | None = None
+) -> list[ReplacementNeeded]:
     """A token being installed that was downloaded before a cause already seen (events can
     arrive before the token they doom is installed): it must be replaced from the start."""
     return [
-        ReplacementNeeded(token=token, cause=cause)
+        ReplacementNeeded(
+            token=token,
+            cause=cause,
+            certificate=staged_certificate if cause.type == catalog.KEY_REGENERATED else None,
+        )
         for cause in sorted(recorded, key=lambda c: c.time)
         if affected(token, cause)
     ]

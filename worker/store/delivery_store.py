@@ -73,7 +73,8 @@ class Delivery:
             "attempts": self.attempts,
             "created_at": format_rfc3339(self.created_at),
             "next_attempt_at": format_rfc3339(self.next_at)
-            if self.next_at and self.status == PENDING else None,
+            if self.next_at and self.status == PENDING
+            else None,
             "last_status": self.last_status or None,
             "last_error": self.last_error or None,
             "last_attempt_at": self.last_attempt_at or None,
@@ -140,12 +141,16 @@ class DeliveryStore:
     def disable_subscription(self, subscription_id: str, reason: str, now: datetime) -> None:
         key = k.subscription(subscription_id)
         if self._redis.exists(key):
-            self._redis.hset(key, mapping={"status": DISABLED, "disabled_reason": reason,
-                                           "disabled_at": to_ms(now)})
+            self._redis.hset(
+                key,
+                mapping={"status": DISABLED, "disabled_reason": reason, "disabled_at": to_ms(now)},
+            )
 
     def enable_subscription(self, subscription_id: str) -> None:
-        self._redis.hset(k.subscription(subscription_id),
-                         mapping={"status": ACTIVE, "disabled_reason": "", "disabled_at": ""})
+        self._redis.hset(
+            k.subscription(subscription_id),
+            mapping={"status": ACTIVE, "disabled_reason": "", "disabled_at": ""},
+        )
 
     # ---- the outbox, through a consumer group --------------------------------------------------
 
@@ -156,20 +161,27 @@ class DeliveryStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_outbox(self, consumer: str, count: int, block_ms: int
-                    ) -> list[tuple[str, dict[str, Any]]]:
-        answer = self._redis.xreadgroup(DISPATCH_GROUP, consumer, {k.OUTBOX: ">"}, count=count,
-                                        block=block_ms)
-        return [(entry_id, json.loads(fields["event"]))
-                for _, entries in answer or [] for entry_id, fields in entries if fields]
+    def read_outbox(
+        self, consumer: str, count: int, block_ms: int
+    ) -> list[tuple[str, dict[str, Any]]]:
+        answer = self._redis.xreadgroup(
+            DISPATCH_GROUP, consumer, {k.OUTBOX: ">"}, count=count, block=block_ms
+        )
+        return [
+            (entry_id, json.loads(fields["event"]))
+            for _, entries in answer or []
+            for entry_id, fields in entries
+            if fields
+        ]
 
-    def claim_stale_outbox(self, consumer: str, min_idle_ms: int, count: int
-                           ) -> list[tuple[str, dict[str, Any]]]:
+    def claim_stale_outbox(
+        self, consumer: str, min_idle_ms: int, count: int
+    ) -> list[tuple[str, dict[str, Any]]]:
         """Entries another dispatcher read but never acknowledged (it died): take them over."""
-        answer = self._redis.xautoclaim(k.OUTBOX, DISPATCH_GROUP, consumer, min_idle_ms,
-                                        start_id="0-0", count=count)
-        return [(entry_id, json.loads(fields["event"]))
-                for entry_id, fields in answer[1] if fields]
+        answer = self._redis.xautoclaim(
+            k.OUTBOX, DISPATCH_GROUP, consumer, min_idle_ms, start_id="0-0", count=count
+        )
+        return [(entry_id, json.loads(fields["event"])) for entry_id, fields in answer[1] if fields]
 
     def ack_outbox(self, entry_ids: list[str]) -> None:
         if entry_ids:
@@ -177,19 +189,38 @@ class DeliveryStore:
 
     # ---- deliveries --------------------------------------------------------------------------
 
-    def create_deliveries(self, event: dict[str, Any], subscriptions: list[Subscription],
-                          delivery_id: Callable[[str, str], str], now: datetime,
-                          lease_ms: int) -> list[str]:
-        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-        request = {"now_ms": to_ms(now), "lease_ms": lease_ms, "deliveries": [
-            {"id": delivery_id(event["id"], s.id), "fields": {
-                "subscription": s.id, "event_id": event["id"], "event_type": event["type"],
-                "event": body, "status": PENDING, "attempts": 0, "created_at": to_ms(now),
-                "next_at": to_ms(now)}}
-            for s in subscriptions]}
+    def create_deliveries(
+        self,
+        event: dict[str, Any],
+        subscriptions: list[Subscription],
+        delivery_id: Callable[[str, str], str],
+        now: datetime,
+        lease_ms: int,
+    ) -> list[str]:
+        body = json.dumps(event, separators=(",", ":"))
+        request = {
+            "now_ms": to_ms(now),
+            "lease_ms": lease_ms,
+            "deliveries": [
+                {
+                    "id": delivery_id(event["id"], s.id),
+                    "fields": {
+                        "subscription": s.id,
+                        "event_id": event["id"],
+                        "event_type": event["type"],
+                        "event": body,
+                        "status": PENDING,
+                        "attempts": 0,
+                        "created_at": to_ms(now),
+                        "next_at": to_ms(now),
+                    },
+                }
+                for s in subscriptions
+            ],
+        }
         if not request["deliveries"]:
             return []
-        created = self._create(args=[json.dumps(request, ensure_ascii=False)])
+        created = self._create(args=[json.dumps(request)])
         return list(created or [])
 
     def claim_due(self, now: datetime, lease_ms: int, limit: int) -> list[str]:
@@ -202,14 +233,30 @@ class DeliveryStore:
         data = self._redis.hgetall(k.delivery(delivery_id))
         return Delivery.from_hash(data) if data else None
 
-    def record_attempt(self, delivery: Delivery, *, attempt: int, outcome: str, status: str,
-                       error: str, now: datetime, next_at: datetime | None,
-                       latency_ms: float) -> bool:
-        payload = {"id": delivery.id, "attempt": attempt, "outcome": outcome, "status": status,
-                   "error": error[:500], "now_ms": to_ms(now), "now_text": format_rfc3339(now),
-                   "next_ms": to_ms(next_at) if next_at else 0,
-                   "latency_ms": f"{latency_ms:.1f}"}
-        return bool(self._record(args=[json.dumps(payload, ensure_ascii=False)]))
+    def record_attempt(
+        self,
+        delivery: Delivery,
+        *,
+        attempt: int,
+        outcome: str,
+        status: str,
+        error: str,
+        now: datetime,
+        next_at: datetime | None,
+        latency_ms: float,
+    ) -> bool:
+        payload = {
+            "id": delivery.id,
+            "attempt": attempt,
+            "outcome": outcome,
+            "status": status,
+            "error": error[:500],
+            "now_ms": to_ms(now),
+            "now_text": format_rfc3339(now),
+            "next_ms": to_ms(next_at) if next_at else 0,
+            "latency_ms": f"{latency_ms:.1f}",
+        }
+        return bool(self._record(args=[json.dumps(payload)]))
 
     def deliveries(self, *, failed_only: bool = False, limit: int = 100) -> list[Delivery]:
         index = k.DELIVERIES_FAILED if failed_only else k.DELIVERIES
@@ -227,8 +274,10 @@ class DeliveryStore:
             if pipe.hget(key, "status") != FAILED:
                 return False
             pipe.multi()
-            pipe.hset(key, mapping={"status": PENDING, "attempts": 0, "next_at": to_ms(now),
-                                    "failed_at": ""})
+            pipe.hset(
+                key,
+                mapping={"status": PENDING, "attempts": 0, "next_at": to_ms(now), "failed_at": ""},
+            )
             pipe.zrem(k.DELIVERIES_FAILED, delivery_id)
             pipe.zadd(k.DELIVERIES_DUE, {delivery_id: to_ms(now)})
             return True

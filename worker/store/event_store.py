@@ -121,9 +121,9 @@ class Plan:
             plan["audit"] = {
                 "kind": self.audit_kind,
                 "note": self.note,
-                "event": json.dumps(self.audit_event or {}, ensure_ascii=False),
+                "event": json.dumps(self.audit_event or {}),
             }
-        return json.dumps(plan, ensure_ascii=False)
+        return json.dumps(plan)  # ASCII: nothing a client sent can break the UTF-8 to Redis
 
 
 @dataclass(frozen=True)
@@ -209,6 +209,8 @@ class EventStore:
         self, payload: Any, reason: str, now: datetime, message_id: str | None = None
     ) -> None:
         raw = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
+        # Lone surrogates and the like cannot be sent to Redis as UTF-8: escape them.
+        raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
         self._redis.xadd(
             k.DEAD,
             {

@@ -268,7 +268,14 @@ class RedisStore:
                 self._promote(pipe, seen, promote_key, now)
             self.events.queue_apply(pipe, plan)
 
-        self._redis.transaction(write, server_key, user_hash)
+        try:
+            self._redis.transaction(write, server_key, user_hash)
+        except redis.ResponseError:
+            # EXEC ran but the plan's script failed (say, the script cache was flushed between
+            # loading and EXEC): the token is in, so apply the plan on its own, once.
+            if self._redis.hget(server_key, "token") != token.id:
+                raise
+            self.events.apply(applied[0])
         return applied[0]
 
     def _supersede(self, pipe: redis.client.Pipeline, old: Token, by: str, now: datetime) -> None:

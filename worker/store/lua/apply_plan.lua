@@ -82,6 +82,7 @@ for _, op in ipairs(plan.open) do
         redis.call("HSET", key, "reasons", encoded)
         entry.action = "reason added"
       else
+        redis.call("DEL", key)
         redis.call("HSET", key, "token", op.token, "server", op.server, "status", "open",
           "opened_at", plan.now_text, "resolved_at", "", "resolved_by", "", "reasons", encoded)
         redis.call("ZADD", "tw:replacements:open", plan.now_ms, op.token)
@@ -89,6 +90,13 @@ for _, op in ipairs(plan.open) do
         entry.action = "opened"
       end
       local event = cjson.decode(op.outgoing)
+      -- The certificate to upload stays with the replacement, whatever reason comes later.
+      if type(event.data.certificate) == "string" then
+        redis.call("HSET", key, "certificate", event.data.certificate)
+      else
+        local stored = redis.call("HGET", key, "certificate")
+        if stored then event.data.certificate = stored end
+      end
       event.data.reasons = reasons
       event.data.urgency = most_urgent(reasons)
       event.data.opened_at = redis.call("HGET", key, "opened_at")
