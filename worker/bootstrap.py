@@ -18,6 +18,8 @@ from worker.config import Settings
 from worker.crypto.masterkey import load_keyring
 from worker.crypto.sealing import Keyring
 from worker.handling import EventHandler
+from worker.notify.deliver import Deliverer
+from worker.store.delivery_store import DeliveryStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.redis_store import RedisStore
 from worker.timefmt import utc_now
@@ -61,6 +63,14 @@ class App:
     def handler(self) -> EventHandler:
         return EventHandler(self.store)
 
+    @cached_property
+    def deliveries(self) -> DeliveryStore:
+        return DeliveryStore(self.redis, self.keyring)
+
+    @cached_property
+    def deliverer(self) -> Deliverer:
+        return Deliverer(self.deliveries, self.settings.notify, self.now)
+
     def keyring(self) -> Keyring:
         """Loaded on first use, so commands that touch no secret never create a key file."""
         if self._keyring is None:
@@ -77,6 +87,8 @@ class App:
         return self.clock()
 
     def close(self) -> None:
+        if "deliverer" in self.__dict__:
+            self.deliverer.close()
         if "broker" in self.__dict__:
             self.broker.close()
         if "redis" in self.__dict__:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import dramatiq
 import structlog
 
-from worker.actors import declare_actors
+from worker.actors import declare_actors, declare_delivery_actor
 from worker.bootstrap import App
 from worker.config import Settings
 from worker.logs import configure_logging
+from worker.notify.dispatcher import DeliveryLoop, Dispatcher
 from worker.signals import StopSignals
 
 log = structlog.get_logger(__name__)
@@ -37,18 +38,25 @@ class WorkerThreads:
     threads: int
     name: str = "worker"
     _worker: dramatiq.Worker | None = field(default=None, repr=False)
+    _deliveries: DeliveryLoop | None = field(default=None, repr=False)
 
     def start(self) -> None:
         broker = self.app.broker
         declare_actors(broker, self.app.handler, self.app.now)
+        deliver = declare_delivery_actor(broker, self.app.deliverer)
         broker.emit_after("process_boot")
         self._worker = dramatiq.Worker(
             broker, worker_threads=self.threads, worker_timeout=self.app.settings.poll_interval_ms
         )
         self._worker.start()
+        self._deliveries = DeliveryLoop(Dispatcher(self.app.deliveries, self.app.now, deliver.send))
+        self._deliveries.start()
         log.info("worker_started", threads=self.threads)
 
     def stop(self) -> None:
+        if self._deliveries is not None:
+            self._deliveries.stop()
+            self._deliveries = None
         if self._worker is not None:
             self._worker.stop(timeout=STOP_TIMEOUT_MS)
             self._worker = None

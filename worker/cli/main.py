@@ -79,9 +79,33 @@ def cli(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from worker.cli import emit, events, keys, replacements, run, secrets, servers, tokens, worker
+    from worker.cli import (
+        deliveries,
+        emit,
+        events,
+        keys,
+        replacements,
+        run,
+        secrets,
+        servers,
+        subscriptions,
+        tokens,
+        worker,
+    )
 
-    for module in (servers, keys, tokens, emit, replacements, events, worker, secrets, run):
+    for module in (
+        servers,
+        keys,
+        tokens,
+        emit,
+        replacements,
+        events,
+        subscriptions,
+        deliveries,
+        worker,
+        secrets,
+        run,
+    ):
         cli.add_command(module.group)
 
 

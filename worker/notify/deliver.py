@@ -34,7 +34,7 @@ class Deliverer:
         self._settings = settings
         self._clock = clock
         self._rng = rng or random.Random()
-        self._http = http_client(settings.webhook_timeout_s)
+        self.http = http_client(settings.webhook_timeout_s)
 
     def attempt(self, delivery_id: str) -> str | None:
         """Try one delivery once; returns the outcome recorded, or None if there was nothing to
@@ -79,7 +79,7 @@ class Deliverer:
             return send_email(smtp, message, self._settings.webhook_timeout_s)
         secret = self._store.open_secret(subscription)
         return post_event(
-            self._http, subscription.target, secret, delivery.event_id, delivery.event, now
+            self.http, subscription.target, secret, delivery.event_id, delivery.event, now
         )
 
     def _record(
@@ -135,7 +135,7 @@ class Deliverer:
         return outcome
 
     def close(self) -> None:
-        self._http.close()
+        self.http.close()
 
 
 def _host(subscription: Subscription) -> str:
