@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,18 @@ REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "fixtures" / "apple-server-token"
 #: A moment at which the real Apple fixture token is still valid (it expires 2026-01-17T11:02:21Z).
 FIXTURE_NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def quiet_logging() -> None:
+    """Logs go to the real stderr (pytest captures it), never into a command's stdout."""
+    from worker.logs import configure_logging
+
+    configure_logging("info", "console", stream=sys.__stderr__)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _logging():
+    quiet_logging()
 
 
 def _free_port() -> int:
@@ -164,9 +177,13 @@ def worker(app):
     from dataclasses import replace
 
     from worker.broker import EVENTS_QUEUE
+    from worker.notify.config import NotifySettings
     from worker.workerproc import WorkerThreads
 
-    app.settings = replace(app.settings, poll_interval_ms=10)
+    notify = app.settings.notify
+    if notify == NotifySettings():  # a test may have set its own
+        notify = NotifySettings(webhook_timeout_s=2, retry_schedule_s=(1, 1, 1), retry_jitter=0)
+    app.settings = replace(app.settings, poll_interval_ms=10, notify=notify)
     running = WorkerThreads(app, threads=4)
     running.start()
 
@@ -176,3 +193,14 @@ def worker(app):
     running.drain = drain
     yield running
     running.stop()
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP server playing a webhook receiver (see tests/receiver.py)."""
+    from tests.receiver import start_receiver
+
+    playing, server = start_receiver()
+    yield playing
+    server.shutdown()
+    server.server_close()

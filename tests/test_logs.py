@@ -22,8 +22,9 @@ def logged():
         return stream.getvalue
 
     yield configure
-    structlog.reset_defaults()
-    logging.getLogger().handlers.clear()
+    from tests.conftest import quiet_logging
+
+    quiet_logging()
 
 
 def test_secret_fields_are_redacted_by_name(logged):

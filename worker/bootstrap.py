@@ -69,7 +69,9 @@ class App:
 
     @cached_property
     def deliverer(self) -> Deliverer:
-        return Deliverer(self.deliveries, self.settings.notify, self.now)
+        # Deliveries run on the wall clock, even where the domain clock is injected: signatures,
+        # timeouts and retry schedules are about when bytes move, not about token lifetimes.
+        return Deliverer(self.deliveries, self.settings.notify, utc_now)
 
     def keyring(self) -> Keyring:
         """Loaded on first use, so commands that touch no secret never create a key file."""

@@ -112,3 +112,6 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
     root.setLevel(numeric)
     # redis-py reports at debug level that old servers lack a feature; that is not news.
     logging.getLogger("redis").setLevel(max(numeric, logging.INFO))
+    # httpx logs every request with its full URL, and some webhook URLs carry secrets.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

@@ -20,6 +20,7 @@ from worker.config import Settings
 from worker.logs import configure_logging
 from worker.notify.dispatcher import DeliveryLoop, Dispatcher
 from worker.signals import StopSignals
+from worker.timefmt import utc_now
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +50,7 @@ class WorkerThreads:
             broker, worker_threads=self.threads, worker_timeout=self.app.settings.poll_interval_ms
         )
         self._worker.start()
-        self._deliveries = DeliveryLoop(Dispatcher(self.app.deliveries, self.app.now, deliver.send))
+        self._deliveries = DeliveryLoop(Dispatcher(self.app.deliveries, utc_now, deliver.send))
         self._deliveries.start()
         log.info("worker_started", threads=self.threads)
 

@@ -7,6 +7,7 @@ import click
 from worker.bootstrap import App
 from worker.cli.output import json_option, pass_app, print_json, print_table
 from worker.errors import Conflict, NotFound
+from worker.timefmt import utc_now
 
 
 @click.group("deliveries")
@@ -55,7 +56,7 @@ def retry(app: App, delivery_id: str) -> None:
             f"no delivery {delivery_id!r}; `tokenwarden deliveries list --failed` "
             "shows the failed ones"
         )
-    if not app.deliveries.retry(delivery_id, app.now()):
+    if not app.deliveries.retry(delivery_id, utc_now()):
         raise Conflict(
             f"delivery {delivery_id} is {delivery.status}, not failed; only failed "
             "deliveries are retried by hand"

@@ -21,7 +21,7 @@ from worker.notify.subscriptions import (
 )
 from worker.notify.webhook import post_event
 from worker.registry import new_id
-from worker.timefmt import format_rfc3339
+from worker.timefmt import format_rfc3339, utc_now
 
 #: The type of the event `subscriptions test` sends.
 TEST_EVENT_TYPE = "tokenwarden.subscription.test"
@@ -144,7 +144,7 @@ def enable(app: App, subscription_id: str) -> None:
 def test(app: App, subscription_id: str) -> None:
     """Send a signed test event now and say what the receiver answered."""
     subscription = _get(app, subscription_id)
-    now = app.now()
+    now = utc_now()
     event = outgoing_event(
         TEST_EVENT_TYPE,
         event_id=new_id("test"),

@@ -1,0 +1,262 @@
+"""Signed CloudEvents webhooks, retries, 410s, bad receivers and the outbox sweeper, against a
+real HTTP server in the test and a real dramatiq worker."""
+
+import json
+import time
+from dataclasses import replace
+
+import pytest
+from cloudevents.v1.http import from_http
+from standardwebhooks.webhooks import Webhook
+
+from events import catalog
+from tests.test_pipeline import DOWNLOADED, emit, install, replacements  # noqa: F401
+from worker.notify.config import NotifySettings
+
+
+@pytest.fixture
+def lab(cli, clock, tmp_path):
+    assert cli("servers", "add", "Lab", "--org", "School").exit_code == 0
+    install(cli, clock, tmp_path, "Lab", "Teacher@School.edu", DOWNLOADED, days_left=345)
+    return "Lab"
+
+
+def subscribe(cli, url, *extra) -> tuple[str, str]:
+    result = cli("subscriptions", "add", url, "--json", *extra)
+    assert result.exit_code == 0, result.output
+    added = json.loads(result.stdout)
+    return added["id"], added.get("secret")
+
+
+def deliveries(cli, *extra):
+    return json.loads(cli("deliveries", "list", "--json", *extra).stdout)
+
+
+def wait_until(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
+
+
+def test_a_delivery_verifies_with_standard_webhooks_and_parses_as_a_cloudevent(
+    cli, app, lab, receiver, worker
+):
+    # Given a webhook subscription with a generated secret
+    _, secret = subscribe(cli, receiver.url)
+    assert secret.startswith("whsec_")
+    # When a password change dooms the token
+    event_id = emit(cli, "password-changed", "--user", "teacher@school.edu")
+    [request] = receiver.wait_for(1)
+    # Then the receiver can verify it with the reference library...
+    verified = Webhook(secret).verify(request.body, request.headers)
+    assert verified["type"] == catalog.REPLACEMENT_REQUIRED
+    assert request.headers["content-type"] == "application/cloudevents+json"
+    # ...and parse it with the CloudEvents SDK
+    event = from_http(request.headers, request.body)
+    assert event["type"] == catalog.REPLACEMENT_REQUIRED
+    assert event["id"] == request.headers["webhook-id"]
+    assert event.data["server"] == "Lab"
+    assert event.data["reasons"][0]["id"] == event_id
+    wait_until(lambda: deliveries(cli)[0]["status"] == "delivered")
+    assert deliveries(cli)[0]["attempts"] == 1
+
+
+def test_a_receiver_failing_twice_then_succeeding_gets_it_three_times_with_one_id(
+    cli, app, lab, receiver, worker
+):
+    receiver.then(500, "close", 200)
+    subscribe(cli, receiver.url)
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    requests = receiver.wait_for(3, timeout=20)
+    assert len({r.headers["webhook-id"] for r in requests}) == 1
+    assert len({r.body for r in requests}) == 1
+    wait_until(lambda: deliveries(cli)[0]["status"] == "delivered")
+    [delivered] = deliveries(cli)
+    assert delivered["attempts"] == 3
+    time.sleep(1.5)
+    assert len(receiver.received) == 3, "a delivered event was sent again"
+
+
+def test_a_410_disables_the_subscription_and_says_so(cli, app, lab, receiver, worker):
+    from structlog.testing import capture_logs
+
+    receiver.then(410)
+    subscription_id, _ = subscribe(cli, receiver.url)
+    with capture_logs() as logs:
+        emit(cli, "user-left", "--user", "Teacher@School.edu")
+        receiver.wait_for(1)
+        wait_until(lambda: deliveries(cli)[0]["status"] == "failed")
+    [listed] = json.loads(cli("subscriptions", "list", "--json").stdout)
+    assert (listed["id"], listed["status"]) == (subscription_id, "disabled")
+    assert "410" in listed["disabled_reason"]
+    assert any(e["event"] == "subscription_disabled" for e in logs)
+    # and later events are not sent to it
+    emit(cli, "token-generated", "--server", "Lab")
+    worker.drain()
+    time.sleep(0.5)
+    assert len(receiver.received) == 1
+
+
+def test_bad_receivers_are_failed_attempts_and_never_block_other_deliveries(
+    cli, app, lab, receiver, worker
+):
+    from tests.receiver import start_receiver
+
+    healthy, server = start_receiver()
+    try:
+        receiver.then("hang", "redirect", "garbage")
+        subscribe(cli, receiver.url)
+        subscribe(cli, healthy.url)
+        started = time.monotonic()
+        emit(cli, "user-left", "--user", "Teacher@School.edu")
+        healthy.wait_for(1, timeout=5)
+        assert time.monotonic() - started < 1.5, "the healthy receiver waited on the hung one"
+        # the hung receiver times out, the redirect is not followed, garbage with 200 is fine
+        receiver.wait_for(3, timeout=20)
+        wait_until(lambda: all(d["status"] == "delivered" for d in deliveries(cli)))
+        mine = [d for d in deliveries(cli) if d["attempts"] == 3]
+        assert len(mine) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_delivery_that_exhausts_its_schedule_is_kept_failed_and_can_be_retried(
+    cli, app, lab, receiver, worker
+):
+    receiver.default = 503
+    subscribe(cli, receiver.url)
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    wait_until(lambda: deliveries(cli) and deliveries(cli)[0]["status"] == "failed")
+    [failed] = deliveries(cli, "--failed")
+    assert failed["attempts"] == 4  # the first try and the three retries of the test schedule
+    assert failed["last_status"] == "503"
+    assert len(receiver.received) == 4
+    # When the operator retries it once the receiver is back
+    receiver.default = 200
+    retried = cli("deliveries", "retry", failed["id"])
+    assert retried.exit_code == 0, retried.output
+    wait_until(lambda: deliveries(cli)[0]["status"] == "delivered")
+    assert deliveries(cli, "--failed") == []
+    again = cli("deliveries", "retry", failed["id"])
+    assert again.exit_code == 1
+    assert "is delivered, not failed" in again.stderr
+
+
+def test_subscriptions_filter_by_type_org_and_server(cli, app, lab, receiver, worker):
+    subscribe(cli, receiver.url, "--types", "tokenwarden.token.replaced")
+    subscribe(cli, receiver.url + "?org", "--org", "other school")
+    subscribe(cli, receiver.url + "?server", "--server", "LAB", "--types", "tokenwarden.token.")
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    [request] = receiver.wait_for(1)
+    assert request.path == "/hook?server"
+    worker.drain()
+    time.sleep(0.5)
+    assert len(receiver.received) == 1
+
+
+def test_an_outbox_entry_left_by_a_dead_dispatcher_is_delivered_by_the_sweeper(
+    cli, app, lab, receiver
+):
+    from worker.notify.dispatcher import Dispatcher
+
+    subscribe(cli, receiver.url)
+    # Given an outgoing event a dispatcher read but died before handing to delivery
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    app.handler.handle_batch  # noqa: B018 - the worker is not running; decide in-process
+    from worker.broker import EVENTS_QUEUE
+
+    queued = app.redis.hvals(f"tw:queue:{EVENTS_QUEUE}.msgs")
+    events_ = json.loads(queued[0])["args"][0]
+    app.handler.handle_batch(events_, received_at=app.now(), now=app.now())
+    sent: list[str] = []
+    dead = Dispatcher(app.deliveries, app.now, sent.append, consumer="dead-one")
+    assert app.deliveries.read_outbox("dead-one", 10, 0)  # read, never acknowledged
+    # When a live dispatcher sweeps
+    alive = Dispatcher(app.deliveries, app.now, sent.append, consumer="alive")
+    assert alive.dispatch_new(block_ms=10) == 0  # nothing new: it was read already
+    assert alive.sweep_outbox(min_idle_ms=0) == 1
+    # Then its delivery exists and was sent, once
+    assert len(sent) == 1
+    assert app.deliverer.attempt(sent[0]) == "delivered"
+    assert len(receiver.received) == 1
+    assert alive.sweep_outbox(min_idle_ms=0) == 0
+    assert dead.sweep_outbox(min_idle_ms=0) == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ftp://example.org/hook",), "is not an http(s) URL"),
+        (("not a url",), "is not an http(s) URL"),
+        (("https://user:pw@example.org/",), "put no credentials in the URL"),
+        (("https://example.org/", "--secret", "hunter2"), "does not start with whsec_"),
+        (("https://example.org/", "--secret", "whsec_!!!"), "not valid base64"),
+        (("https://example.org/", "--secret", "whsec_c2hvcnQ="), "holds 5 bytes"),
+        (("https://example.org/", "--types", "tokenwarden.token.nope"), "is not an outgoing"),
+        (("mailto:not-an-address",), "is not an e-mail address"),
+    ],
+)
+def test_bad_subscriptions_are_one_clear_line(cli, snapshot, args, message):
+    from tests.test_cli import assert_refused
+
+    line = assert_refused(cli, snapshot, ("subscriptions", "add", *args), message)
+    assert "hunter2" not in line
+
+
+def test_a_secret_is_shown_once_and_never_stored_or_listed_in_clear(cli, app, redis_url):
+    from tests.test_secrets_at_rest import every_redis_byte
+
+    given = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+    subscribe(cli, "https://example.org/hook", "--secret", given)
+    _, generated = subscribe(cli, "https://example.org/other")
+    listed = cli("subscriptions", "list", "--json").stdout + cli("subscriptions", "list").stdout
+    dump = every_redis_byte(redis_url)
+    for secret in (given, generated):
+        assert secret not in listed
+        assert secret.encode() not in dump
+        assert secret.removeprefix("whsec_").encode() not in dump
+
+
+def test_subscriptions_test_sends_a_signed_event(cli, app, receiver):
+    subscription_id, secret = subscribe(cli, receiver.url)
+    result = cli("subscriptions", "test", subscription_id)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("delivered: 204")
+    [request] = receiver.received
+    assert (
+        Webhook(secret).verify(request.body, request.headers)["type"]
+        == "tokenwarden.subscription.test"
+    )
+    receiver.default = 500
+    failed = cli("subscriptions", "test", subscription_id)
+    assert failed.exit_code == 1
+    assert "answered HTTP 500" in failed.stderr
+
+
+def test_delivery_log_lines_name_the_attempt_and_never_the_secret(cli, app, lab, receiver, worker):
+    from structlog.testing import capture_logs
+
+    _, secret = subscribe(cli, receiver.url)
+    with capture_logs() as logs:
+        emit(cli, "user-left", "--user", "Teacher@School.edu")
+        receiver.wait_for(1)
+        wait_until(lambda: any(e["event"] == "delivery_attempt" for e in logs))
+    [line] = [e for e in logs if e["event"] == "delivery_attempt"]
+    assert line["attempt"] == 1
+    assert line["status"] == "204"
+    assert line["host"] == "127.0.0.1"
+    assert {"subscription", "event_id", "latency_ms"} <= line.keys()
+    assert secret not in json.dumps(logs, default=str)
+
+
+def test_settings_with_a_bad_retry_schedule_are_refused():
+    from worker.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE"):
+        NotifySettings.from_env({"TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE": "5,soon"})
+    assert NotifySettings.from_env(
+        {"TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE": "2, 4"}
+    ).retry_schedule_s == (2, 4)
+    assert replace(NotifySettings(), retry_jitter=0).retry_schedule_s[0] == 5
