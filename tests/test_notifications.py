@@ -260,3 +260,50 @@ def test_settings_with_a_bad_retry_schedule_are_refused():
         {"TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE": "2, 4"}
     ).retry_schedule_s == (2, 4)
     assert replace(NotifySettings(), retry_jitter=0).retry_schedule_s[0] == 5
+
+
+def test_a_worker_killed_between_attempts_resumes_the_schedule(
+    cli, app, settings, lab, receiver, tmp_path
+):
+    import os
+    import signal
+
+    from tests.test_exactly_once import start_worker
+
+    receiver.then(500)
+    subscribe(cli, receiver.url)
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "TOKENWARDEN_MASTER_KEY": settings.master_key,
+        "TOKENWARDEN_DATA_DIR": str(tmp_path / "var"),
+        "TOKENWARDEN_LOG_LEVEL": "warning",
+        "TOKENWARDEN_POLL_INTERVAL_MS": "10",
+        "TOKENWARDEN_HEARTBEAT_TIMEOUT": "2",
+        "TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE": "3",
+        "TOKENWARDEN_WEBHOOK_RETRY_JITTER": "0",
+    }
+    first = start_worker(env)
+    second = None
+    try:
+        # Given a first attempt that failed, with the retry scheduled
+        emit(cli, "user-left", "--user", "Teacher@School.edu")
+        receiver.wait_for(1)
+        wait_until(lambda: deliveries(cli) and deliveries(cli)[0]["attempts"] == 1)
+        assert deliveries(cli)[0]["next_attempt_at"] is not None
+        # When the worker is killed before the retry
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        # Then another worker carries on with the schedule, and delivers once
+        second = start_worker(env)
+        receiver.wait_for(2, timeout=30)
+        wait_until(lambda: deliveries(cli)[0]["status"] == "delivered")
+        assert deliveries(cli)[0]["attempts"] == 2
+        time.sleep(1.5)
+        assert len(receiver.received) == 2
+        assert len({r.headers["webhook-id"] for r in receiver.received}) == 1
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(timeout=30)
