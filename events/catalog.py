@@ -15,6 +15,8 @@ TOKEN_GENERATED = "tokenwarden.server.token_generated"
 
 REPLACEMENT_REQUIRED = "tokenwarden.token.replacement_required"
 REPLACED = "tokenwarden.token.replaced"
+EXPIRY_APPROACHING = "tokenwarden.token.expiry_approaching"
+EXPIRED = "tokenwarden.token.expired"
 
 #: Incoming types whose data names a user (`{"user": ...}`).
 USER_EVENTS = frozenset({PASSWORD_CHANGED, USER_LEFT})
@@ -23,7 +25,7 @@ USER_EVENTS = frozenset({PASSWORD_CHANGED, USER_LEFT})
 SERVER_EVENTS = frozenset({KEY_REGENERATED, TOKEN_GENERATED})
 
 INCOMING_TYPES = USER_EVENTS | SERVER_EVENTS
-OUTGOING_TYPES = frozenset({REPLACEMENT_REQUIRED, REPLACED})
+OUTGOING_TYPES = frozenset({REPLACEMENT_REQUIRED, REPLACED, EXPIRY_APPROACHING, EXPIRED})
 
 #: The short names `tokenwarden emit` takes.
 EMIT_NAMES = {
@@ -37,6 +39,7 @@ EMIT_NAMES = {
 SOURCE_CLI = "urn:tokenwarden:cli"
 SOURCE_API = "urn:tokenwarden:api"
 SOURCE_WORKER = "urn:tokenwarden:worker"
+SOURCE_SCHEDULER = "urn:tokenwarden:scheduler"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Urgency:
 IMMEDIATE = Urgency("immediate", 30)
 #: The token still works but is doomed (a new key was made): replace soon.
 SOON = Urgency("soon", 20)
+#: The token nears its one-year limit: replace before it expires.
+PLANNED = Urgency("planned", 10)
 
 #: Why each incoming type makes a token replaceable, and how urgently.
 URGENCY_BY_TYPE = {
@@ -58,4 +63,7 @@ URGENCY_BY_TYPE = {
     USER_LEFT: IMMEDIATE,
     TOKEN_GENERATED: IMMEDIATE,
     KEY_REGENERATED: SOON,
+    # The scheduler's own causes: a token near its limit, and one past it.
+    EXPIRY_APPROACHING: PLANNED,
+    EXPIRED: IMMEDIATE,
 }

@@ -180,13 +180,19 @@ def new_event(
 
 
 def outgoing_event(
-    event_type: str, *, event_id: str, subject: str, time: datetime, data: dict[str, Any]
+    event_type: str,
+    *,
+    event_id: str,
+    subject: str,
+    time: datetime,
+    data: dict[str, Any],
+    source: str = catalog.SOURCE_WORKER,
 ) -> dict[str, Any]:
     """An outgoing event as it goes on the wire (structured JSON mode)."""
     return {
         "specversion": "1.0",
         "id": event_id,
-        "source": catalog.SOURCE_WORKER,
+        "source": source,
         "type": event_type,
         "subject": subject,
         "time": time.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),

@@ -137,6 +137,8 @@ class Token:
     status: str = TOKEN_CURRENT
     superseded_at: datetime | None = None
     superseded_by: str | None = None
+    #: The expiry level last warned about (threshold days, 0 = expired), by the scheduler.
+    warned: int | None = None
 
     def to_hash(self) -> dict[str, str | int]:
         return {
@@ -152,6 +154,7 @@ class Token:
             "status": self.status,
             "superseded_at": to_ms(self.superseded_at) if self.superseded_at else "",
             "superseded_by": self.superseded_by or "",
+            "warned": "" if self.warned is None else self.warned,
         }
 
     @classmethod
@@ -169,6 +172,7 @@ class Token:
             status=data.get("status", TOKEN_CURRENT),
             superseded_at=from_ms(data.get("superseded_at")),
             superseded_by=_opt(data.get("superseded_by")),
+            warned=int(data["warned"]) if data.get("warned") else None,
         )
 
     def status_at(self, now: datetime) -> str:

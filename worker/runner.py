@@ -6,6 +6,7 @@ with its issue. Parts stop in the reverse order they started.
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
 from typing import Protocol
 
 import structlog
@@ -25,10 +26,14 @@ class Component(Protocol):
 
 
 def components_for(app: App) -> list[Component]:
-    """The parts `tokenwarden run` starts: the worker (threads in this process)."""
+    """The parts `tokenwarden run` starts: the worker (threads in this process), then what
+    other packages plug in (the scheduler) through the `tokenwarden.components` hook."""
     from worker.workerproc import WorkerThreads
 
-    return [WorkerThreads(app, app.settings.worker_threads)]
+    parts: list[Component] = [WorkerThreads(app, app.settings.worker_threads)]
+    for entry_point in sorted(entry_points(group="tokenwarden.components"), key=lambda e: e.name):
+        parts.append(entry_point.load()(app))
+    return parts
 
 
 def run_until_stopped(app: App, components: list[Component] | None = None) -> None:

@@ -4,6 +4,7 @@ and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 
 import click
 import redis
@@ -93,6 +94,8 @@ def _register() -> None:
         worker,
     )
 
+    for entry_point in entry_points(group="tokenwarden.commands"):
+        cli.add_command(entry_point.load())
     for module in (
         servers,
         keys,

@@ -64,6 +64,19 @@ class RecordCause:
     cause: Cause
 
 
+@dataclass(frozen=True)
+class Write:
+    """A plain write carried by a decision: `hset` (key, field, value), `zadd` (key, member,
+    score) or `zrem` (key, member)."""
+
+    op: str
+    key: str
+    field: str = ""
+    value: str = ""
+    member: str = ""
+    score: int = 0
+
+
 @dataclass
 class Plan:
     now: datetime
@@ -72,6 +85,8 @@ class Plan:
     causes: list[RecordCause] = field(default_factory=list)
     open: list[OpenReplacement] = field(default_factory=list)
     resolve: list[ResolveReplacement] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    emit: list[dict[str, Any]] = field(default_factory=list)
     audit_kind: str | None = None
     audit_event: dict[str, Any] | None = None
     #: Why the plan has no effect, when that is worth telling (unknown server, ...).
@@ -105,6 +120,8 @@ class Plan:
                 }
                 for o in self.open
             ],
+            "writes": [w.__dict__ for w in self.writes],
+            "emit": [{"type": e["type"], "event": json.dumps(e)} for e in self.emit],
             "resolve": [
                 {
                     "token": r.token_id,
@@ -175,6 +192,20 @@ class EventStore:
         return Applied(
             outcome=answer["outcome"], results=results if isinstance(results, list) else []
         )
+
+    def apply_many(self, plans: list[Plan]) -> list[Applied]:
+        """Apply many independent plans in one round trip (each one atomic on its own)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for plan in plans:
+            self._apply(args=[plan.encode(self._seen_ttl, self._audit_max)], client=pipe)
+        answers = [json.loads(a) for a in pipe.execute()] if plans else []
+        return [
+            Applied(
+                outcome=a["outcome"],
+                results=a["results"] if isinstance(a.get("results"), list) else [],
+            )
+            for a in answers
+        ]
 
     def queue_apply(self, pipe: redis.client.Pipeline, plan: Plan) -> None:
         """Queue the plan inside a caller's MULTI/EXEC (install uses this)."""

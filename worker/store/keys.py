@@ -52,8 +52,12 @@ def tokens_by_user(user_key: str) -> str:
     return f"tw:user:{user_key}:tokens"
 
 
-#: Sorted set: current token ids by expiry (ms); the scheduler scans its head.
+#: Sorted set: current token ids by expiry (ms).
 TOKENS_BY_EXPIRY = "tw:tokens:by-expiry"
+
+#: Sorted set: current token ids by when the scheduler must look at them next (ms): a new
+#: token at once, then each threshold crossing. A scan reads only its due head.
+TOKENS_NEXT_CHECK = "tw:tokens:next-check"
 
 #: Set: ids of the master keys that have sealed values here, to refuse a wrong or new key
 #: (a CLI started in another folder would otherwise make itself a fresh key file).

@@ -128,6 +128,7 @@ class RedisStore:
                 pipe.srem(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
                 pipe.hincrby(k.user(user_key(token.downloaded_by)), k.USER_VERSION, 1)
                 pipe.zrem(k.TOKENS_BY_EXPIRY, token.id)
+                pipe.zrem(k.TOKENS_NEXT_CHECK, token.id)
                 pipe.zrem(k.REPLACEMENTS_OPEN, token.id)
                 pipe.zrem(k.REPLACEMENTS, token.id)
                 pipe.delete(k.replacement(token.id))
@@ -208,6 +209,21 @@ class RedisStore:
         ids = self._redis.zrange(k.server_tokens(server_id), 0, -1)
         return [t for t in self._tokens(ids) if t is not None]
 
+    def tokens_due_for_check(self, now: datetime, limit: int, offset: int = 0) -> list[Token]:
+        """Current tokens the scheduler must look at by `now`, soonest first."""
+        ids = self._redis.zrangebyscore(
+            k.TOKENS_NEXT_CHECK, "-inf", to_ms(now), start=offset, num=limit
+        )
+        found = self._tokens(ids)
+        gone = [i for i, t in zip(ids, found, strict=True) if t is None]
+        if gone:  # left behind by a removal that raced the index: drop them
+            self._redis.zrem(k.TOKENS_NEXT_CHECK, *gone)
+        return [t for t in found if t is not None]
+
+    def servers_by_id(self, ids: set[str]) -> dict[str, Server]:
+        ordered = sorted(ids)
+        return {s.id: s for s in self._servers(ordered) if s is not None}
+
     def current_tokens_of_user(self, user: str) -> list[Token]:
         ids = sorted(self._redis.smembers(k.tokens_by_user(user_key(user))))
         return [t for t in self._tokens(ids) if t is not None]
@@ -261,6 +277,7 @@ class RedisStore:
             pipe.sadd(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
             pipe.hincrby(user_hash, k.USER_VERSION, 1)
             pipe.zadd(k.TOKENS_BY_EXPIRY, {token.id: to_ms(token.expires_at)})
+            pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(now)})  # the scheduler looks now
             pipe.hset(server_key, "token", token.id)
             if old:
                 self._supersede(pipe, old, token.id, now)
@@ -286,6 +303,7 @@ class RedisStore:
         pipe.srem(k.tokens_by_user(user_key(old.downloaded_by)), old.id)
         pipe.hincrby(k.user(user_key(old.downloaded_by)), k.USER_VERSION, 1)
         pipe.zrem(k.TOKENS_BY_EXPIRY, old.id)
+        pipe.zrem(k.TOKENS_NEXT_CHECK, old.id)
 
     def _promote(
         self, pipe: redis.client.Pipeline, server: Server, key_id: str, now: datetime

@@ -44,6 +44,22 @@ for _, cause in ipairs(plan.causes) do
   end
 end
 
+-- Plain writes the decision carries (the scheduler's warning level, its next check), and
+-- outgoing events that stand alone (warnings).
+for _, write in ipairs(plan.writes) do
+  if write.op == "hset" then
+    redis.call("HSET", write.key, write.field, write.value)
+  elseif write.op == "zadd" then
+    redis.call("ZADD", write.key, write.score, write.member)
+  elseif write.op == "zrem" then
+    redis.call("ZREM", write.key, write.member)
+  end
+end
+for _, outgoing in ipairs(plan.emit) do
+  redis.call("XADD", plan.outbox_key, "*", "type", outgoing.type, "event", outgoing.event)
+  table.insert(results, {action = "sent " .. outgoing.type})
+end
+
 local function most_urgent(reasons)
   local best = reasons[1]
   for _, reason in ipairs(reasons) do

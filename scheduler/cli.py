@@ -1,0 +1,115 @@
+"""The scheduler's commands, registered with `tokenwarden` through the `tokenwarden.commands`
+entry point (so the worker package never imports the scheduler)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+
+import click
+
+from scheduler import status as estate
+from scheduler.config import SchedulerSettings
+from scheduler.scan import Scanner
+from scheduler.service import SchedulerService
+from worker.bootstrap import App
+from worker.cli.output import RFC3339, json_option, pass_app, print_json, print_table
+from worker.signals import StopSignals
+
+
+@click.command("scheduler")
+@pass_app
+def scheduler_command(app: App) -> None:
+    """Run the periodic expiry scan (one replica acts at a time) until SIGINT/SIGTERM."""
+    settings = SchedulerSettings.from_env()
+    app.store.ping()
+    stop = StopSignals()
+    service = SchedulerService(app, settings)
+    service.start()
+    try:
+        stop.wait()
+    finally:
+        service.stop()
+
+
+@click.command("scan")
+@click.option(
+    "--now",
+    "at",
+    type=RFC3339(),
+    default=None,
+    help="Scan as if it were this time (RFC 3339); default now.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would be sent; change nothing.")
+@json_option
+@pass_app
+def scan_command(app: App, at: datetime | None, dry_run: bool, as_json: bool) -> None:
+    """Run one expiry scan and exit (for cron, tests and previews)."""
+    settings = SchedulerSettings.from_env()
+    report = Scanner(app.store, settings.thresholds).scan(at or app.now(), dry_run=dry_run)
+    described = [w.describe() for w in report.warnings]
+    if as_json:
+        print_json({"dry_run": dry_run, "examined": report.examined, "warnings": described})
+        return
+    verb = "would send" if dry_run else "sent"
+    rows = [
+        (
+            d["server"],
+            d["type"].rsplit(".", 1)[-1],
+            d["threshold_days"] or "-",
+            d["days_left"],
+            d["expires_at"],
+            d["downloaded_by"],
+        )
+        for d in described
+    ]
+    print_table(
+        ("SERVER", "WARNING", "THRESHOLD", "DAYS LEFT", "EXPIRES", "DOWNLOADED BY"),
+        rows,
+        empty=f"no warning to send ({report.examined} tokens looked at)",
+    )
+    if described:
+        click.echo(f"{verb} {len(described)} warnings ({report.examined} tokens looked at)")
+
+
+@click.command("status")
+@json_option
+@pass_app
+def status_command(app: App, as_json: bool) -> None:
+    """Every server, its token's expiry and open replacements, most urgent first.
+
+    Exit code: 0 all fine; 1 something to do inside the first warning threshold (or a
+    server without a token); 2 something expired or no longer working.
+    """
+    settings = SchedulerSettings.from_env()
+    now = app.now()
+    rows = []
+    for server in app.store.iter_servers():
+        token = app.store.get_token(server.token_id) if server.token_id else None
+        replacement = app.store.events.replacement(token.id) if token else None
+        if replacement is not None and replacement.status != "open":
+            replacement = None
+        rows.append(estate.row_for(server, token, replacement, now, settings.thresholds))
+    rows = estate.ordered(rows)
+    described = [r.describe() for r in rows]
+    if as_json:
+        print_json(described)
+    else:
+        table = [
+            (
+                d["server"],
+                d["state"],
+                d["expires_at"] or "-",
+                "-" if d["days_left"] is None else d["days_left"],
+                d["downloaded_by"] or "-",
+                ", ".join(t.rsplit(".", 1)[-1] for t in (d["replacement"] or {}).get("reasons", []))
+                or "-",
+            )
+            for d in described
+        ]
+        print_table(
+            ("SERVER", "STATE", "EXPIRES", "DAYS", "DOWNLOADED BY", "REPLACE BECAUSE"),
+            table,
+            empty="no servers yet",
+        )
+    sys.exit(estate.verdict(rows))

@@ -1,0 +1,110 @@
+"""`tokenwarden scheduler`: the periodic expiry scan, run by whichever replica holds the lease.
+
+APScheduler runs two jobs: every few seconds the lease is taken or renewed; every
+TOKENWARDEN_SCAN_INTERVAL seconds (and at start-up, and whenever this replica becomes the
+leader) the leader scans. A scan is idempotent, so two overlapping never warn twice.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from datetime import UTC, datetime
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from scheduler.config import SchedulerSettings
+from scheduler.scan import Scanner
+from worker.bootstrap import App
+from worker.store.lease import Lease
+
+log = structlog.get_logger(__name__)
+
+#: The Redis key of the scheduler's lease.
+LEASE_KEY = "tw:scheduler:leader"
+
+#: How often each replica takes or renews the lease, in seconds.
+LEASE_EVERY_S = 5
+
+
+class SchedulerService:
+    name = "scheduler"
+
+    def __init__(self, app: App, settings: SchedulerSettings | None = None):
+        self.app = app
+        self.settings = settings or SchedulerSettings.from_env()
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
+        self.lease = Lease(app.redis, LEASE_KEY, self.owner, self.settings.lease_ttl_s * 1000)
+        self.scanner = Scanner(app.store, self.settings.thresholds)
+        self.leader = False
+        self._jobs = BackgroundScheduler(timezone=UTC)
+
+    def start(self) -> None:
+        self._jobs.add_job(
+            self._keep_lease,
+            "interval",
+            seconds=LEASE_EVERY_S,
+            id="lease",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._jobs.add_job(
+            self.scan_if_leader,
+            "interval",
+            seconds=self.settings.scan_interval_s,
+            id="scan",
+            max_instances=1,
+            coalesce=True,
+        )
+        self._jobs.start()
+        self._keep_lease()  # at start-up: take the lease if free, and scan if we got it
+        log.info(
+            "scheduler_started",
+            owner=self.owner,
+            leader=self.leader,
+            thresholds=list(self.settings.thresholds),
+            scan_interval_s=self.settings.scan_interval_s,
+        )
+
+    def stop(self) -> None:
+        self._jobs.shutdown(wait=True)
+        if self.leader:
+            self.lease.release()  # a clean stop hands over at once, not after the TTL
+        log.info("scheduler_stopped", owner=self.owner)
+
+    def _keep_lease(self) -> None:
+        try:
+            holding = self.lease.hold()
+        except Exception as exc:  # Redis down: we cannot know, so we do not act
+            log.warning("scheduler_lease_unavailable", error=str(exc))
+            holding = False
+        if holding and not self.leader:
+            log.info("scheduler_leader", owner=self.owner)
+            self.leader = True
+            self._jobs.modify_job("scan", next_run_time=datetime.now(UTC))  # catch up at once
+        elif self.leader and not holding:
+            log.warning("scheduler_lease_lost", owner=self.owner, holder=self.lease.holder())
+            self.leader = False
+
+    def scan_if_leader(self) -> None:
+        if not self.leader:
+            return
+        started = time.perf_counter()
+        try:
+            report = self.scanner.scan(self.app.now())
+        except Exception:
+            log.exception("scan_failed")
+            return
+        log.info(
+            "scan_done",
+            examined=report.examined,
+            warnings=len(report.warnings),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+
+def component(app: App) -> SchedulerService:
+    """What `tokenwarden run` starts beside the worker (the `tokenwarden.components` hook)."""
+    return SchedulerService(app)

@@ -1,0 +1,101 @@
+"""`tokenwarden status`: the estate at a glance, most urgent first, with an exit code for
+monitoring. Pure: records in, rows and a verdict out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from events import catalog
+from scheduler.thresholds import days_left
+from worker.records import Replacement, Server, Token
+from worker.timefmt import format_rfc3339
+
+#: Exit codes: all well; something needs action inside the first threshold (or has no token,
+#: or must be replaced); something expired or no longer works.
+FINE, DUE, EXPIRED = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class Row:
+    severity: int
+    server: Server
+    token: Token | None
+    replacement: Replacement | None
+    now: datetime
+
+    def describe(self) -> dict[str, Any]:
+        token, replacement = self.token, self.replacement
+        return {
+            "server": self.server.name,
+            "org": self.server.org or None,
+            "state": (
+                "expired"
+                if token and token.expires_at <= self.now
+                else "no token"
+                if token is None
+                else "replace now"
+                if self.severity == EXPIRED
+                else "replace"
+                if replacement
+                else "due"
+                if self.severity == DUE
+                else "ok"
+            ),
+            "expires_at": format_rfc3339(token.expires_at) if token else None,
+            "days_left": days_left(token.expires_at, self.now) if token else None,
+            "downloaded_by": token.downloaded_by if token else None,
+            "replacement": None
+            if replacement is None
+            else {
+                "opened_at": replacement.opened_at,
+                "reasons": [r.get("type") for r in replacement.reasons],
+                "urgency": max(replacement.reasons, key=lambda r: r.get("rank", 0), default={}).get(
+                    "urgency"
+                ),
+            },
+        }
+
+
+def row_for(
+    server: Server,
+    token: Token | None,
+    replacement: Replacement | None,
+    now: datetime,
+    thresholds: Sequence[int],
+) -> Row:
+    return Row(severity_of(token, replacement, now, thresholds), server, token, replacement, now)
+
+
+def severity_of(
+    token: Token | None, replacement: Replacement | None, now: datetime, thresholds: Sequence[int]
+) -> int:
+    if token is None:
+        return DUE
+    if token.expires_at <= now:
+        return EXPIRED
+    ranks = [r.get("rank", 0) for r in (replacement.reasons if replacement else [])]
+    if ranks and max(ranks) >= catalog.IMMEDIATE.rank:
+        return EXPIRED  # it no longer works: as bad as expired
+    if replacement is not None or days_left(token.expires_at, now) < max(thresholds):
+        return DUE
+    return FINE
+
+
+def ordered(rows: list[Row]) -> list[Row]:
+    """Most urgent first: severity, then the soonest expiry, then the name."""
+    far = datetime.max.replace(tzinfo=rows[0].now.tzinfo) if rows else None
+    return sorted(
+        rows,
+        key=lambda r: (
+            -r.severity,
+            r.token.expires_at if r.token else far,
+            r.server.name.casefold(),
+        ),
+    )
+
+
+def verdict(rows: list[Row]) -> int:
+    return max((r.severity for r in rows), default=FINE)

@@ -1,0 +1,73 @@
+"""When a token is warned about: pure time arithmetic, `now` always passed in.
+
+A token crosses threshold T (days) at `expires_at - T days`. At any moment its *level* is the
+smallest threshold it has crossed (the most urgent), or EXPIRED once `now >= expires_at`, or
+None before the largest threshold. A warning is due when the level is more urgent than the last
+one sent: so a scan after a gap sends only the most urgent threshold crossed, never a backlog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+#: Days before expiry at which a token is warned about (cert-manager renews with a third of the
+#: life left, ~120 days for a year; the best MDM products warn at 30).
+DEFAULT_THRESHOLDS = (120, 60, 30, 14, 7, 3, 1)
+
+#: The level of a token at or past its expiry.
+EXPIRED = 0
+
+#: Largest threshold accepted, in days (a token lives a year).
+MAX_THRESHOLD_DAYS = 366
+
+
+class ThresholdError(ValueError):
+    pass
+
+
+def parse_thresholds(text: str) -> tuple[int, ...]:
+    """`120,60,30` -> (120, 60, 30): positive whole days, largest first, no duplicates."""
+    parts = [part.strip() for part in text.split(",")]
+    if not text.strip() or any(not part for part in parts):
+        raise ThresholdError(f"{text!r} is not a list of days like 120,60,30,14,7,3,1")
+    try:
+        days = [int(part) for part in parts]
+    except ValueError:
+        raise ThresholdError(
+            f"{text!r} holds something that is not a whole number of days; "
+            "write it like 120,60,30,14,7,3,1"
+        ) from None
+    if any(not 1 <= d <= MAX_THRESHOLD_DAYS for d in days):
+        raise ThresholdError(f"{text!r}: each threshold must be 1 to {MAX_THRESHOLD_DAYS} days")
+    return tuple(sorted(set(days), reverse=True))
+
+
+def level_at(expires_at: datetime, now: datetime, thresholds: Sequence[int]) -> int | None:
+    """The most urgent threshold crossed at `now`, EXPIRED, or None (none crossed yet)."""
+    if now >= expires_at:
+        return EXPIRED
+    crossed = [t for t in thresholds if now >= expires_at - timedelta(days=t)]
+    return min(crossed) if crossed else None
+
+
+def is_more_urgent(level: int | None, last_sent: int | None) -> bool:
+    """Whether `level` calls for a warning, given the level last warned about."""
+    if level is None:
+        return False
+    return last_sent is None or level < last_sent
+
+
+def next_check_at(
+    expires_at: datetime, level: int | None, thresholds: Sequence[int]
+) -> datetime | None:
+    """When the token next crosses something more urgent than `level`; None after expiry."""
+    if level == EXPIRED:
+        return None
+    smaller = [t for t in thresholds if level is None or t < level]
+    return expires_at - timedelta(days=max(smaller)) if smaller else expires_at
+
+
+def days_left(expires_at: datetime, now: datetime) -> int:
+    """Whole days until expiry, rounded down; 0 on the last day and after."""
+    return max(0, (expires_at - now) // timedelta(days=1))
