@@ -69,6 +69,13 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
                 self.send_header("location", self.path)
                 self.end_headers()
                 return
+            if behaviour == "trickle":  # a header a second, forever (well, for 10 s)
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for number in range(10):
+                    self.wfile.write(f"x-slow-{number}: 1\r\n".encode())
+                    self.wfile.flush()
+                    time.sleep(1)
+                return
             if behaviour == "garbage":
                 self.send_response(200)
                 self.end_headers()

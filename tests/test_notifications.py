@@ -156,33 +156,125 @@ def test_subscriptions_filter_by_type_org_and_server(cli, app, lab, receiver, wo
     assert len(receiver.received) == 1
 
 
+def handle_queued_events(app):
+    """Decide what `emit` queued, in-process (no worker running in these tests)."""
+    from worker.broker import EVENTS_QUEUE
+
+    for message in app.redis.hvals(f"tw:queue:{EVENTS_QUEUE}.msgs"):
+        app.handler.handle_batch(
+            json.loads(message)["args"][0], received_at=app.now(), now=app.now()
+        )
+
+
 def test_an_outbox_entry_left_by_a_dead_dispatcher_is_delivered_by_the_sweeper(
+    cli, app, lab, receiver
+):
+    from worker.notify.dispatcher import STALE_ENTRY_MS, SWEEP_EVERY_S, Dispatcher
+
+    assert STALE_ENTRY_MS + SWEEP_EVERY_S * 1000 <= 60_000, "a crash must cost under a minute"
+    subscribe(cli, receiver.url)
+    # Given an outgoing event a dispatcher read but died before handing to delivery
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    handle_queued_events(app)
+    sent: list[tuple[str, str]] = []
+    dead = Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a), consumer="dead-one")
+    assert app.deliveries.read_outbox("dead-one", 10, 0)  # read, never acknowledged
+    # When a live dispatcher sweeps
+    alive = Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a), consumer="alive")
+    assert alive.dispatch_new(block_ms=10) == 0  # nothing new: it was read already
+    assert alive.sweep_outbox(min_idle_ms=0) == 1
+    # Then its delivery exists and was sent, once
+    [(delivery, lease)] = sent
+    assert app.deliverer.attempt(delivery, lease) == "delivered"
+    assert len(receiver.received) == 1
+    assert alive.sweep_outbox(min_idle_ms=0) == 0
+    assert dead.sweep_outbox(min_idle_ms=0) == 0
+
+
+def test_a_duplicate_or_late_message_neither_sends_again_nor_hurries_a_retry(
     cli, app, lab, receiver
 ):
     from worker.notify.dispatcher import Dispatcher
 
+    receiver.default = 500
     subscribe(cli, receiver.url)
-    # Given an outgoing event a dispatcher read but died before handing to delivery
     emit(cli, "user-left", "--user", "Teacher@School.edu")
-    app.handler.handle_batch  # noqa: B018 - the worker is not running; decide in-process
-    from worker.broker import EVENTS_QUEUE
-
-    queued = app.redis.hvals(f"tw:queue:{EVENTS_QUEUE}.msgs")
-    events_ = json.loads(queued[0])["args"][0]
-    app.handler.handle_batch(events_, received_at=app.now(), now=app.now())
-    sent: list[str] = []
-    dead = Dispatcher(app.deliveries, app.now, sent.append, consumer="dead-one")
-    assert app.deliveries.read_outbox("dead-one", 10, 0)  # read, never acknowledged
-    # When a live dispatcher sweeps
-    alive = Dispatcher(app.deliveries, app.now, sent.append, consumer="alive")
-    assert alive.dispatch_new(block_ms=10) == 0  # nothing new: it was read already
-    assert alive.sweep_outbox(min_idle_ms=0) == 1
-    # Then its delivery exists and was sent, once
-    assert len(sent) == 1
-    assert app.deliverer.attempt(sent[0]) == "delivered"
+    handle_queued_events(app)
+    sent: list[tuple[str, str]] = []
+    Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a)).dispatch_new(block_ms=10)
+    [(delivery, lease)] = sent
+    # the first attempt fails and schedules a retry in 5 s
+    assert app.deliverer.attempt(delivery, lease) == "retry"
+    # the same message again (a redelivery), or one with a stale lease, does nothing
+    assert app.deliverer.attempt(delivery, lease) is None
+    assert app.deliverer.attempt(delivery, "someone-else") is None
     assert len(receiver.received) == 1
-    assert alive.sweep_outbox(min_idle_ms=0) == 0
-    assert dead.sweep_outbox(min_idle_ms=0) == 0
+    assert deliveries(cli)[0]["attempts"] == 1
+
+
+def test_a_receiver_trickling_bytes_is_cut_off_at_the_deadline(cli, app, lab, receiver):
+    from worker.notify.dispatcher import Dispatcher
+
+    receiver.then("trickle")
+    subscribe(cli, receiver.url)
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    handle_queued_events(app)
+    sent: list[tuple[str, str]] = []
+    Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a)).dispatch_new(block_ms=10)
+    app.settings = replace(app.settings, notify=NotifySettings(webhook_timeout_s=1))
+    app.__dict__.pop("deliverer", None)
+    started = time.monotonic()
+    assert app.deliverer.attempt(*sent[0]) == "retry"
+    assert time.monotonic() - started < 3, "a trickling receiver held the worker"
+    assert "no answer within 1 s" in deliveries(cli)[0]["last_error"]
+
+
+def test_removing_a_subscription_cancels_its_pending_deliveries(cli, app, lab, receiver, worker):
+    receiver.default = 500
+    subscription_id, _ = subscribe(cli, receiver.url)
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    receiver.wait_for(1)
+    assert cli("subscriptions", "remove", subscription_id).exit_code == 0
+    wait_until(lambda: deliveries(cli)[0]["status"] == "cancelled", timeout=10)
+    assert deliveries(cli, "--failed") == []
+    refused = cli("deliveries", "retry", deliveries(cli)[0]["id"])
+    assert refused.exit_code == 1
+    assert "was removed; it cannot be retried" in refused.stderr
+
+
+def test_an_unreadable_outbox_entry_is_dead_lettered_and_the_rest_delivered(
+    cli, app, lab, receiver
+):
+    from worker.notify.dispatcher import Dispatcher
+    from worker.store import keys as k
+
+    subscribe(cli, receiver.url)
+    app.redis.xadd(k.OUTBOX, {"type": "x", "event": "{not json"})
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    handle_queued_events(app)
+    sent: list[tuple[str, str]] = []
+    assert Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a)).dispatch_new(10) == 1
+    assert app.deliverer.attempt(*sent[0]) == "delivered"
+    [dead] = app.store.events.dead_letters()
+    assert dead["reason"] == "an outbox entry is not a readable event"
+
+
+def test_tidying_trims_the_dispatched_outbox_but_never_what_is_unread(cli, app, lab):
+    from datetime import timedelta
+
+    from worker.notify.dispatcher import Dispatcher
+    from worker.store import keys as k
+    from worker.timefmt import utc_now
+
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    handle_queued_events(app)
+    later = utc_now() + timedelta(days=2)
+    dispatcher = Dispatcher(app.deliveries, lambda: later, lambda *a: None)
+    dispatcher.tidy()
+    assert app.redis.xlen(k.OUTBOX) == 1, "unread entries must stay"
+    dispatcher.dispatch_new(block_ms=10)
+    dispatcher.tidy()
+    assert app.redis.xlen(k.OUTBOX) == 0
 
 
 @pytest.mark.parametrize(
@@ -196,6 +288,8 @@ def test_an_outbox_entry_left_by_a_dead_dispatcher_is_delivered_by_the_sweeper(
         (("https://example.org/", "--secret", "whsec_c2hvcnQ="), "holds 5 bytes"),
         (("https://example.org/", "--types", "tokenwarden.token.nope"), "is not an outgoing"),
         (("mailto:not-an-address",), "is not an e-mail address"),
+        (("http://a..b/hook",), "is not a valid host name"),
+        (("https://example.org/", "--types", ","), "names no type"),
     ],
 )
 def test_bad_subscriptions_are_one_clear_line(cli, snapshot, args, message):
@@ -297,6 +391,8 @@ def test_a_worker_killed_between_attempts_resumes_the_schedule(
         # Then another worker carries on with the schedule, and delivers once
         second = start_worker(env)
         receiver.wait_for(2, timeout=30)
+        waited = receiver.received[1].at - receiver.received[0].at
+        assert waited >= 2.9, f"the retry came {waited:.1f} s after the failure, not 3 s"
         wait_until(lambda: deliveries(cli)[0]["status"] == "delivered")
         assert deliveries(cli)[0]["attempts"] == 2
         time.sleep(1.5)

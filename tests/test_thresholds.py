@@ -120,3 +120,38 @@ def test_threshold_lists_are_read_largest_first(text, parsed):
 def test_malformed_threshold_lists_are_refused(text):
     with pytest.raises(ThresholdError):
         parse_thresholds(text)
+
+
+@pytest.mark.parametrize(
+    ("attempts_made", "wait_s"),
+    [
+        (1, 5),
+        (2, 300),
+        (3, 1800),
+        (4, 7200),
+        (5, 18000),
+        (6, 36000),
+        (7, 36000),
+        (8, None),
+        (0, None),
+    ],
+)
+def test_the_retry_schedule_is_standard_webhooks(attempts_made, wait_s):
+    from worker.notify.schedule import DEFAULT_SCHEDULE_S, next_attempt_at
+
+    at = next_attempt_at(attempts_made, EXPIRES, DEFAULT_SCHEDULE_S, jitter=0)
+    assert at == (None if wait_s is None else EXPIRES + timedelta(seconds=wait_s))
+
+
+def test_retry_jitter_stays_within_its_share():
+    import random
+
+    from worker.notify.schedule import next_attempt_at
+
+    rng = random.Random(1)
+    waits = {
+        (next_attempt_at(2, EXPIRES, (300, 600), 0.1, rng) - EXPIRES).total_seconds()
+        for _ in range(200)
+    }
+    assert min(waits) >= 540 and max(waits) <= 660
+    assert len(waits) > 100

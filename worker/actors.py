@@ -97,9 +97,9 @@ DELIVER_MAX_RETRIES = 3
 
 
 def declare_delivery_actor(broker: dramatiq.Broker, deliverer: Deliverer) -> dramatiq.Actor:
-    def deliver(delivery_id: Any) -> None:
-        if isinstance(delivery_id, str):
-            deliverer.attempt(delivery_id)
+    def deliver(delivery_id: Any, lease: Any = None) -> None:
+        if isinstance(delivery_id, str) and isinstance(lease, str):
+            deliverer.attempt(delivery_id, lease)
 
     return dramatiq.actor(
         deliver,

@@ -89,8 +89,6 @@ class App:
         return self.clock()
 
     def close(self) -> None:
-        if "deliverer" in self.__dict__:
-            self.deliverer.close()
         if "broker" in self.__dict__:
             self.broker.close()
         if "redis" in self.__dict__:

@@ -16,6 +16,7 @@ import structlog
 
 from worker.actors import declare_actors, declare_delivery_actor
 from worker.bootstrap import App
+from worker.broker import DELIVERIES_QUEUE, EVENTS_QUEUE
 from worker.config import Settings
 from worker.logs import configure_logging
 from worker.notify.dispatcher import DeliveryLoop, Dispatcher
@@ -31,14 +32,20 @@ STOP_TIMEOUT_MS = 30_000
 RESTART_DELAY_S = 1.0
 
 
+#: Threads per process that make delivery attempts. They are apart from the threads that
+#: decide events, so receivers that hang (each up to the webhook timeout) never slow decisions.
+DELIVERY_THREADS = 8
+
+
 @dataclass
 class WorkerThreads:
-    """A dramatiq worker inside this process (what `tokenwarden run` uses)."""
+    """The dramatiq workers inside this process (what `tokenwarden run` uses): one for
+    events, one for delivery attempts, and the delivery loop that feeds the second."""
 
     app: App
     threads: int
     name: str = "worker"
-    _worker: dramatiq.Worker | None = field(default=None, repr=False)
+    _workers: list[dramatiq.Worker] = field(default_factory=list, repr=False)
     _deliveries: DeliveryLoop | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -46,21 +53,35 @@ class WorkerThreads:
         declare_actors(broker, self.app.handler, self.app.now)
         deliver = declare_delivery_actor(broker, self.app.deliverer)
         broker.emit_after("process_boot")
-        self._worker = dramatiq.Worker(
-            broker, worker_threads=self.threads, worker_timeout=self.app.settings.poll_interval_ms
+        poll = self.app.settings.poll_interval_ms
+        self._workers = [
+            dramatiq.Worker(
+                broker, queues={EVENTS_QUEUE}, worker_threads=self.threads, worker_timeout=poll
+            ),
+            dramatiq.Worker(
+                broker,
+                queues={DELIVERIES_QUEUE},
+                worker_threads=DELIVERY_THREADS,
+                worker_timeout=poll,
+            ),
+        ]
+        for worker in self._workers:
+            worker.start()
+        dispatcher = Dispatcher(
+            self.app.deliveries, utc_now, lambda delivery, lease: deliver.send(delivery, lease)
         )
-        self._worker.start()
-        self._deliveries = DeliveryLoop(Dispatcher(self.app.deliveries, utc_now, deliver.send))
+        self._deliveries = DeliveryLoop(dispatcher)
         self._deliveries.start()
-        log.info("worker_started", threads=self.threads)
+        log.info("worker_started", threads=self.threads, delivery_threads=DELIVERY_THREADS)
 
     def stop(self) -> None:
         if self._deliveries is not None:
             self._deliveries.stop()
             self._deliveries = None
-        if self._worker is not None:
-            self._worker.stop(timeout=STOP_TIMEOUT_MS)
-            self._worker = None
+        for worker in self._workers:
+            worker.stop(timeout=STOP_TIMEOUT_MS)
+        if self._workers:
+            self._workers = []
             log.info("worker_stopped")
 
 

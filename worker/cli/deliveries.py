@@ -56,6 +56,10 @@ def retry(app: App, delivery_id: str) -> None:
             f"no delivery {delivery_id!r}; `tokenwarden deliveries list --failed` "
             "shows the failed ones"
         )
+    subscription = app.deliveries.get_subscription(delivery.subscription_id)
+    if subscription is None or subscription.status != "active":
+        why = "was removed" if subscription is None else "is disabled (`subscriptions enable`)"
+        raise Conflict(f"the subscription of delivery {delivery_id} {why}; it cannot be retried")
     if not app.deliveries.retry(delivery_id, utc_now()):
         raise Conflict(
             f"delivery {delivery_id} is {delivery.status}, not failed; only failed "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -10,6 +11,7 @@ from events.cloudevent import outgoing_event
 from worker.bootstrap import App
 from worker.cli.output import json_option, note, pass_app, print_json, print_table
 from worker.errors import InvalidInput, NotFound
+from worker.names import name_key
 from worker.notify.email import compose, send_email
 from worker.notify.subscriptions import (
     EMAIL,
@@ -37,7 +39,8 @@ def group() -> None:
 @click.option(
     "--secret",
     default=None,
-    help="Standard Webhooks secret (whsec_...); by default one is generated.",
+    help="Standard Webhooks secret (whsec_...), or '-' to read it from stdin (kept out of "
+    "the shell history); by default one is generated.",
 )
 @click.option(
     "--types",
@@ -60,6 +63,8 @@ def add(
     """Subscribe URL (https://... for a webhook, mailto:... for e-mail)."""
     kind, target = parse_target(url)
     wanted = parse_types(types)
+    if secret == "-":
+        secret = sys.stdin.readline().strip()
     if kind == EMAIL:
         if secret:
             raise InvalidInput("--secret is for webhooks; e-mail subscriptions take none")
@@ -75,6 +80,7 @@ def add(
         org=(org or "").strip(),
         server=(server or "").strip(),
     )
+    _warn_unknown_filters(app, subscription)
     app.deliveries.add_subscription(subscription, chosen)
     described = describe(subscription)
     if as_json:
@@ -120,7 +126,7 @@ def list_subscriptions(app: App, as_json: bool) -> None:
 @click.argument("subscription_id")
 @pass_app
 def remove(app: App, subscription_id: str) -> None:
-    """Remove a subscription; its pending deliveries are dropped."""
+    """Remove a subscription; its pending deliveries are cancelled."""
     if not app.deliveries.remove_subscription(subscription_id):
         raise NotFound(
             f"no subscription {subscription_id!r}; `tokenwarden subscriptions list` shows them"
@@ -164,18 +170,29 @@ def test(app: App, subscription_id: str) -> None:
         )
     else:
         result = post_event(
-            app.deliverer.http,
             subscription.target,
             app.deliveries.open_secret(subscription),
             event["id"],
             body,
             now,
+            settings.webhook_timeout_s,
         )
     if not result.ok:
         raise InvalidInput(
             f"the test to {subscription.id} failed: {result.error} after {result.latency_ms:.0f} ms"
         )
     click.echo(f"delivered: {result.status} in {result.latency_ms:.0f} ms")
+
+
+def _warn_unknown_filters(app: App, subscription: Subscription) -> None:
+    """A filter naming nothing known yet is allowed (the server may come later), but said."""
+    servers = list(app.store.iter_servers()) if subscription.org or subscription.server else []
+    if subscription.org and not any(name_key(s.org) == name_key(subscription.org) for s in servers):
+        note(f"warning: no server belongs to organization {subscription.org!r} yet")
+    if subscription.server and not any(
+        name_key(s.name) == name_key(subscription.server) for s in servers
+    ):
+        note(f"warning: there is no server named {subscription.server!r} yet")
 
 
 def _get(app: App, subscription_id: str) -> Subscription:

@@ -1,10 +1,12 @@
-"""One delivery attempt: send, then record the outcome and, on failure, when to try again."""
+"""One delivery attempt: take the lease, send, record the outcome and, on failure, when to try
+again. Only the holder of a delivery's lease attempts it: duplicate messages do nothing."""
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from urllib.parse import urlsplit
 
 import structlog
@@ -13,8 +15,8 @@ from worker.notify.config import NotifySettings
 from worker.notify.email import compose, send_email
 from worker.notify.schedule import next_attempt_at
 from worker.notify.subscriptions import ACTIVE, EMAIL, Subscription
-from worker.notify.webhook import AttemptResult, http_client, post_event
-from worker.store.delivery_store import PENDING, Delivery, DeliveryStore
+from worker.notify.webhook import AttemptResult, post_event
+from worker.store.delivery_store import Delivery, DeliveryStore
 
 log = structlog.get_logger(__name__)
 
@@ -34,15 +36,16 @@ class Deliverer:
         self._settings = settings
         self._clock = clock
         self._rng = rng or random.Random()
-        self.http = http_client(settings.webhook_timeout_s)
 
-    def attempt(self, delivery_id: str) -> str | None:
-        """Try one delivery once; returns the outcome recorded, or None if there was nothing to
-        do (already delivered or failed, or another attempt got there first)."""
-        delivery = self._store.get_delivery(delivery_id)
-        if delivery is None or delivery.status != PENDING:
-            return None
+    def attempt(self, delivery_id: str, lease: str) -> str | None:
+        """Try one delivery once; returns the outcome recorded, or None when there was nothing
+        to do (finished, or the lease is someone else's: a duplicate or late message)."""
         now = self._clock()
+        lease_ms = int((self._settings.webhook_timeout_s + LEASE_MARGIN_S) * 1000)
+        made = self._store.begin_attempt(delivery_id, lease, now, lease_ms)
+        delivery = self._store.get_delivery(delivery_id) if made is not None else None
+        if delivery is None:
+            return None
         subscription = self._store.get_subscription(delivery.subscription_id)
         if subscription is None or subscription.status != ACTIVE:
             reason = (
@@ -50,51 +53,59 @@ class Deliverer:
                 if subscription is None
                 else f"the subscription is disabled ({subscription.disabled_reason})"
             )
-            result = AttemptResult(False, "skipped", reason, 0.0)
-            return self._record(delivery, subscription, result, now, final=True)
-        self._store.extend_lease(
-            delivery.id, now + timedelta(seconds=self._settings.webhook_timeout_s + LEASE_MARGIN_S)
-        )
+            result = AttemptResult(False, "cancelled", reason, 0.0)
+            return self._record(delivery, lease, subscription, result, now, cancel=True)
         result = self._send(subscription, delivery, now)
         if result.gone:
             self._store.disable_subscription(subscription.id, "the receiver answered 410 Gone", now)
             log.warning(
                 "subscription_disabled",
                 subscription=subscription.id,
-                host=_host(subscription),
+                host=host_of(subscription),
                 reason="the receiver answered 410 Gone",
             )
-        return self._record(delivery, subscription, result, now, final=result.gone)
+        return self._record(delivery, lease, subscription, result, now, final=result.gone)
 
     def _send(self, subscription: Subscription, delivery: Delivery, now: datetime) -> AttemptResult:
-        if subscription.kind == EMAIL:
-            smtp = self._settings.smtp
-            if smtp is None:
-                return AttemptResult(
-                    False, "error", "no SMTP server is configured (TOKENWARDEN_SMTP_HOST)", 0.0
-                )
-            import json
-
-            message = compose(json.loads(delivery.event), smtp.sender, subscription.target)
-            return send_email(smtp, message, self._settings.webhook_timeout_s)
-        secret = self._store.open_secret(subscription)
-        return post_event(
-            self.http, subscription.target, secret, delivery.event_id, delivery.event, now
-        )
+        try:
+            if subscription.kind == EMAIL:
+                smtp = self._settings.smtp
+                if smtp is None:
+                    return AttemptResult(
+                        False, "error", "no SMTP server is configured (TOKENWARDEN_SMTP_HOST)", 0.0
+                    )
+                message = compose(json.loads(delivery.event), smtp.sender, subscription.target)
+                return send_email(smtp, message, self._settings.webhook_timeout_s)
+            secret = self._store.open_secret(subscription)
+            return post_event(
+                subscription.target,
+                secret,
+                delivery.event_id,
+                delivery.event,
+                now,
+                self._settings.webhook_timeout_s,
+            )
+        except Exception as exc:  # whatever it is, it is a failed attempt, never a lost one
+            log.exception("delivery_send_failed", subscription=subscription.id)
+            return AttemptResult(False, "error", f"{type(exc).__name__} while sending", 0.0)
 
     def _record(
         self,
         delivery: Delivery,
+        lease: str,
         subscription: Subscription | None,
         result: AttemptResult,
         now: datetime,
         *,
-        final: bool,
+        final: bool = False,
+        cancel: bool = False,
     ) -> str:
         attempt = delivery.attempts + 1
         next_at = None
         if result.ok:
             outcome = "delivered"
+        elif cancel:
+            outcome = "cancelled"
         else:
             next_at = (
                 None
@@ -110,6 +121,7 @@ class Deliverer:
             outcome = "retry" if next_at else "failed"
         recorded = self._store.record_attempt(
             delivery,
+            lease=lease,
             attempt=attempt,
             outcome=outcome,
             status=result.status,
@@ -121,7 +133,7 @@ class Deliverer:
         log.info(
             "delivery_attempt",
             subscription=delivery.subscription_id,
-            host=_host(subscription) if subscription else None,
+            host=host_of(subscription) if subscription else None,
             event_id=delivery.event_id,
             event_type=delivery.event_type,
             attempt=attempt,
@@ -134,11 +146,8 @@ class Deliverer:
         )
         return outcome
 
-    def close(self) -> None:
-        self.http.close()
 
-
-def _host(subscription: Subscription) -> str:
+def host_of(subscription: Subscription) -> str:
     """Where a delivery went, for logs: the host only (some URLs carry secrets in the path)."""
     if subscription.kind == EMAIL:
         return subscription.target.rsplit("@", 1)[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64
 #: Longest URL accepted, in characters.
 MAX_URL_CHARS = 2048
 
+_HOST = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 _EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 
 
@@ -67,6 +69,8 @@ def parse_types(text: str | None) -> tuple[str, ...]:
     if text is None or not text.strip():
         return tuple(sorted(catalog.OUTGOING_TYPES))
     wanted = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    if not wanted:
+        raise InvalidInput(f"--types {text!r} names no type; leave it out for every type")
     for item in wanted:
         if not any(type_matches((item,), known) for known in catalog.OUTGOING_TYPES):
             known = ", ".join(sorted(catalog.OUTGOING_TYPES))
@@ -97,9 +101,24 @@ def parse_target(text: str) -> tuple[str, str]:
             f"{value!r} is not an http(s) URL; give https://host/path (or mailto:address "
             "for e-mail)"
         )
+    if not _valid_host(parts.hostname):
+        raise InvalidInput(f"{parts.hostname!r} in {value!r} is not a valid host name")
     if parts.username or parts.password:
         raise InvalidInput("put no credentials in the URL; receivers verify the signature instead")
     return WEBHOOK, value
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return _HOST.fullmatch(ascii_host) is not None
 
 
 def generate_secret() -> str:

@@ -1,12 +1,14 @@
 """Sending one outgoing event to a webhook: CloudEvents structured JSON, signed per Standard
 Webhooks (`webhook-id` = the event id, the same on every attempt, so receivers de-duplicate).
 
-The response body is never read: a receiver that streams garbage forever cannot hold a worker
-longer than the timeout, and redirects are not followed (a 3xx is a failed attempt).
+The whole request has one deadline (httpx's timeouts are per read, so a receiver trickling
+bytes could otherwise hold a worker for minutes); the response body is never read, and
+redirects are not followed (a 3xx is a failed attempt).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,16 +44,18 @@ def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> di
 
 
 def post_event(
-    client: httpx.Client, url: str, secret: str, message_id: str, body: str, now: datetime
+    url: str, secret: str, message_id: str, body: str, now: datetime, timeout_s: float
 ) -> AttemptResult:
-    headers = signed_headers(secret, message_id, body, now)
+    """POST the event; every failure (network, status, deadline) is a failed attempt."""
     started = time.perf_counter()
     try:
-        with client.stream("POST", url, content=body.encode(), headers=headers) as response:
-            status = response.status_code
-    except httpx.TimeoutException:
-        return _failed("timed out", started)
+        headers = signed_headers(secret, message_id, body, now)
+        status = asyncio.run(_post(url, headers, body.encode(), timeout_s))
+    except TimeoutError:
+        return _failed(f"no answer within {timeout_s:g} s", started)
     except httpx.HTTPError as exc:
+        return _failed(f"{type(exc).__name__}: {str(exc)[:200]}", started)
+    except Exception as exc:  # a URL httpx cannot even use, and the like
         return _failed(f"{type(exc).__name__}: {str(exc)[:200]}", started)
     elapsed = (time.perf_counter() - started) * 1000
     if 200 <= status < 300:
@@ -59,13 +63,13 @@ def post_event(
     return AttemptResult(False, str(status), f"answered HTTP {status}", elapsed)
 
 
+async def _post(url: str, headers: dict[str, str], body: bytes, timeout_s: float) -> int:
+    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+        async with asyncio.timeout(timeout_s):
+            async with client.stream("POST", url, content=body, headers=headers) as response:
+                return response.status_code
+
+
 def _failed(reason: str, started: float) -> AttemptResult:
     return AttemptResult(False, "error", reason, (time.perf_counter() - started) * 1000)
-
-
-def http_client(timeout_s: float) -> httpx.Client:
-    return httpx.Client(
-        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0)),
-        follow_redirects=False,
-        headers={"user-agent": USER_AGENT},
-    )

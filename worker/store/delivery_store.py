@@ -1,5 +1,11 @@
 """The Redis side of notifications: subscriptions (secrets sealed), reading the outbox through a
-consumer group, and deliveries with their due index."""
+consumer group, and deliveries with their due index and leases.
+
+A delivery is tried only by the holder of its lease (`lease` field): the lease is taken when the
+delivery is created and sent at once, or when the due index says it is time (a retry, or a lease
+that ran out because its holder died). A duplicate or late message holds no lease and does
+nothing, so no attempt runs twice and no retry comes early.
+"""
 
 from __future__ import annotations
 
@@ -26,7 +32,23 @@ def _script(name: str) -> str:
 #: Consumer group that turns outbox entries into deliveries.
 DISPATCH_GROUP = "dispatch"
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
+
+#: How long a delivered or cancelled delivery is kept for `deliveries list`, in ms.
+FINISHED_KEPT_MS = 7 * 86_400_000
+
+#: How long outgoing events stay in the outbox once dispatched, in ms (for inspection).
+OUTBOX_KEPT_MS = 86_400_000
+
+#: A dispatcher consumer silent this long, with nothing pending, is forgotten, in ms.
+IDLE_CONSUMER_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    entry_id: str
+    event: dict[str, Any] | None  # None: the entry is not a readable event
+    raw: str
 
 
 @dataclass(frozen=True)
@@ -43,7 +65,7 @@ class Delivery:
     last_status: str = ""
     last_error: str = ""
     last_attempt_at: str = ""
-    delivered_at: str = ""
+    finished_at: str = ""
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> Delivery:
@@ -60,7 +82,7 @@ class Delivery:
             last_status=data.get("last_status", ""),
             last_error=data.get("last_error", ""),
             last_attempt_at=data.get("last_attempt_at", ""),
-            delivered_at=data.get("delivered_at", ""),
+            finished_at=data.get("finished_at") or data.get("failed_at", ""),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -78,7 +100,7 @@ class Delivery:
             "last_status": self.last_status or None,
             "last_error": self.last_error or None,
             "last_attempt_at": self.last_attempt_at or None,
-            "delivered_at": self.delivered_at or None,
+            "finished_at": self.finished_at or None,
         }
 
 
@@ -92,6 +114,7 @@ class DeliveryStore:
         self._keyring = keyring
         self._create = client.register_script(_script("create_deliveries"))
         self._claim = client.register_script(_script("claim_due"))
+        self._begin = client.register_script(_script("begin_attempt"))
         self._record = client.register_script(_script("record_attempt"))
 
     # ---- subscriptions -----------------------------------------------------------------------
@@ -120,11 +143,11 @@ class DeliveryStore:
         pipe = self._redis.pipeline(transaction=False)
         for subscription_id in ids:
             pipe.hgetall(k.subscription(subscription_id))
-        return [_subscription(d) for d in pipe.execute() if d]
+        return [_subscription(d) for d in pipe.execute() if d.get("id")]
 
     def get_subscription(self, subscription_id: str) -> Subscription | None:
         data = self._redis.hgetall(k.subscription(subscription_id))
-        return _subscription(data) if data else None
+        return _subscription(data) if data.get("id") else None
 
     def open_secret(self, subscription: Subscription) -> str:
         sealed = self._redis.hget(k.subscription(subscription.id), "secret")
@@ -139,18 +162,25 @@ class DeliveryStore:
         return bool(pipe.execute()[0])
 
     def disable_subscription(self, subscription_id: str, reason: str, now: datetime) -> None:
-        key = k.subscription(subscription_id)
-        if self._redis.exists(key):
-            self._redis.hset(
-                key,
-                mapping={"status": DISABLED, "disabled_reason": reason, "disabled_at": to_ms(now)},
-            )
+        self._set_if_exists(
+            subscription_id,
+            {"status": DISABLED, "disabled_reason": reason, "disabled_at": to_ms(now)},
+        )
 
     def enable_subscription(self, subscription_id: str) -> None:
-        self._redis.hset(
-            k.subscription(subscription_id),
-            mapping={"status": ACTIVE, "disabled_reason": "", "disabled_at": ""},
+        self._set_if_exists(
+            subscription_id, {"status": ACTIVE, "disabled_reason": "", "disabled_at": ""}
         )
+
+    def _set_if_exists(self, subscription_id: str, fields: dict[str, Any]) -> None:
+        key = k.subscription(subscription_id)
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(key):  # a removal meanwhile must not leave half a hash behind
+                pipe.multi()
+                pipe.hset(key, mapping=fields)
+
+        self._redis.transaction(write, key)
 
     # ---- the outbox, through a consumer group --------------------------------------------------
 
@@ -161,31 +191,58 @@ class DeliveryStore:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def read_outbox(
-        self, consumer: str, count: int, block_ms: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    def read_outbox(self, consumer: str, count: int, block_ms: int) -> list[OutboxEntry]:
         answer = self._redis.xreadgroup(
             DISPATCH_GROUP, consumer, {k.OUTBOX: ">"}, count=count, block=block_ms
         )
         return [
-            (entry_id, json.loads(fields["event"]))
-            for _, entries in answer or []
-            for entry_id, fields in entries
-            if fields
+            _entry(entry_id, fields) for _, entries in answer or [] for entry_id, fields in entries
         ]
 
-    def claim_stale_outbox(
-        self, consumer: str, min_idle_ms: int, count: int
-    ) -> list[tuple[str, dict[str, Any]]]:
+    def claim_stale_outbox(self, consumer: str, min_idle_ms: int, count: int) -> list[OutboxEntry]:
         """Entries another dispatcher read but never acknowledged (it died): take them over."""
         answer = self._redis.xautoclaim(
             k.OUTBOX, DISPATCH_GROUP, consumer, min_idle_ms, start_id="0-0", count=count
         )
-        return [(entry_id, json.loads(fields["event"])) for entry_id, fields in answer[1] if fields]
+        return [_entry(entry_id, fields) for entry_id, fields in answer[1]]
 
     def ack_outbox(self, entry_ids: list[str]) -> None:
         if entry_ids:
             self._redis.xack(k.OUTBOX, DISPATCH_GROUP, *entry_ids)
+
+    def dead_outbox_entry(self, entry: OutboxEntry, now: datetime) -> None:
+        self._redis.xadd(
+            k.DEAD,
+            {
+                "at": format_rfc3339(now),
+                "reason": "an outbox entry is not a readable event",
+                "message_id": entry.entry_id,
+                "payload": entry.raw[:4096],
+                "truncated": "0",
+            },
+            maxlen=10_000,
+            approximate=True,
+        )
+
+    def tidy(self, now: datetime) -> None:
+        """Forget what is done: outbox entries dispatched more than a day ago, consumers of
+        dispatchers long gone, finished deliveries past their keeping time."""
+        # Entries with ids below the horizon go: older than the keeping time, and neither
+        # pending (read, not acknowledged) nor unread.
+        horizon = (to_ms(now) - OUTBOX_KEPT_MS, 0)
+        pending = self._redis.xpending(k.OUTBOX, DISPATCH_GROUP)
+        if pending and pending.get("pending") and pending.get("min"):
+            horizon = min(horizon, _stream_id(pending["min"]))
+        for group in self._redis.xinfo_groups(k.OUTBOX):
+            if group["name"] == DISPATCH_GROUP:
+                ms, seq = _stream_id(group["last-delivered-id"])
+                horizon = min(horizon, (ms, seq + 1))
+        if horizon[0] > 0:
+            self._redis.xtrim(k.OUTBOX, minid=f"{horizon[0]}-{horizon[1]}", approximate=False)
+        for consumer in self._redis.xinfo_consumers(k.OUTBOX, DISPATCH_GROUP):
+            if consumer["pending"] == 0 and consumer["idle"] > IDLE_CONSUMER_MS:
+                self._redis.xgroup_delconsumer(k.OUTBOX, DISPATCH_GROUP, consumer["name"])
+        self._redis.zremrangebyscore(k.DELIVERIES, "-inf", to_ms(now) - FINISHED_KEPT_MS)
 
     # ---- deliveries --------------------------------------------------------------------------
 
@@ -196,16 +253,19 @@ class DeliveryStore:
         delivery_id: Callable[[str, str], str],
         now: datetime,
         lease_ms: int,
+        lease: str,
     ) -> list[str]:
+        """Create what does not exist yet; each new delivery is leased to `<lease>:<id>`."""
         body = json.dumps(event, separators=(",", ":"))
-        request = {
-            "now_ms": to_ms(now),
-            "lease_ms": lease_ms,
-            "deliveries": [
+        deliveries = []
+        for subscription in subscriptions:
+            ident = delivery_id(event["id"], subscription.id)
+            deliveries.append(
                 {
-                    "id": delivery_id(event["id"], s.id),
+                    "id": ident,
+                    "lease": f"{lease}:{ident}",
                     "fields": {
-                        "subscription": s.id,
+                        "subscription": subscription.id,
                         "event_id": event["id"],
                         "event_type": event["type"],
                         "event": body,
@@ -215,28 +275,32 @@ class DeliveryStore:
                         "next_at": to_ms(now),
                     },
                 }
-                for s in subscriptions
-            ],
-        }
-        if not request["deliveries"]:
+            )
+        if not deliveries:
             return []
-        created = self._create(args=[json.dumps(request)])
-        return list(created or [])
+        request = {"now_ms": to_ms(now), "lease_ms": lease_ms, "deliveries": deliveries}
+        return list(self._create(args=[json.dumps(request)]) or [])
 
-    def claim_due(self, now: datetime, lease_ms: int, limit: int) -> list[str]:
-        return list(self._claim(args=[to_ms(now), lease_ms, limit]) or [])
+    def claim_due(self, now: datetime, lease_ms: int, limit: int, lease: str) -> list[str]:
+        """Lease due deliveries, each to `<lease>:<id>`; returns their ids."""
+        return list(self._claim(args=[to_ms(now), lease_ms, limit, lease]) or [])
 
-    def extend_lease(self, delivery_id: str, until: datetime) -> None:
-        self._redis.zadd(k.DELIVERIES_DUE, {delivery_id: to_ms(until)}, xx=True)
+    def begin_attempt(
+        self, delivery_id: str, lease: str, now: datetime, lease_ms: int
+    ) -> int | None:
+        """The attempts made so far, if `lease` holds the pending delivery; else None."""
+        made = self._begin(args=[delivery_id, lease, to_ms(now), lease_ms])
+        return None if made is None or int(made) < 0 else int(made)
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
         data = self._redis.hgetall(k.delivery(delivery_id))
-        return Delivery.from_hash(data) if data else None
+        return Delivery.from_hash(data) if data.get("id") else None
 
     def record_attempt(
         self,
         delivery: Delivery,
         *,
+        lease: str,
         attempt: int,
         outcome: str,
         status: str,
@@ -247,6 +311,7 @@ class DeliveryStore:
     ) -> bool:
         payload = {
             "id": delivery.id,
+            "lease": lease,
             "attempt": attempt,
             "outcome": outcome,
             "status": status,
@@ -255,6 +320,7 @@ class DeliveryStore:
             "now_text": format_rfc3339(now),
             "next_ms": to_ms(next_at) if next_at else 0,
             "latency_ms": f"{latency_ms:.1f}",
+            "keep_ms": FINISHED_KEPT_MS,
         }
         return bool(self._record(args=[json.dumps(payload)]))
 
@@ -264,7 +330,10 @@ class DeliveryStore:
         pipe = self._redis.pipeline(transaction=False)
         for delivery_id in ids:
             pipe.hgetall(k.delivery(delivery_id))
-        return [Delivery.from_hash(d) for d in pipe.execute() if d]
+        found = [Delivery.from_hash(d) for d in pipe.execute() if d.get("id")]
+        if not failed_only:
+            return found
+        return [d for d in found if d.status == FAILED]
 
     def retry(self, delivery_id: str, now: datetime) -> bool:
         """Give a failed delivery a fresh schedule, starting now."""
@@ -276,13 +345,38 @@ class DeliveryStore:
             pipe.multi()
             pipe.hset(
                 key,
-                mapping={"status": PENDING, "attempts": 0, "next_at": to_ms(now), "failed_at": ""},
+                mapping={
+                    "status": PENDING,
+                    "attempts": 0,
+                    "next_at": to_ms(now),
+                    "failed_at": "",
+                    "lease": "",
+                },
             )
             pipe.zrem(k.DELIVERIES_FAILED, delivery_id)
             pipe.zadd(k.DELIVERIES_DUE, {delivery_id: to_ms(now)})
             return True
 
         return self._redis.transaction(write, key, value_from_callable=True)
+
+
+def _stream_id(text: str) -> tuple[int, int]:
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _entry(entry_id: str, fields: dict[str, str] | None) -> OutboxEntry:
+    raw = (fields or {}).get("event", "")
+    try:
+        event = json.loads(raw)
+    except (json.JSONDecodeError, TypeError):
+        event = None
+    readable = (
+        isinstance(event, dict)
+        and isinstance(event.get("id"), str)
+        and isinstance(event.get("type"), str)
+    )
+    return OutboxEntry(entry_id, event if readable else None, raw)
 
 
 def _subscription(data: dict[str, str]) -> Subscription:

@@ -1,17 +1,19 @@
--- Record the outcome of attempt N of a delivery, only if it is still pending with N-1 attempts
--- made (a late duplicate of an attempt changes nothing).
--- ARGV[1]: JSON {"id","attempt","outcome":"delivered"|"retry"|"failed","status","error",
---                "now_ms","now_text","next_ms","latency_ms"}
+-- Record the outcome of attempt N of a delivery, only for the lease holder and only if N-1
+-- attempts were made (a late duplicate changes nothing). The lease ends here.
+-- ARGV[1]: JSON {"id","lease","attempt","outcome":"delivered"|"retry"|"failed"|"cancelled",
+--                "status","error","now_ms","now_text","next_ms","latency_ms","keep_ms"}
 -- Returns 1 when recorded, 0 when stale.
 local a = cjson.decode(ARGV[1])
 local key = "tw:delivery:" .. a.id
 if redis.call("HGET", key, "status") ~= "pending" then return 0 end
+if redis.call("HGET", key, "lease") ~= a.lease then return 0 end
 if tonumber(redis.call("HGET", key, "attempts") or "0") ~= a.attempt - 1 then return 0 end
 redis.call("HSET", key, "attempts", a.attempt, "last_status", a.status, "last_error", a.error,
-  "last_attempt_at", a.now_text, "last_latency_ms", a.latency_ms)
-if a.outcome == "delivered" then
-  redis.call("HSET", key, "status", "delivered", "delivered_at", a.now_text, "next_at", "")
+  "last_attempt_at", a.now_text, "last_latency_ms", a.latency_ms, "lease", "")
+if a.outcome == "delivered" or a.outcome == "cancelled" then
+  redis.call("HSET", key, "status", a.outcome, "finished_at", a.now_text, "next_at", "")
   redis.call("ZREM", "tw:deliveries:due", a.id)
+  redis.call("PEXPIRE", key, a.keep_ms)  -- finished: kept a while for `deliveries list`
 elseif a.outcome == "retry" then
   redis.call("HSET", key, "next_at", a.next_ms)
   redis.call("ZADD", "tw:deliveries:due", a.next_ms, a.id)
