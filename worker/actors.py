@@ -12,10 +12,9 @@ from typing import Any
 import dramatiq
 import structlog
 
-from worker.broker import DELIVERIES_QUEUE, EVENTS_QUEUE, MAX_RETRIES
+from worker.broker import EVENTS_QUEUE, MAX_RETRIES
 from worker.handling import EventHandler
 from worker.logs import redact_text
-from worker.notify.deliver import Deliverer
 from worker.records import from_ms
 
 log = structlog.get_logger(__name__)
@@ -86,25 +85,4 @@ def declare_actors(
         actor_name=HANDLE_EVENTS,
         queue_name=EVENTS_QUEUE,
         max_retries=MAX_RETRIES,
-    )
-
-
-#: The actor that makes one delivery attempt (its retries are the delivery's own schedule).
-DELIVER = "tokenwarden.deliver"
-
-#: Retries of an attempt that crashed (Redis trouble), not of a receiver that failed.
-DELIVER_MAX_RETRIES = 3
-
-
-def declare_delivery_actor(broker: dramatiq.Broker, deliverer: Deliverer) -> dramatiq.Actor:
-    def deliver(delivery_id: Any, lease: Any = None) -> None:
-        if isinstance(delivery_id, str) and isinstance(lease, str):
-            deliverer.attempt(delivery_id, lease)
-
-    return dramatiq.actor(
-        deliver,
-        broker=broker,
-        actor_name=DELIVER,
-        queue_name=DELIVERIES_QUEUE,
-        max_retries=DELIVER_MAX_RETRIES,
     )

@@ -26,9 +26,6 @@ BROKER_NAMESPACE = "tw:queue"
 #: The queue incoming events travel on.
 EVENTS_QUEUE = "events"
 
-#: The queue delivery attempts (webhooks, e-mail) travel on.
-DELIVERIES_QUEUE = "deliveries"
-
 #: Broker commands out of a million that also run queue maintenance (recovering the messages
 #: of dead workers). dramatiq's default, 1000, can leave them stranded for minutes when idle.
 MAINTENANCE_CHANCE = 10_000
@@ -82,5 +79,4 @@ def make_broker(
         ],
     )
     broker.declare_queue(EVENTS_QUEUE)
-    broker.declare_queue(DELIVERIES_QUEUE)
     return broker

@@ -9,7 +9,7 @@ TOKENWARDEN_LOG_FORMAT     json, console or auto (console on a terminal)   defau
 TOKENWARDEN_WORKER_PROCESSES   worker processes `tokenwarden worker` starts     default 2
 TOKENWARDEN_WORKER_THREADS     threads per worker process                       default 4
 TOKENWARDEN_POLL_INTERVAL_MS   longest an idle worker waits before it looks for
-                               messages again (bounds the latency)              default 100
+                               messages again (bounds the latency)              default 50
 TOKENWARDEN_HEARTBEAT_TIMEOUT  seconds without a heartbeat after which a worker is
                                presumed dead and its messages are recovered     default 15
 
@@ -37,7 +37,7 @@ DEFAULT_DATA_DIR = "./var"
 #: Worker defaults, sized for a 2-core machine: the work is Redis round trips, not CPU.
 DEFAULT_WORKER_PROCESSES = 2
 DEFAULT_WORKER_THREADS = 4
-DEFAULT_POLL_INTERVAL_MS = 100
+DEFAULT_POLL_INTERVAL_MS = 50
 DEFAULT_HEARTBEAT_TIMEOUT_S = 15
 
 LOG_LEVELS = ("debug", "info", "warning", "error")

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import dramatiq
 import structlog
 
-from worker.actors import declare_actors, declare_delivery_actor
+from worker.actors import declare_actors
 from worker.bootstrap import App
-from worker.broker import DELIVERIES_QUEUE, EVENTS_QUEUE
+from worker.broker import EVENTS_QUEUE
 from worker.config import Settings
 from worker.logs import configure_logging
-from worker.notify.dispatcher import DeliveryLoop, Dispatcher
+from worker.notify.dispatcher import DeliveryLoop
 from worker.signals import StopSignals
 from worker.timefmt import utc_now
 
@@ -39,38 +39,29 @@ DELIVERY_THREADS = 8
 
 @dataclass
 class WorkerThreads:
-    """The dramatiq workers inside this process (what `tokenwarden run` uses): one for
-    events, one for delivery attempts, and the delivery loop that feeds the second."""
+    """The dramatiq worker that decides events inside this process (what `tokenwarden run`
+    uses), and the delivery loop with its own threads for notifications."""
 
     app: App
     threads: int
     name: str = "worker"
-    _workers: list[dramatiq.Worker] = field(default_factory=list, repr=False)
+    _worker: dramatiq.Worker | None = field(default=None, repr=False)
     _deliveries: DeliveryLoop | None = field(default=None, repr=False)
 
     def start(self) -> None:
         broker = self.app.broker
         declare_actors(broker, self.app.handler, self.app.now)
-        deliver = declare_delivery_actor(broker, self.app.deliverer)
         broker.emit_after("process_boot")
-        poll = self.app.settings.poll_interval_ms
-        self._workers = [
-            dramatiq.Worker(
-                broker, queues={EVENTS_QUEUE}, worker_threads=self.threads, worker_timeout=poll
-            ),
-            dramatiq.Worker(
-                broker,
-                queues={DELIVERIES_QUEUE},
-                worker_threads=DELIVERY_THREADS,
-                worker_timeout=poll,
-            ),
-        ]
-        for worker in self._workers:
-            worker.start()
-        dispatcher = Dispatcher(
-            self.app.deliveries, utc_now, lambda delivery, lease: deliver.send(delivery, lease)
+        self._worker = dramatiq.Worker(
+            broker,
+            queues={EVENTS_QUEUE},
+            worker_threads=self.threads,
+            worker_timeout=self.app.settings.poll_interval_ms,
         )
-        self._deliveries = DeliveryLoop(dispatcher)
+        self._worker.start()
+        self._deliveries = DeliveryLoop(
+            self.app.deliveries, self.app.deliverer, utc_now, DELIVERY_THREADS
+        )
         self._deliveries.start()
         log.info("worker_started", threads=self.threads, delivery_threads=DELIVERY_THREADS)
 
@@ -78,10 +69,9 @@ class WorkerThreads:
         if self._deliveries is not None:
             self._deliveries.stop()
             self._deliveries = None
-        for worker in self._workers:
-            worker.stop(timeout=STOP_TIMEOUT_MS)
-        if self._workers:
-            self._workers = []
+        if self._worker is not None:
+            self._worker.stop(timeout=STOP_TIMEOUT_MS)
+            self._worker = None
             log.info("worker_stopped")
 
 

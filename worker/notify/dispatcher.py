@@ -18,18 +18,20 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import redis
 import structlog
 
+from worker.notify.deliver import Deliverer
 from worker.notify.subscriptions import Subscription
 from worker.store.delivery_store import DeliveryStore, OutboxEntry
 
 log = structlog.get_logger(__name__)
 
-#: How long a delivery handed to a worker may wait for it before another claim, in ms. Long
-#: enough for a busy queue; the attempt itself then holds a lease of its own.
+#: How long a delivery handed to the delivery threads may wait for one before another claim,
+#: in ms. Long enough for a busy moment; the attempt itself then holds a lease of its own.
 QUEUE_LEASE_MS = 5 * 60_000
 
 #: An outbox entry read but not acknowledged for this long is taken over, in ms.
@@ -57,10 +59,12 @@ class Dispatcher:
         clock: Callable[[], datetime],
         send: Callable[[str, str], None],
         consumer: str | None = None,
+        capacity: Callable[[], int] = lambda: BATCH,
     ):
         self._store = store
         self._clock = clock
         self._send = send
+        self._capacity = capacity
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._store.ensure_dispatch_group()
 
@@ -71,8 +75,11 @@ class Dispatcher:
         return self._fan_out(self._store.claim_stale_outbox(self.consumer, min_idle_ms, BATCH))
 
     def pump_due(self) -> int:
+        room = min(BATCH, self._capacity())
+        if room <= 0:
+            return 0
         lease = self._lease()
-        claimed = self._store.claim_due(self._clock(), QUEUE_LEASE_MS, BATCH, lease)
+        claimed = self._store.claim_due(self._clock(), QUEUE_LEASE_MS, room, lease)
         for delivery in claimed:
             self._send(delivery, f"{lease}:{delivery}")
         return len(claimed)
@@ -111,14 +118,48 @@ class Dispatcher:
 
 
 class DeliveryLoop:
-    """The dispatcher's loop, on a thread of a worker process."""
+    """The dispatcher's loop, on a thread of a worker process, and the threads that make the
+    attempts. Attempts run here rather than through the broker: one hop less on the way to a
+    receiver, and a delivery's durable record and lease already make it crash-safe."""
 
     name = "deliveries"
 
-    def __init__(self, dispatcher: Dispatcher):
-        self._dispatcher = dispatcher
+    def __init__(
+        self,
+        store: DeliveryStore,
+        deliverer: Deliverer,
+        clock: Callable[[], datetime],
+        threads: int,
+    ):
+        self._deliverer = deliverer
+        self._threads = threads
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="tokenwarden-deliver"
+        )
+        self._in_hand = 0
+        self._lock = threading.Lock()
+        self.dispatcher = Dispatcher(store, clock, self._submit, capacity=self._capacity)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def _capacity(self) -> int:
+        """Deliveries the pump may claim now: no more than the threads can take soon."""
+        with self._lock:
+            return max(0, 2 * self._threads - self._in_hand)
+
+    def _submit(self, delivery: str, lease: str) -> None:
+        with self._lock:
+            self._in_hand += 1
+        self._pool.submit(self._attempt, delivery, lease)
+
+    def _attempt(self, delivery: str, lease: str) -> None:
+        try:
+            self._deliverer.attempt(delivery, lease)
+        except Exception:  # Redis trouble: the lease runs out and the pump tries again
+            log.exception("delivery_attempt_failed", delivery=delivery)
+        finally:
+            with self._lock:
+                self._in_hand -= 1
 
     def start(self) -> None:
         self._thread = threading.Thread(
@@ -130,17 +171,21 @@ class DeliveryLoop:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        # Attempts in progress finish (each within the webhook timeout); queued ones are left
+        # to their leases.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _run(self) -> None:
         last = {"sweep": 0.0, "pump": 0.0, "tidy": time.monotonic()}
+        dispatcher = self.dispatcher
         periodic = (
-            ("pump", PUMP_EVERY_S, self._dispatcher.pump_due),
-            ("sweep", SWEEP_EVERY_S, self._dispatcher.sweep_outbox),
-            ("tidy", TIDY_EVERY_S, self._dispatcher.tidy),
+            ("pump", PUMP_EVERY_S, dispatcher.pump_due),
+            ("sweep", SWEEP_EVERY_S, dispatcher.sweep_outbox),
+            ("tidy", TIDY_EVERY_S, dispatcher.tidy),
         )
         while not self._stop.is_set():
             try:
-                self._dispatcher.dispatch_new(block_ms=200)
+                dispatcher.dispatch_new(block_ms=200)
                 now = time.monotonic()
                 for name, every, job in periodic:
                     if now - last[name] >= every:
@@ -148,7 +193,7 @@ class DeliveryLoop:
                         last[name] = now
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):
-                    self._dispatcher.recover()
+                    dispatcher.recover()
                 else:
                     log.warning("delivery_loop_redis_error", error=str(exc))
                     self._stop.wait(1.0)
