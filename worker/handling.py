@@ -1,12 +1,15 @@
 """Handling incoming events: decode, read the facts, decide (pure rules), apply atomically.
 
 This is what the actor calls; it is kept free of dramatiq so tests and the scheduler can drive
-it directly. A malformed event goes to the dead letters with its reason and never stops the
-batch it came in.
+it directly. A batch is decided in a few round trips whatever its size: the facts for all its
+events are read in three pipelined round trips, and their plans applied in one (each plan is
+atomic on its own; one that lost a race is decided again alone). A malformed event goes to the
+dead letters with its reason and never stops the batch it came in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,15 +22,10 @@ from events.cloudevent import CloudEvent, MalformedEvent, check_not_future, pars
 from worker import outgoing
 from worker.names import name_key, user_key
 from worker.records import Server
-from worker.rules.replacement import (
-    Cause,
-    ReplacementNeeded,
-    for_server_cause,
-    for_user_cause,
-)
+from worker.rules.replacement import Cause, ReplacementNeeded, for_server_cause, for_user_cause
 from worker.store import keys as k
-from worker.store.event_store import Guard, OpenReplacement, Plan, RecordCause
-from worker.store.redis_store import ConcurrentChange, RedisStore
+from worker.store.event_store import Applied, Guard, OpenReplacement, Plan, RecordCause
+from worker.store.redis_store import ConcurrentChange, DecisionFacts, RedisStore
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +55,8 @@ class EventHandler:
         now: datetime,
         message_id: str | None = None,
     ) -> list[Outcome]:
-        outcomes = []
+        outcomes: list[Outcome | None] = []
+        valid: list[tuple[int, Any, CloudEvent]] = []
         for payload in payloads:
             try:
                 event = parse_event(payload)
@@ -65,40 +64,57 @@ class EventHandler:
             except MalformedEvent as exc:
                 outcomes.append(self._dead(payload, str(exc), now, message_id))
                 continue
+            valid.append((len(outcomes), payload, event))
+            outcomes.append(None)
+        try:
+            plans = self.plan_many([e for _, _, e in valid], received_at=received_at, now=now)
+            applied = self.events.apply_many(plans)
+        except (redis.RedisError, ConcurrentChange):
+            raise  # passing trouble: the whole message is retried, duplicates are dropped
+        except Exception:
+            # Something in the batch defeats batch planning: take the events one by one, so
+            # only the culprit is dead-lettered.
+            log.exception("batch_planning_failed")
+            plans, applied = [], []
+        for position, (index, payload, event) in enumerate(valid):
+            if position < len(applied) and applied[position].outcome != "retry":
+                outcomes[index] = self._done(event, plans[position], applied[position])
+                continue
             try:
-                outcomes.append(self.handle(event, received_at=received_at, now=now))
+                outcomes[index] = self.handle(event, received_at=received_at, now=now)
             except (redis.RedisError, ConcurrentChange):
-                raise  # passing trouble: the whole message is retried, duplicates are dropped
+                raise
             except Exception as exc:
                 # Bad input that slipped through validation must not hold back the batch.
                 log.exception("event_failed", event_id=event.id)
                 reason = f"could not be handled ({type(exc).__name__}); see the worker log"
-                outcomes.append(self._dead(payload, reason, now, message_id))
-        return outcomes
-
-    def _dead(self, payload: Any, reason: str, now: datetime, message_id: str | None) -> Outcome:
-        self.events.record_dead(payload, reason, now, message_id)
-        log.warning("event_dead_lettered", reason=reason)
-        return Outcome(event_id="", type="", outcome="dead", note=reason)
+                outcomes[index] = self._dead(payload, reason, now, message_id)
+        return [o for o in outcomes if o is not None]
 
     def handle(self, event: CloudEvent, *, received_at: datetime, now: datetime) -> Outcome:
-        with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
-            for _ in range(DECISION_ATTEMPTS):
-                plan = self.plan(event, received_at=received_at, now=now)
-                applied = self.events.apply(plan)
-                if applied.outcome == "retry":
-                    continue
-                self._log(applied.outcome, applied.results, plan.note)
-                return Outcome(
-                    event_id=event.id,
-                    type=event.type,
-                    outcome=applied.outcome,
-                    decisions=applied.results,
-                    note=plan.note,
-                )
+        """One event alone, decided again until its plan applies on the state it read."""
+        for _ in range(DECISION_ATTEMPTS):
+            plan = self.plan(event, received_at=received_at, now=now)
+            applied = self.events.apply(plan)
+            if applied.outcome != "retry":
+                return self._done(event, plan, applied)
         raise ConcurrentChange(f"event {event.id}: the state kept changing under the decision")
 
     def plan(self, event: CloudEvent, *, received_at: datetime, now: datetime) -> Plan:
+        return self.plan_many([event], received_at=received_at, now=now)[0]
+
+    def plan_many(
+        self, events: Sequence[CloudEvent], *, received_at: datetime, now: datetime
+    ) -> list[Plan]:
+        users = {user_key(e.user()) for e in events if e.type in catalog.USER_EVENTS}
+        names = {name_key(e.server()[0]) for e in events if e.type in catalog.SERVER_EVENTS}
+        rotated = {name_key(e.server()[0]) for e in events if e.type == catalog.KEY_REGENERATED}
+        facts = self.store.decision_facts(users, names, rotated)
+        return [self._plan(event, facts, received_at, now) for event in events]
+
+    def _plan(
+        self, event: CloudEvent, facts: DecisionFacts, received_at: datetime, now: datetime
+    ) -> Plan:
         cause = Cause(
             type=event.type, id=event.id, source=event.source, time=event.occurred_at(received_at)
         )
@@ -106,11 +122,11 @@ class EventHandler:
             now=now, seen_key=k.seen(event.key), audit_kind="event", audit_event=event.to_wire()
         )
         if event.type in catalog.USER_EVENTS:
-            needs, servers = self._user_facts(plan, cause, event.user())
+            needs = self._user_needs(plan, cause, event.user(), facts)
         else:
-            needs, servers = self._server_facts(plan, cause, *event.server())
+            needs = self._server_needs(plan, cause, *event.server(), facts)
         for need in needs:
-            server = servers[need.token.server_id]
+            server = facts.servers[need.token.server_id]
             plan.open.append(
                 OpenReplacement(
                     token_id=need.token.id,
@@ -122,31 +138,23 @@ class EventHandler:
             )
         return plan
 
-    def _user_facts(
-        self, plan: Plan, cause: Cause, user: str
-    ) -> tuple[list[ReplacementNeeded], dict[str, Server]]:
+    def _user_needs(
+        self, plan: Plan, cause: Cause, user: str, facts: DecisionFacts
+    ) -> list[ReplacementNeeded]:
         key = user_key(user)
-        # The version is read before the tokens: if a token is installed in between, the
-        # guard fails and the decision is made again with it.
-        version, _ = self.events.user_state(key)
-        tokens = self.store.current_tokens_of_user(user)
-        plan.guards.append(Guard(k.user(key), k.USER_VERSION, version))
+        tokens = facts.user_tokens.get(key, [])
+        plan.guards.append(Guard(k.user(key), k.USER_VERSION, facts.user_versions.get(key, "")))
         plan.causes.append(RecordCause(k.user(key), k.cause_field(cause.type), cause))
-        needs = for_user_cause(cause, user, tokens)
-        servers = {
-            s.id: s
-            for s in (self.store.get_server(i) for i in {n.token.server_id for n in needs})
-            if s
-        }
-        needs = [n for n in needs if n.token.server_id in servers]
         if not tokens:
             plan.note = "no current token was downloaded by this user"
-        return needs, servers
+        return [
+            n for n in for_user_cause(cause, user, tokens) if n.token.server_id in facts.servers
+        ]
 
-    def _server_facts(
-        self, plan: Plan, cause: Cause, name: str, org: str | None
-    ) -> tuple[list[ReplacementNeeded], dict[str, Server]]:
-        matches = self.store.servers_named(name)
+    def _server_needs(
+        self, plan: Plan, cause: Cause, name: str, org: str | None, facts: DecisionFacts
+    ) -> list[ReplacementNeeded]:
+        matches: list[Server] = facts.servers_named.get(name_key(name), [])
         if org is not None:
             matches = [s for s in matches if name_key(s.org) == name_key(org)]
         if len(matches) != 1:
@@ -156,23 +164,36 @@ class EventHandler:
                 else f"{len(matches)} servers are named {name!r}; the event needs an org"
             )
             log.warning("event_server_unresolved", server=name, org=org, note=plan.note)
-            return [], {}
+            return []
         server = matches[0]
-        # The server must still exist when the plan applies (the cause is written into it).
-        plan.guards.append(Guard(k.server(server.id), "id", server.id))
-        plan.guards.append(Guard(k.server(server.id), "token", server.token_id or ""))
-        plan.guards.append(Guard(k.server(server.id), "staged_key", server.staged_key_id or ""))
+        # The server must still exist, and hold the token and keys decided on, when the plan
+        # applies (the cause is written into it).
+        plan.guards += [
+            Guard(k.server(server.id), "id", server.id),
+            Guard(k.server(server.id), "token", server.token_id or ""),
+            Guard(k.server(server.id), "staged_key", server.staged_key_id or ""),
+        ]
         plan.causes.append(RecordCause(k.server(server.id), k.cause_field(cause.type), cause))
-        token = self.store.get_token(server.token_id) if server.token_id else None
-        staged = self.store.get_key(server.staged_key_id) if server.staged_key_id else None
-        needs = for_server_cause(cause, token, staged.cert_pem if staged else None)
+        token = facts.tokens.get(server.token_id) if server.token_id else None
         if token is None:
             plan.note = "the server has no token installed"
-        return needs, {server.id: server}
+        return for_server_cause(cause, token, facts.staged_certificates.get(server.id))
 
-    @staticmethod
-    def _log(outcome: str, decisions: list[dict[str, Any]], note: str) -> None:
-        if outcome == "duplicate":
-            log.info("event_duplicate_ignored")
-            return
-        log.info("event_handled", decisions=decisions, note=note or None)
+    def _done(self, event: CloudEvent, plan: Plan, applied: Applied) -> Outcome:
+        with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
+            if applied.outcome == "duplicate":
+                log.info("event_duplicate_ignored")
+            else:
+                log.info("event_handled", decisions=applied.results, note=plan.note or None)
+        return Outcome(
+            event_id=event.id,
+            type=event.type,
+            outcome=applied.outcome,
+            decisions=applied.results,
+            note=plan.note,
+        )
+
+    def _dead(self, payload: Any, reason: str, now: datetime, message_id: str | None) -> Outcome:
+        self.events.record_dead(payload, reason, now, message_id)
+        log.warning("event_dead_lettered", reason=reason)
+        return Outcome(event_id="", type="", outcome="dead", note=reason)

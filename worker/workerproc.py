@@ -7,7 +7,8 @@ SIGTERM stops them all after their current messages (what is not acknowledged is
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -18,6 +19,7 @@ from worker.actors import declare_actors
 from worker.bootstrap import App
 from worker.broker import EVENTS_QUEUE
 from worker.config import Settings
+from worker.errors import ConfigError
 from worker.logs import configure_logging
 from worker.notify.dispatcher import DeliveryLoop
 from worker.signals import StopSignals
@@ -89,21 +91,17 @@ def _worker_process(settings: Settings, threads: int) -> None:
 
 
 def run_worker_processes(settings: Settings, processes: int, threads: int) -> None:
-    """Start `processes` worker processes and keep them running until SIGINT/SIGTERM."""
-    context = multiprocessing.get_context("spawn")
+    """Start `processes` worker processes and keep them running until SIGINT/SIGTERM.
+
+    Each is `python -m worker.workerproc`, reading the same environment: a fresh interpreter
+    that imports only what a worker needs (not the CLI), which keeps each process small.
+    """
     stop = StopSignals()
 
-    def spawn(index: int) -> multiprocessing.process.BaseProcess:
-        process = context.Process(
-            target=_worker_process,
-            args=(settings, threads),
-            name=f"tokenwarden-worker-{index}",
-            daemon=False,
-        )
-        process.start()
-        return process
+    def spawn() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "worker.workerproc", str(threads)])
 
-    children = [spawn(i) for i in range(processes)]
+    children = [spawn() for _ in range(processes)]
     delays = [RESTART_DELAY_S] * processes
     log.info(
         "workers_started", processes=processes, threads=threads, pids=[c.pid for c in children]
@@ -111,25 +109,41 @@ def run_worker_processes(settings: Settings, processes: int, threads: int) -> No
     try:
         while not stop.wait(0.5):
             for index, child in enumerate(children):
-                if child.is_alive():
+                if child.poll() is None:
                     continue
                 log.error(
                     "worker_process_died",
                     pid=child.pid,
-                    exitcode=child.exitcode,
+                    exitcode=child.returncode,
                     restart_in_s=delays[index],
                 )
                 if stop.wait(delays[index]):
                     break
                 delays[index] = min(delays[index] * 2, 60.0)
-                children[index] = spawn(index)
+                children[index] = spawn()
     finally:
         for child in children:
-            if child.is_alive():
+            if child.poll() is None:
                 child.terminate()  # SIGTERM: the child stops its worker cleanly
         deadline = time.monotonic() + STOP_TIMEOUT_MS / 1000 + 5
         for child in children:
-            child.join(max(0.1, deadline - time.monotonic()))
-            if child.is_alive():
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 child.kill()
         log.info("workers_stopped")
+
+
+def main() -> None:
+    """A worker process, as `run_worker_processes` starts it: `python -m worker.workerproc N`."""
+    threads = int(sys.argv[1]) if len(sys.argv) > 1 else None
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    _worker_process(settings, threads or settings.worker_threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Any
 
 import redis
 
@@ -224,6 +225,11 @@ class RedisStore:
         ordered = sorted(ids)
         return {s.id: s for s in self._servers(ordered) if s is not None}
 
+    def decision_facts(
+        self, user_keys: set[str], name_keys: set[str], staged_for_names: set[str]
+    ) -> DecisionFacts:
+        return read_decision_facts(self._redis, user_keys, name_keys, staged_for_names)
+
     def current_tokens_of_user(self, user: str) -> list[Token]:
         ids = sorted(self._redis.smembers(k.tokens_by_user(user_key(user))))
         return [t for t in self._tokens(ids) if t is not None]
@@ -363,3 +369,90 @@ class RedisStore:
 
 
 __all__ = ["KEY_STAGED", "ConcurrentChange", "RedisStore", "ResealReport"]
+
+
+@dataclass
+class DecisionFacts:
+    """What a batch of events is decided on, read in three pipelined round trips."""
+
+    user_versions: dict[str, str]
+    user_tokens: dict[str, list[Token]]
+    servers_named: dict[str, list[Server]]
+    tokens: dict[str, Token]
+    servers: dict[str, Server]
+    staged_certificates: dict[str, str]  # server id -> PEM of its staged key
+
+
+def read_decision_facts(
+    client: redis.Redis, user_keys: set[str], name_keys: set[str], staged_for_names: set[str]
+) -> DecisionFacts:
+    users, names = sorted(user_keys), sorted(name_keys)
+    # 1. Each user's version (read before the tokens: an install in between fails the guard,
+    #    and the decision is made again) and token ids; the servers bearing each name.
+    pipe = client.pipeline(transaction=False)
+    for key in users:
+        pipe.hget(k.user(key), k.USER_VERSION)
+        pipe.smembers(k.tokens_by_user(key))
+    for key in names:
+        pipe.smembers(k.servers_named(key))
+    answers = pipe.execute()
+    versions = {key: answers[2 * i] or "" for i, key in enumerate(users)}
+    token_ids = {key: sorted(answers[2 * i + 1]) for i, key in enumerate(users)}
+    server_ids = {key: sorted(answers[2 * len(users) + i]) for i, key in enumerate(names)}
+    # 2. Those tokens and servers.
+    tokens = _read_hashes(
+        client, k.token, {t for ids in token_ids.values() for t in ids}, Token.from_hash
+    )
+    servers = _read_hashes(
+        client, k.server, {s for ids in server_ids.values() for s in ids}, Server.from_hash
+    )
+    # 3. The servers of those tokens, the tokens of those servers, and staged keys wanted.
+    more_servers = {t.server_id for t in tokens.values()} - servers.keys()
+    more_tokens = {s.token_id for s in servers.values() if s.token_id} - tokens.keys()
+    staged_ids = {
+        s.id: s.staged_key_id
+        for s in servers.values()
+        if s.staged_key_id and name_key(s.name) in staged_for_names
+    }
+    pipe = client.pipeline(transaction=False)
+    for server_id in sorted(more_servers):
+        pipe.hgetall(k.server(server_id))
+    for token_id in sorted(more_tokens):
+        pipe.hgetall(k.token(token_id))
+    for key_id in staged_ids.values():
+        pipe.hget(k.key_pair(key_id), "cert")
+    answers = iter(pipe.execute())
+    for _ in sorted(more_servers):
+        data = next(answers)
+        if data:
+            servers[data["id"]] = Server.from_hash(data)
+    for _ in sorted(more_tokens):
+        data = next(answers)
+        if data:
+            tokens[data["id"]] = Token.from_hash(data)
+    staged = {server_id: cert for server_id, cert in zip(staged_ids, answers, strict=True) if cert}
+    return DecisionFacts(
+        user_versions=versions,
+        user_tokens={
+            key: [tokens[t] for t in ids if t in tokens] for key, ids in token_ids.items()
+        },
+        servers_named={
+            key: [servers[s] for s in ids if s in servers] for key, ids in server_ids.items()
+        },
+        tokens=tokens,
+        servers=servers,
+        staged_certificates=staged,
+    )
+
+
+def _read_hashes(
+    client: redis.Redis,
+    key_of: Callable[[str], str],
+    ids: set[str],
+    build: Callable[[dict[str, str]], Any],
+) -> dict[str, Any]:
+    ordered = sorted(ids)
+    pipe = client.pipeline(transaction=False)
+    for ident in ordered:
+        pipe.hgetall(key_of(ident))
+    return {ident: build(data) for ident, data in zip(ordered, pipe.execute(), strict=True) if data}
