@@ -7,7 +7,7 @@ TOKENWARDEN_MASTER_KEY     encryption at rest: keys separated by commas, the pri
 TOKENWARDEN_LOG_LEVEL      debug, info, warning, error          default info
 TOKENWARDEN_LOG_FORMAT     json, console or auto (console on a terminal)   default auto
 TOKENWARDEN_WORKER_PROCESSES   worker processes `tokenwarden worker` starts     default 2
-TOKENWARDEN_WORKER_THREADS     threads per worker process                       default 4
+TOKENWARDEN_WORKER_THREADS     threads per worker process                       default 2
 TOKENWARDEN_POLL_INTERVAL_MS   longest an idle worker waits before it looks for
                                messages again (bounds the latency)              default 50
 TOKENWARDEN_HEARTBEAT_TIMEOUT  seconds without a heartbeat after which a worker is
@@ -34,9 +34,10 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Local state (the master key file, the dev Redis's AOF) when TOKENWARDEN_DATA_DIR is unset.
 DEFAULT_DATA_DIR = "./var"
 
-#: Worker defaults, sized for a 2-core machine: the work is Redis round trips, not CPU.
+#: Worker defaults, sized for a 2-core machine. A thread decides a whole batch of events in a
+#: few Redis round trips, so two threads a process keep a core busy.
 DEFAULT_WORKER_PROCESSES = 2
-DEFAULT_WORKER_THREADS = 4
+DEFAULT_WORKER_THREADS = 2
 DEFAULT_POLL_INTERVAL_MS = 50
 DEFAULT_HEARTBEAT_TIMEOUT_S = 15
 

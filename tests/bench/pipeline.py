@@ -137,7 +137,7 @@ def tokenwarden(
 
 
 def measure(
-    url: str, workdir: Path, events: int, servers: int, processes: int = 2, threads: int = 4
+    url: str, workdir: Path, events: int, servers: int, processes: int = 2, threads: int = 2
 ) -> dict:
     client = redis.Redis.from_url(url)
     client.flushdb()
@@ -168,7 +168,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--servers", type=int, default=5_000)
     parser.add_argument("--processes", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tw-bench-"))
     url, redis_process = start_redis(workdir)
