@@ -113,7 +113,8 @@ def test_a_newer_token_supersedes_and_drops_the_old_credentials(app, clock):
         app.store.open_credentials(old)
     assert app.store.current_tokens_of_user("old@x.org") == []
     assert [t.id for t in app.store.current_tokens_of_user("NEW@x.org")] == [second.token.id]
-    assert app.redis.zrange("tw:tokens:by-expiry", 0, -1) == [second.token.id]
+    assert app.redis.zrange("tw:tokens:next-check", 0, -1) == [second.token.id]
+    assert app.redis.get(f"tw:cred:{first.token.id}") is None
     assert registry.resolve_server(app.store, "lab").token_id == second.token.id
 
 

@@ -141,7 +141,8 @@ class Token:
     warned: int | None = None
 
     def to_hash(self) -> dict[str, str | int]:
-        return {
+        """Only the fields that hold something: small hashes stay in Redis's compact form."""
+        fields = {
             "id": self.id,
             "server_id": self.server_id,
             "consumer_id": self.consumer_id,
@@ -156,6 +157,7 @@ class Token:
             "superseded_by": self.superseded_by or "",
             "warned": "" if self.warned is None else self.warned,
         }
+        return {name: value for name, value in fields.items() if value != ""}
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> Token:

@@ -17,9 +17,10 @@ from pathlib import Path
 import redis
 
 from worker.bootstrap import App
-from worker.names import name_key, user_key
-from worker.records import Server, Token, to_ms
+from worker.names import name_key
+from worker.records import Server, Token
 from worker.store import keys as k
+from worker.store.redis_store import queue_token_writes
 
 BIN = Path(sys.executable).parent
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -81,7 +82,6 @@ def load_tokens(app: App, count: int, due: int = 0, now: datetime = NOW) -> None
     sealed: the records and keys the store writes, through pipelines (installing real token
     files costs an RSA decryption each). The first `due` tokens are due for an expiry warning
     at `now`; the others are checked again at their first threshold, as after a scan."""
-    keyring = app.keyring()
     for first in range(0, count, CHUNK):
         pipe = app.redis.pipeline(transaction=False)
         for i in range(first, min(first + CHUNK, count)):
@@ -105,24 +105,21 @@ def load_tokens(app: App, count: int, due: int = 0, now: datetime = NOW) -> None
                 installed_at=now,
                 key_id=f"key_b{i:010d}",
             )
-            sealed = keyring.seal(
+            sealed = app.store.seal_credentials(
+                token.id,
                 json.dumps(
                     {
                         "consumer_key": "CK_" + secrets.token_hex(48),
                         "consumer_secret": "CS_" + secrets.token_hex(20),
                         "access_token": "AT_" + secrets.token_hex(40),
                         "access_secret": "AS_" + secrets.token_hex(20),
-                    }
+                    },
+                    separators=(",", ":"),
                 ).encode(),
-                f"{k.token(token.id)}#{k.SEALED_CREDENTIALS}",
             )
             write_server(pipe, server)
-            pipe.hset(k.token(token.id), mapping={**token.to_hash(), k.SEALED_CREDENTIALS: sealed})
-            pipe.zadd(k.server_tokens(server.id), {token.id: to_ms(now)})
-            pipe.sadd(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
-            pipe.zadd(k.TOKENS_BY_EXPIRY, {token.id: to_ms(expires)})
             check = now if is_due else expires - timedelta(days=120)
-            pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(check)})
+            queue_token_writes(pipe, token, sealed, check_at=check)
         pipe.execute()
 
 

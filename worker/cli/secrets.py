@@ -16,7 +16,6 @@ from worker.cli.output import json_option, note, pass_app, print_json
 from worker.crypto.masterkey import write_key_file
 from worker.crypto.sealing import generate_master_key
 from worker.errors import ConfigError
-from worker.store.keys import SEALED_LOCATIONS
 
 
 @click.group("secrets")
@@ -122,9 +121,5 @@ def _key_file_lines(path, app: App) -> list[str]:
 
 
 def _sealed_key_ids(app: App):
-    redis = app.redis
-    for pattern, field in SEALED_LOCATIONS:
-        for key in redis.scan_iter(match=pattern, count=500, _type="hash"):
-            sealed = redis.hget(key, field)
-            if sealed:
-                yield sealed.split(":", 2)[1]
+    for _, _, sealed in app.store.sealed_values():
+        yield sealed.split(":", 2)[1]

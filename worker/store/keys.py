@@ -47,13 +47,20 @@ def token(token_id: str) -> str:
     return f"tw:token:{token_id}"
 
 
-def tokens_by_user(user_key: str) -> str:
-    """Set: ids of current tokens downloaded by this (case-folded) Managed Apple Account."""
-    return f"tw:user:{user_key}:tokens"
+def credentials(token_id: str) -> str:
+    """String: a current token's four credentials, sealed. Apart from the token's hash so the
+    hash stays small enough for Redis's compact encoding (values of 64 bytes at most)."""
+    return f"tw:cred:{token_id}"
 
 
-#: Sorted set: current token ids by expiry (ms).
-TOKENS_BY_EXPIRY = "tw:tokens:by-expiry"
+#: Prefix of the fields of a user hash that list the current tokens the user downloaded
+#: (`t:<token id>`); the hash also holds the user's version and latest causes.
+USER_TOKEN_PREFIX = "t:"
+
+
+def user_token_field(token_id: str) -> str:
+    return f"{USER_TOKEN_PREFIX}{token_id}"
+
 
 #: Sorted set: current token ids by when the scheduler must look at them next (ms): a new
 #: token at once, then each threshold crossing. A scan reads only its due head.
@@ -66,13 +73,14 @@ MASTER_KEY_IDS = "tw:master-key-ids"
 #: Hash field holding a sealed private key (in key_pair hashes).
 SEALED_PRIVATE_KEY = "private_key"
 
-#: Hash field holding sealed token credentials (in token hashes).
+#: What the sealing context of token credentials names (see credentials()).
 SEALED_CREDENTIALS = "credentials"
 
-#: (SCAN pattern, sealed field) for every place a sealed secret lives; re-encryption walks these.
+#: (SCAN pattern, sealed field) for every place a sealed secret lives, the field None for a
+#: string key; re-encryption walks these.
 SEALED_LOCATIONS = (
     ("tw:key:*", SEALED_PRIVATE_KEY),
-    ("tw:token:*", SEALED_CREDENTIALS),
+    ("tw:cred:*", None),
     ("tw:subscription:*", "secret"),
 )
 
@@ -102,8 +110,9 @@ DELIVERIES_FAILED = "tw:deliveries:failed"
 
 
 def user(user_key: str) -> str:
-    """Hash: a Managed Apple Account's version (USER_VERSION, bumped whenever the set of current
-    tokens they downloaded changes) and the latest cause of each kind (`cause:<type>`)."""
+    """Hash: a Managed Apple Account's current tokens (`t:<token id>`), its version
+    (USER_VERSION, bumped whenever that set changes) and its latest cause of each kind
+    (`cause:<type>`)."""
     return f"tw:user:{user_key}"
 
 

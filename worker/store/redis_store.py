@@ -37,9 +37,16 @@ from worker.store.event_store import EventStore, Plan, causes_in
 #: Keys read per round trip when listing or re-sealing.
 BATCH = 500
 
-# Replace a sealed field only if it still holds what was read (re-sealing must not undo a write
-# made meanwhile).
+# Replace a sealed value (a hash field, or the whole string when the field is "") only if it
+# still holds what was read (re-sealing must not undo a write made meanwhile).
 _COMPARE_AND_SET = """
+if ARGV[1] == '' then
+  if redis.call('GET', KEYS[1]) == ARGV[2] then
+    redis.call('SET', KEYS[1], ARGV[3], 'KEEPTTL')
+    return 1
+  end
+  return 0
+end
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   return 1
@@ -58,8 +65,34 @@ class ResealReport:
     resealed: int
 
 
-def _context(redis_key: str, field: str) -> str:
-    return f"{redis_key}#{field}"
+def _context(redis_key: str, field: str | None) -> str:
+    return redis_key if field is None else f"{redis_key}#{field}"
+
+
+def _credentials_context(token_id: str) -> str:
+    return _context(k.credentials(token_id), None)
+
+
+def token_ids_in(user_hash: dict[str, str]) -> list[str]:
+    """The current token ids listed in a user hash."""
+    return sorted(
+        f[len(k.USER_TOKEN_PREFIX) :] for f in user_hash if f.startswith(k.USER_TOKEN_PREFIX)
+    )
+
+
+def queue_token_writes(
+    pipe: redis.client.Pipeline, token: Token, sealed_credentials: str, *, check_at: datetime
+) -> None:
+    """Every write that makes `token` its server's current token, with its indexes: the one
+    place that knows them (install uses it; so does the benchmarks' bulk loader)."""
+    pipe.hset(k.token(token.id), mapping=token.to_hash())
+    pipe.set(k.credentials(token.id), sealed_credentials)
+    pipe.zadd(k.server_tokens(token.server_id), {token.id: to_ms(token.installed_at)})
+    user_hash = k.user(user_key(token.downloaded_by))
+    pipe.hset(user_hash, k.user_token_field(token.id), 1)
+    pipe.hincrby(user_hash, k.USER_VERSION, 1)
+    pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(check_at)})
+    pipe.hset(k.server(token.server_id), "token", token.id)
 
 
 class RedisStore:
@@ -126,9 +159,9 @@ class RedisStore:
             pipe.hdel(k.SERVERS, qualifier)
             pipe.srem(k.servers_named(name_key(server.name)), server.id)
             for token in tokens:
-                pipe.srem(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
+                pipe.hdel(k.user(user_key(token.downloaded_by)), k.user_token_field(token.id))
                 pipe.hincrby(k.user(user_key(token.downloaded_by)), k.USER_VERSION, 1)
-                pipe.zrem(k.TOKENS_BY_EXPIRY, token.id)
+                pipe.delete(k.credentials(token.id))
                 pipe.zrem(k.TOKENS_NEXT_CHECK, token.id)
                 pipe.zrem(k.REPLACEMENTS_OPEN, token.id)
                 pipe.zrem(k.REPLACEMENTS, token.id)
@@ -231,7 +264,7 @@ class RedisStore:
         return read_decision_facts(self._redis, user_keys, name_keys, staged_for_names)
 
     def current_tokens_of_user(self, user: str) -> list[Token]:
-        ids = sorted(self._redis.smembers(k.tokens_by_user(user_key(user))))
+        ids = token_ids_in(self._redis.hgetall(k.user(user_key(user))))
         return [t for t in self._tokens(ids) if t is not None]
 
     def install_token(
@@ -254,9 +287,8 @@ class RedisStore:
         Raises ConcurrentChange when the server's token or keys moved since they were read.
         """
         server_key = k.server(server.id)
-        token_key = k.token(token.id)
         user_hash = k.user(user_key(token.downloaded_by))
-        sealed = self._keyring().seal(credentials_json, _context(token_key, k.SEALED_CREDENTIALS))
+        sealed = self.seal_credentials(token.id, credentials_json)
         applied: list[Plan] = []
 
         def write(pipe: redis.client.Pipeline) -> None:
@@ -278,13 +310,7 @@ class RedisStore:
             plan = plan_for(causes_in(fresh) + causes_in(pipe.hgetall(user_hash)), old)
             applied.append(plan)
             pipe.multi()
-            pipe.hset(token_key, mapping={**token.to_hash(), k.SEALED_CREDENTIALS: sealed})
-            pipe.zadd(k.server_tokens(server.id), {token.id: to_ms(token.installed_at)})
-            pipe.sadd(k.tokens_by_user(user_key(token.downloaded_by)), token.id)
-            pipe.hincrby(user_hash, k.USER_VERSION, 1)
-            pipe.zadd(k.TOKENS_BY_EXPIRY, {token.id: to_ms(token.expires_at)})
-            pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(now)})  # the scheduler looks now
-            pipe.hset(server_key, "token", token.id)
+            queue_token_writes(pipe, token, sealed, check_at=now)  # the scheduler looks now
             if old:
                 self._supersede(pipe, old, token.id, now)
             if promote_key:
@@ -305,10 +331,9 @@ class RedisStore:
         superseded = replace(old, status=TOKEN_SUPERSEDED, superseded_at=now, superseded_by=by)
         pipe.hset(k.token(old.id), mapping=superseded.to_hash())
         # A superseded token's credentials are dead; keeping them would only widen exposure.
-        pipe.hdel(k.token(old.id), k.SEALED_CREDENTIALS)
-        pipe.srem(k.tokens_by_user(user_key(old.downloaded_by)), old.id)
+        pipe.delete(k.credentials(old.id))
+        pipe.hdel(k.user(user_key(old.downloaded_by)), k.user_token_field(old.id))
         pipe.hincrby(k.user(user_key(old.downloaded_by)), k.USER_VERSION, 1)
-        pipe.zrem(k.TOKENS_BY_EXPIRY, old.id)
         pipe.zrem(k.TOKENS_NEXT_CHECK, old.id)
 
     def _promote(
@@ -324,12 +349,14 @@ class RedisStore:
         pipe.hset(k.key_pair(key_id), mapping={"state": KEY_CURRENT, "promoted_at": to_ms(now)})
         pipe.hset(k.server(server.id), mapping={"current_key": key_id, "staged_key": ""})
 
+    def seal_credentials(self, token_id: str, credentials_json: bytes) -> str:
+        return self._keyring().seal(credentials_json, _credentials_context(token_id))
+
     def open_credentials(self, token: Token) -> dict[str, str]:
-        token_key = k.token(token.id)
-        sealed = self._redis.hget(token_key, k.SEALED_CREDENTIALS)
+        sealed = self._redis.get(k.credentials(token.id))
         if not sealed:
             raise NotFound(f"token {token.id} no longer holds credentials (it was superseded)")
-        return json.loads(self._keyring().open(sealed, _context(token_key, k.SEALED_CREDENTIALS)))
+        return json.loads(self._keyring().open(sealed, _credentials_context(token.id)))
 
     # ---- secrets ---------------------------------------------------------------------------
 
@@ -337,18 +364,27 @@ class RedisStore:
         """Re-seal every secret not sealed under the primary master key."""
         keyring = self._keyring()
         examined = resealed = 0
-        for pattern, field in k.SEALED_LOCATIONS:
-            for redis_key in self._redis.scan_iter(match=pattern, count=BATCH, _type="hash"):
-                sealed = self._redis.hget(redis_key, field)
-                if not sealed:
-                    continue
-                examined += 1
-                if not keyring.needs_reseal(sealed):
-                    continue
-                context = _context(redis_key, field)
-                fresh = keyring.seal(keyring.open(sealed, context), context)
-                resealed += self._compare_and_set(keys=[redis_key], args=[field, sealed, fresh])
+        for redis_key, field, sealed in self.sealed_values():
+            examined += 1
+            if not keyring.needs_reseal(sealed):
+                continue
+            context = _context(redis_key, field)
+            fresh = keyring.seal(keyring.open(sealed, context), context)
+            resealed += self._compare_and_set(keys=[redis_key], args=[field or "", sealed, fresh])
         return ResealReport(examined=examined, resealed=resealed)
+
+    def sealed_values(self) -> Iterator[tuple[str, str | None, str]]:
+        """(Redis key, hash field or None for a string, sealed value) of every stored secret."""
+        for pattern, field in k.SEALED_LOCATIONS:
+            kind = "string" if field is None else "hash"
+            for redis_key in self._redis.scan_iter(match=pattern, count=BATCH, _type=kind):
+                sealed = (
+                    self._redis.get(redis_key)
+                    if field is None
+                    else self._redis.hget(redis_key, field)
+                )
+                if sealed:
+                    yield redis_key, field, sealed
 
     def ping(self) -> None:
         self._redis.ping()
@@ -391,14 +427,13 @@ def read_decision_facts(
     #    and the decision is made again) and token ids; the servers bearing each name.
     pipe = client.pipeline(transaction=False)
     for key in users:
-        pipe.hget(k.user(key), k.USER_VERSION)
-        pipe.smembers(k.tokens_by_user(key))
+        pipe.hgetall(k.user(key))
     for key in names:
         pipe.smembers(k.servers_named(key))
     answers = pipe.execute()
-    versions = {key: answers[2 * i] or "" for i, key in enumerate(users)}
-    token_ids = {key: sorted(answers[2 * i + 1]) for i, key in enumerate(users)}
-    server_ids = {key: sorted(answers[2 * len(users) + i]) for i, key in enumerate(names)}
+    versions = {key: answers[i].get(k.USER_VERSION, "") for i, key in enumerate(users)}
+    token_ids = {key: token_ids_in(answers[i]) for i, key in enumerate(users)}
+    server_ids = {key: sorted(answers[len(users) + i]) for i, key in enumerate(names)}
     # 2. Those tokens and servers.
     tokens = _read_hashes(
         client, k.token, {t for ids in token_ids.values() for t in ids}, Token.from_hash
