@@ -280,7 +280,7 @@ def install_token(
             plan = store.install_token(
                 server,
                 token,
-                credentials.secret_json(),
+                credentials.sealable(),
                 replaces=installed.id if installed else None,
                 promote_key=promote,
                 now=now,

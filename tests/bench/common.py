@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 import redis
 
 from worker.bootstrap import App
+from worker.crypto.payload import pack_credentials
 from worker.names import name_key
 from worker.records import Server, Token
 from worker.store import keys as k
@@ -107,15 +107,14 @@ def load_tokens(app: App, count: int, due: int = 0, now: datetime = NOW) -> None
             )
             sealed = app.store.seal_credentials(
                 token.id,
-                json.dumps(
+                pack_credentials(
                     {
                         "consumer_key": "CK_" + secrets.token_hex(48),
                         "consumer_secret": "CS_" + secrets.token_hex(20),
                         "access_token": "AT_" + secrets.token_hex(40),
                         "access_secret": "AS_" + secrets.token_hex(20),
-                    },
-                    separators=(",", ":"),
-                ).encode(),
+                    }
+                ),
             )
             write_server(pipe, server)
             check = now if is_due else expires - timedelta(days=120)

@@ -68,12 +68,28 @@ class TokenCredentials(BaseModel):
             "token", self.consumer_key.get_secret_value(), self.access_token.get_secret_value()
         )
 
-    def secret_json(self) -> bytes:
-        """The credentials as JSON bytes, for sealing only."""
-        return json.dumps(
-            {f: getattr(self, f).get_secret_value() for f in CREDENTIAL_FIELDS},
-            separators=(",", ":"),
-        ).encode()
+    def sealable(self) -> bytes:
+        """The four credentials, for sealing only, in a compact form (see pack_credentials)."""
+        return pack_credentials({f: getattr(self, f).get_secret_value() for f in CREDENTIAL_FIELDS})
+
+
+#: Marks the compact form of sealed credentials (a token is stored a million times: the JSON
+#: keys alone would cost some 80 bytes each).
+_PACKED = "tw-cred-1"
+
+
+def pack_credentials(values: dict[str, str]) -> bytes:
+    """The four credentials, newline separated in CREDENTIAL_FIELDS order."""
+    if any("\n" in values[f] for f in CREDENTIAL_FIELDS):
+        return json.dumps(values, separators=(",", ":")).encode()  # odd values: keep JSON
+    return "\n".join([_PACKED, *(values[f] for f in CREDENTIAL_FIELDS)]).encode()
+
+
+def unpack_credentials(data: bytes) -> dict[str, str]:
+    text = data.decode()
+    if text.startswith(_PACKED + "\n"):
+        return dict(zip(CREDENTIAL_FIELDS, text.split("\n")[1:], strict=True))
+    return json.loads(text)
 
 
 def _digest(purpose: str, *parts: str) -> str:

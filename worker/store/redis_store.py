@@ -8,7 +8,6 @@ as the sealing context.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -17,6 +16,7 @@ from typing import Any
 import redis
 
 from worker.crypto.keys import KeyMaterial, load_sealed_key_material
+from worker.crypto.payload import unpack_credentials
 from worker.crypto.sealing import Keyring
 from worker.errors import Conflict, DuplicateServer, NotFound
 from worker.names import name_key, user_key
@@ -356,7 +356,7 @@ class RedisStore:
         sealed = self._redis.get(k.credentials(token.id))
         if not sealed:
             raise NotFound(f"token {token.id} no longer holds credentials (it was superseded)")
-        return json.loads(self._keyring().open(sealed, _credentials_context(token.id)))
+        return unpack_credentials(self._keyring().open(sealed, _credentials_context(token.id)))
 
     # ---- secrets ---------------------------------------------------------------------------
 
