@@ -6,11 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test lint redis-stop clean help
+.PHONY: setup run test bench lint redis-stop clean help
 
 help:
 	@echo "make run    set up, start a local Redis (AOF under var/redis/) and tokenwarden"
 	@echo "make test   set up and run the tests against a Redis started for the run"
+	@echo "make bench  the benchmark (under 5 minutes): figures, targets, baselines; var/bench.json"
 	@echo "make setup  only the set-up; make lint  ruff; make redis-stop  stop the local Redis"
 
 setup: $(STAMP) redis-server
@@ -29,6 +30,9 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m tests.bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -188,8 +188,12 @@ def test_credentials_never_show_in_repr(material):
 def test_sealed_credentials_are_packed_compactly_and_read_back():
     from worker.crypto.payload import pack_credentials, unpack_credentials
 
-    values = {"consumer_key": "CK_a", "consumer_secret": "CS_b", "access_token": "AT_c",
-              "access_secret": "AS_d"}
+    values = {
+        "consumer_key": "CK_a",
+        "consumer_secret": "CS_b",
+        "access_token": "AT_c",
+        "access_secret": "AS_d",
+    }
     packed = pack_credentials(values)
     assert b"consumer_key" not in packed
     assert unpack_credentials(packed) == values

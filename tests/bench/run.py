@@ -1,0 +1,150 @@
+"""`make bench`: every figure of the performance issue, each beside its target and its baseline,
+as a table and as JSON (var/bench.json).
+
+    .venv/bin/python -m tests.bench.run            # the full run, under 5 minutes here
+    .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from tests.bench import latency, pipeline, scan
+from tests.bench.common import start_redis, stop_redis
+
+FULL = {
+    "events": 10_000,
+    "servers": 5_000,
+    "rate": 50.0,
+    "seconds": 30.0,
+    "silence": 60.0,
+    "scan_tokens": 100_000,
+    "scan_large": 1_000_000,
+    "scan_due": 1_000,
+}
+SMALL = {
+    "events": 300,
+    "servers": 100,
+    "rate": 50.0,
+    "seconds": 2.0,
+    "silence": 1.0,
+    "scan_tokens": 2_000,
+    "scan_large": 4_000,
+    "scan_due": 20,
+}
+
+
+def run(sizes: dict, out: Path) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="tw-bench-"))
+    url, redis_process = start_redis(workdir)
+    started = time.monotonic()
+    try:
+        throughput = pipeline.measure(url, workdir, sizes["events"], sizes["servers"])
+        latencies = latency.measure(url, workdir, sizes["rate"], sizes["seconds"], sizes["silence"])
+        scans = [
+            scan.time_scan(url, workdir, sizes["scan_tokens"], sizes["scan_due"]),
+            scan.time_scan(url, workdir, sizes["scan_large"], sizes["scan_due"]),
+        ]
+        memory = scan.memory_per_token(url, workdir, min(scan.MEMORY_SAMPLE, sizes["scan_tokens"]))
+    finally:
+        stop_redis(redis_process)
+        shutil.rmtree(workdir, ignore_errors=True)
+    ratio = scans[1]["scan_s"] / scans[0]["scan_s"]
+    rows = [
+        (
+            "pipeline throughput",
+            f"{throughput['events_per_s']} events/s",
+            f"no-op dramatiq actor {throughput['baseline_noop_events_per_s']}/s",
+            f"{throughput['ratio_to_baseline']}x",
+            ">= 1.0x",
+            throughput["ratio_to_baseline"] >= 1,
+        ),
+        (
+            "latency p99 at 50/s",
+            f"{latencies['p99_ms']} ms",
+            f"median {latencies['median_ms']} ms",
+            "",
+            "<= 100 ms",
+            latencies["p99_ms"] <= 100,
+        ),
+        (
+            f"one event after {sizes['silence']:g} s idle",
+            f"{latencies['single_after_silence_ms']} ms",
+            "",
+            "",
+            "<= 1000 ms",
+            latencies["single_after_silence_ms"] <= 1000,
+        ),
+        (
+            f"scan {scans[0]['tokens']:,} tokens ({sizes['scan_due']:,} due)",
+            f"{scans[0]['scan_s']:.3f} s",
+            "",
+            "",
+            "<= 0.25 s",
+            scans[0]["scan_s"] <= 0.25,
+        ),
+        (
+            f"scan {scans[1]['tokens']:,} tokens ({sizes['scan_due']:,} due)",
+            f"{scans[1]['scan_s']:.3f} s",
+            f"{scans[0]['tokens']:,}-token scan",
+            f"{ratio:.2f}x",
+            "<= 1.5x",
+            ratio <= 1.5,
+        ),
+        (
+            "worker peak RSS (throughput run)",
+            f"{throughput['worker_peak_rss_mb']} MB",
+            "",
+            "",
+            "<= 60 MB",
+            throughput["worker_peak_rss_mb"] <= 60,
+        ),
+        (
+            "Redis memory per token",
+            f"{memory['bytes_per_token']} B",
+            "indexes included",
+            "",
+            "<= 1536 B",
+            memory["bytes_per_token"] <= 1536,
+        ),
+    ]
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    print(
+        f"tokenwarden benchmark on {platform.node()} ({platform.machine()}, "
+        f"{platform.python_version()}), {time.monotonic() - started:.0f} s"
+    )
+    for row in rows:
+        cells = [str(c).ljust(w) for c, w in zip(row[:5], widths, strict=True)]
+        print("  ".join(cells), "met" if row[5] else "NOT MET")
+    figures = {
+        "sizes": sizes,
+        "throughput": throughput,
+        "latency": latencies,
+        "scans": scans,
+        "scan_ratio": round(ratio, 2),
+        "memory": memory,
+        "targets_met": {row[0]: bool(row[5]) for row in rows},
+        "seconds": round(time.monotonic() - started),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(figures, indent=2) + "\n")
+    print(f"wrote {out}")
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="tiny sizes, for a smoke test")
+    parser.add_argument("--out", default="var/bench.json")
+    options = parser.parse_args()
+    run(SMALL if options.small else FULL, Path(options.out))
+
+
+if __name__ == "__main__":
+    main()

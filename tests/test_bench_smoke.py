@@ -1,0 +1,20 @@
+"""The benchmark keeps working: it runs at a tiny size (figures are not asserted, only that
+every one is measured)."""
+
+import json
+
+from tests.bench.run import SMALL, run
+
+
+def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
+    out = tmp_path / "bench.json"
+    figures = run(SMALL, out)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(figures))
+    assert figures["throughput"]["events_per_s"] > 0
+    assert figures["throughput"]["baseline_noop_events_per_s"] > 0
+    assert figures["throughput"]["worker_peak_rss_mb"] > 10
+    assert figures["latency"]["p99_ms"] > 0
+    assert figures["latency"]["single_after_silence_ms"] > 0
+    assert [s["tokens"] for s in figures["scans"]] == [SMALL["scan_tokens"], SMALL["scan_large"]]
+    assert figures["memory"]["bytes_per_token"] > 100
+    assert len(figures["targets_met"]) == 7
