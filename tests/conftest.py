@@ -5,12 +5,14 @@ Set TOKENWARDEN_TEST_REDIS_URL to use a Redis you run yourself instead (it is fl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -170,12 +172,10 @@ def cli(app):
     return invoke
 
 
-@pytest.fixture
-def worker(app):
-    """A real dramatiq worker (threads in this process) on the test Redis; `worker.drain()`
-    waits until every published message has been handled."""
-    from dataclasses import replace
-
+@contextlib.contextmanager
+def _worker_threads(app):
+    """A real dramatiq worker (threads in this process) on the test Redis; `.drain()` waits
+    until every published message has been handled."""
     from worker.broker import EVENTS_QUEUE
     from worker.notify.config import NotifySettings
     from worker.workerproc import WorkerThreads
@@ -191,8 +191,16 @@ def worker(app):
         app.broker.join(EVENTS_QUEUE, timeout=int(timeout_s * 1000))
 
     running.drain = drain
-    yield running
-    running.stop()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+def worker(app):
+    with _worker_threads(app) as running:
+        yield running
 
 
 @pytest.fixture

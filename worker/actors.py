@@ -5,11 +5,13 @@ Actors are declared on a broker given at start-up (no broker or client exists at
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import dramatiq
+import redis
 import structlog
 
 from worker.broker import EVENTS_QUEUE, MAX_RETRIES
@@ -47,6 +49,27 @@ class DeadLetterWhenGivenUp(dramatiq.Middleware):
         log.error("message_given_up", reason=reason)
 
 
+#: How long a batch waits for Redis to come back before its message fails, in seconds. Under
+#: the message time limit; decisions are idempotent, so the batch simply runs again.
+REDIS_PATIENCE_S = 240
+
+
+def _while_redis_returns(work: Callable[[], Any]) -> Any:
+    """Run `work`, again and again while Redis is unreachable. Failing the message at once would
+    not do: its retry is enqueued through the same absent Redis and would be lost."""
+    deadline = time.monotonic() + REDIS_PATIENCE_S
+    pause = 0.2
+    while True:
+        try:
+            return work()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("redis_unreachable_waiting", error=str(exc), retry_in_s=pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 def declare_actors(
     broker: dramatiq.Broker, handler: EventHandler, clock: Callable[[], datetime]
 ) -> dramatiq.Actor:
@@ -68,8 +91,10 @@ def declare_actors(
             received_at = from_ms(received_at_ms) if received_at_ms else now
         except (OverflowError, ValueError, OSError):
             received_at = now  # a hand-made message with a nonsense stamp: use the clock
-        outcomes = handler.handle_batch(
-            events, received_at=received_at, now=now, message_id=message_id
+        outcomes = _while_redis_returns(
+            lambda: handler.handle_batch(
+                events, received_at=received_at, now=now, message_id=message_id
+            )
         )
         log.info(
             "batch_handled",

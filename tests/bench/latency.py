@@ -49,7 +49,7 @@ def percentile(values: list[float], share: float) -> float:
 def measure(
     url: str, workdir: Path, rate: float, seconds: float, silence_s: float, servers: int = 500
 ) -> dict:
-    redis.Redis.from_url(url).flushdb()
+    redis.Redis.from_url(url).flushdb(asynchronous=True)
     master_key = generate_master_key()
     settings = Settings(redis_url=url, data_dir=workdir, master_key=master_key)
     app = App(settings)

@@ -140,7 +140,7 @@ def measure(
     url: str, workdir: Path, events: int, servers: int, processes: int = 2, threads: int = 2
 ) -> dict:
     client = redis.Redis.from_url(url)
-    client.flushdb()
+    client.flushdb(asynchronous=True)
     master_key = generate_master_key()
     app = App(Settings(redis_url=url, data_dir=workdir, master_key=master_key))
     load_tokens(app, servers)

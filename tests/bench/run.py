@@ -11,6 +11,7 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,18 +41,32 @@ SMALL = {
 }
 
 
+def progress(what: str) -> None:
+    print(f"... {what}", file=sys.stderr, flush=True)
+
+
 def run(sizes: dict, out: Path) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tw-bench-"))
     url, redis_process = start_redis(workdir)
     started = time.monotonic()
     try:
+        progress("pipeline throughput and worker memory")
         throughput = pipeline.measure(url, workdir, sizes["events"], sizes["servers"])
+        progress(
+            f"latency: {sizes['seconds']:g} s at {sizes['rate']:g}/s, then "
+            f"{sizes['silence']:g} s of silence"
+        )
         latencies = latency.measure(url, workdir, sizes["rate"], sizes["seconds"], sizes["silence"])
+        progress("Redis memory per token")
+        memory = scan.memory_per_token(url, workdir, min(scan.MEMORY_SAMPLE, sizes["scan_tokens"]))
+        progress(
+            f"expiry scans over {sizes['scan_tokens']:,} and {sizes['scan_large']:,} "
+            "tokens (loading them takes most of the time)"
+        )
         scans = [
             scan.time_scan(url, workdir, sizes["scan_tokens"], sizes["scan_due"]),
             scan.time_scan(url, workdir, sizes["scan_large"], sizes["scan_due"]),
         ]
-        memory = scan.memory_per_token(url, workdir, min(scan.MEMORY_SAMPLE, sizes["scan_tokens"]))
     finally:
         stop_redis(redis_process)
         shutil.rmtree(workdir, ignore_errors=True)

@@ -33,7 +33,7 @@ MEMORY_SAMPLE = 20_000
 def memory_per_token(url: str, workdir: Path, count: int = MEMORY_SAMPLE) -> dict:
     """Bytes Redis uses per token and its index entries, beyond the servers that hold them."""
     client = redis.Redis.from_url(url)
-    client.flushdb()
+    client.flushdb(asynchronous=True)
     app = App(Settings(redis_url=url, data_dir=workdir, master_key=generate_master_key()))
     pipe = client.pipeline(transaction=False)
     for i in range(count):  # the servers first, with the token ids they will hold
@@ -61,7 +61,7 @@ def memory_per_token(url: str, workdir: Path, count: int = MEMORY_SAMPLE) -> dic
 
 def time_scan(url: str, workdir: Path, tokens: int, due: int) -> dict:
     client = redis.Redis.from_url(url)
-    client.flushdb()
+    client.flushdb(asynchronous=True)
     app = App(Settings(redis_url=url, data_dir=workdir, master_key=generate_master_key()))
     load_tokens(app, tokens, due)
     scanner = Scanner(app.store, SchedulerSettings().thresholds)

@@ -1,0 +1,126 @@
+"""The secrets drill: the whole pipeline at debug level, then every log line, every Redis
+value, every webhook body and every CLI output is searched for the token credentials and the
+private keys used. Zero hits."""
+
+import base64
+import io
+import json
+import time
+from datetime import timedelta
+
+from cryptography.hazmat.primitives import serialization
+
+from tests.conftest import quiet_logging
+from tests.test_secrets_at_rest import every_redis_byte, private_key_forms
+from tests.tokenfiles import credentials, encrypt_to
+from worker.logs import configure_logging
+
+
+def test_no_secret_anywhere_after_a_full_run_at_debug_level(
+    cli, app, redis_url, fixture_files, receiver, tmp_path, clock
+):
+    log = io.StringIO()
+    configure_logging("debug", "json", stream=log)
+    outputs: list[str] = []
+
+    def run(*args):
+        result = cli(*args)
+        outputs.append(result.output)
+        return result
+
+    try:
+        from tests.conftest import _worker_threads
+
+        # A subscription, Apple's real token and a made one, events, decisions, deliveries
+        added = json.loads(run("subscriptions", "add", receiver.url, "--json").stdout)
+        webhook_secret = added["secret"]
+        run(
+            "servers",
+            "add",
+            "Main",
+            "--cert",
+            str(fixture_files / "server-cert.pem"),
+            "--key",
+            str(fixture_files / "server-key.pem"),
+        )
+        run(
+            "tokens",
+            "install",
+            "Main",
+            str(fixture_files / "server-token.p7m"),
+            "--downloaded-by",
+            "apple@school.edu",
+            "--downloaded-at",
+            "2025-01-17T11:02:21Z",
+        )
+        run("servers", "add", "Lab")
+        made = credentials(clock.now + timedelta(days=300))
+        (tmp_path / "t.p7m").write_bytes(encrypt_to(run("keys", "export", "Lab").stdout, made))
+        run(
+            "tokens",
+            "install",
+            "Lab",
+            str(tmp_path / "t.p7m"),
+            "--downloaded-by",
+            "lab@school.edu",
+            "--downloaded-at",
+            "2025-02-01T00:00:00Z",
+        )
+        with _worker_threads(app) as worker:
+            run("emit", "password-changed", "--user", "apple@school.edu")
+            run("emit", "user-left", "--user", "lab@school.edu")
+            run("keys", "rotate", "Lab")
+            worker.drain()
+            receiver.wait_for(3, timeout=30)
+            time.sleep(0.5)
+        for args in (
+            ("servers", "list", "--json"),
+            ("servers", "show", "Main", "--json"),
+            ("tokens", "list", "--all", "--json"),
+            ("replacements", "list", "--json"),
+            ("events", "list", "--json"),
+            ("events", "dead", "--json"),
+            ("deliveries", "list", "--json"),
+            ("subscriptions", "list", "--json"),
+            ("secrets", "status", "--json"),
+            ("status", "--json"),
+            ("scan", "--dry-run", "--json"),
+        ):
+            run(*args)
+    finally:
+        quiet_logging()
+
+    # The secrets that went through
+    server = app.store.servers_named("Main")[0]
+    apple = app.store.open_credentials(app.store.get_token(server.token_id))
+    lab = app.store.servers_named("Lab")[0]
+    lab_key = app.store.open_key_material(app.store.get_key(lab.current_key_id)).private_key
+    secrets = [
+        *apple.values(),
+        *(made[f] for f in ("consumer_key", "consumer_secret", "access_token", "access_secret")),
+        webhook_secret,
+        webhook_secret.removeprefix("whsec_"),
+        app.settings.master_key,
+    ]
+    forms = private_key_forms((fixture_files / "server-key.pem").read_bytes())
+    forms += private_key_forms(
+        lab_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    places = {
+        "log": log.getvalue().encode(),
+        "redis": every_redis_byte(redis_url),
+        "webhooks": b"".join(r.body + json.dumps(r.headers).encode() for r in receiver.received),
+        "cli": "".join(outputs).encode(),
+    }
+    assert len(log.getvalue().splitlines()) > 20, "the drill logged too little to mean much"
+    assert len(receiver.received) >= 3
+    for where, haystack in places.items():
+        for secret in secrets:
+            assert secret.encode() not in haystack, f"a credential or key in the {where}"
+        for form in forms:
+            assert form not in haystack, f"a private key in the {where}"
+        assert base64.b64encode(secrets[0].encode()) not in haystack
