@@ -7,11 +7,13 @@ wrong. This module does no I/O.
 from __future__ import annotations
 
 import json
+import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -29,8 +31,19 @@ MAX_EVENT_BYTES = 64 * 1024
 #: Longest id, source, subject, user or server name, in characters.
 MAX_FIELD_CHARS = 256
 
+
+def _printable(value: str) -> str:
+    """Names, users and ids are text a person reads: no control characters (NUL, escapes,
+    line breaks), which would also let them masquerade in logs and tables."""
+    if any(unicodedata.category(ch) in {"Cc", "Cs"} for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
 Text = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FIELD_CHARS)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_FIELD_CHARS),
+    AfterValidator(_printable),
 ]
 
 

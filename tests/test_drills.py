@@ -111,7 +111,7 @@ def children_of(pid):
 @pytest.mark.slow
 def test_sigkill_one_of_two_workers_with_5000_events_in_flight(app, settings, cli, tmp_path):
     # Given 500 tokens, a webhook receiver, and two worker processes
-    load_tokens(app, 500)
+    load_tokens(app, 500, now=app.now())
     receiver, server = start_receiver()
     subscribe(app, receiver.url)
     supervisor = start(["worker", "--processes", "2"], worker_env(settings, tmp_path))
@@ -211,7 +211,7 @@ def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path, monkeyp
         master_key=generate_master_key(),
     )
     app = App(settings, clock=lambda: FIXTURE_NOW)
-    load_tokens(app, 200)
+    load_tokens(app, 200, now=FIXTURE_NOW)
     env = worker_env(settings, tmp_path, TOKENWARDEN_SCHEDULER_LEASE_TTL="5")
     worker = start(["worker", "--processes", "1"], env)
     scheduler = start(["scheduler"], env)
@@ -278,7 +278,7 @@ def _pings(client) -> bool:
 def test_a_receiver_down_for_a_while_gets_every_event_once_when_back(app, settings, cli, tmp_path):
     from http.server import ThreadingHTTPServer
 
-    load_tokens(app, 50)
+    load_tokens(app, 50, now=app.now())
     receiver, server = start_receiver()
     subscribe(app, receiver.url)
     port = server.server_address[1]
@@ -410,7 +410,7 @@ def test_a_hostile_burst_is_dead_lettered_while_valid_traffic_is_handled(app, se
     from worker.actors import HANDLE_EVENTS
     from worker.broker import EVENTS_QUEUE
 
-    load_tokens(app, 100)
+    load_tokens(app, 100, now=app.now())
     worker = start(["worker", "--processes", "1"], worker_env(settings, tmp_path))
     try:
         valid = [json.loads(line) for line in event_lines(300, users=100, prefix="ok")]
