@@ -2,7 +2,7 @@
 
 Defaults are tuned for recovery and latency rather than dramatiq's own (a dead worker's messages
 come back after a minute or more, an idle consumer polls once a second): a worker presumed dead
-after TOKENWARDEN_HEARTBEAT_TIMEOUT seconds (10), queue maintenance on 2% of broker commands.
+after TOKENWARDEN_HEARTBEAT_TIMEOUT seconds (8), queue maintenance on 2% of broker commands.
 A worker's heartbeat is every broker call its consumer makes, at least every poll interval, and
 our messages take milliseconds, so a live worker is never mistaken for a dead one.
 """

@@ -11,7 +11,7 @@ TOKENWARDEN_WORKER_THREADS     threads per worker process                       
 TOKENWARDEN_POLL_INTERVAL_MS   longest an idle worker waits before it looks for
                                messages again (bounds the latency)              default 50
 TOKENWARDEN_HEARTBEAT_TIMEOUT  seconds without a heartbeat after which a worker is
-                               presumed dead and its messages are recovered     default 10
+                               presumed dead and its messages are recovered     default 8
 
 Notification settings (webhooks, SMTP): see worker/notify/config.py.
 """
@@ -39,7 +39,7 @@ DEFAULT_DATA_DIR = "./var"
 DEFAULT_WORKER_PROCESSES = 2
 DEFAULT_WORKER_THREADS = 2
 DEFAULT_POLL_INTERVAL_MS = 50
-DEFAULT_HEARTBEAT_TIMEOUT_S = 10
+DEFAULT_HEARTBEAT_TIMEOUT_S = 8
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")

@@ -21,7 +21,7 @@ from worker.store.delivery_store import Delivery, DeliveryStore
 log = structlog.get_logger(__name__)
 
 #: Extra time, beyond the send timeout, that an attempt keeps its delivery leased, in seconds.
-LEASE_MARGIN_S = 30
+LEASE_MARGIN_S = 10
 
 
 class Deliverer:

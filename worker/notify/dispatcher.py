@@ -31,8 +31,10 @@ from worker.store.delivery_store import DeliveryStore, OutboxEntry
 log = structlog.get_logger(__name__)
 
 #: How long a delivery handed to the delivery threads may wait for one before another claim,
-#: in ms. Long enough for a busy moment; the attempt itself then holds a lease of its own.
-QUEUE_LEASE_MS = 5 * 60_000
+#: in ms: also how soon the deliveries of a worker that died are taken over. A claim that runs
+#: out while still queued costs nothing but a wasted look: its attempt no longer holds the
+#: lease, and does nothing. The attempt itself then holds a lease of its own.
+QUEUE_LEASE_MS = 20_000
 
 #: An outbox entry read but not acknowledged for this long is taken over, in ms.
 STALE_ENTRY_MS = 30_000
