@@ -2,8 +2,9 @@
 
 TOKENWARDEN_EXPIRY_THRESHOLDS    days before expiry to warn at     default 120,60,30,14,7,3,1
 TOKENWARDEN_SCAN_INTERVAL        seconds between scans              default 3600
-TOKENWARDEN_SCHEDULER_LEASE_TTL  seconds a silent leader keeps the lease (another takes
-                                 over within this plus 5 s)         default 15
+TOKENWARDEN_SCHEDULER_LEASE_TTL  seconds a silent leader keeps the lease; it is renewed every
+                                 third of that, and another replica takes over within
+                                 about 1.33x it                     default 15
 """
 
 from __future__ import annotations

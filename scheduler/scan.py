@@ -7,7 +7,7 @@ next-check index (a sorted set), then one pipelined round trip applies the batch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -68,20 +68,34 @@ class Scanner:
         self._thresholds = tuple(thresholds)
         self._batch = batch
 
-    def scan(self, now: datetime, *, dry_run: bool = False) -> ScanReport:
+    def scan(
+        self,
+        now: datetime,
+        *,
+        dry_run: bool = False,
+        still_leader: Callable[[], bool] = lambda: True,
+    ) -> ScanReport:
+        """Warn about every token due by `now`. `still_leader` is asked between rounds: a
+        scheduler that lost its lease stops (its plans are guarded anyway)."""
         report = ScanReport(now=now, dry_run=dry_run)
+        if not dry_run:
+            self.reconcile_thresholds()
         offset = 0
         for _ in range(MAX_ROUNDS):
-            tokens = self._store.tokens_due_for_check(now, self._batch, offset)
-            if not tokens:
+            if not still_leader():
+                break
+            read, tokens = self._store.tokens_due_for_check(
+                now, self._batch, offset, tidy=not dry_run
+            )
+            if read == 0:
                 break
             servers = self._store.servers_by_id({t.server_id for t in tokens})
             decided = [self.decide(t, servers.get(t.server_id), now) for t in tokens]
             report.examined += len(tokens)
             if dry_run:
                 report.warnings += [w for _, w in decided if w is not None]
-                offset += len(tokens)  # nothing moves in a dry run: page through
-                if len(tokens) < self._batch:
+                offset += read  # nothing moves in a dry run: page through
+                if read < self._batch:
                     break
                 continue
             applied = self._store.events.apply_many([plan for plan, _ in decided])
@@ -91,9 +105,21 @@ class Scanner:
                 if w is not None and a.outcome == "applied"
             ]
             # Plans that lost a race leave their token due: the next round reads it afresh.
-            if len(tokens) < self._batch and all(a.outcome != "retry" for a in applied):
+            if read < self._batch and all(a.outcome != "retry" for a in applied):
                 break
         return report
+
+    def reconcile_thresholds(self) -> None:
+        """After the thresholds changed, no token may be checked later than the new largest
+        threshold says (a next check computed under a smaller list would warn late)."""
+        wanted = ",".join(str(t) for t in self._thresholds)
+        recorded = self._store.scheduler_thresholds()
+        if recorded == wanted:
+            return
+        if recorded is not None:  # the first scan ever has nothing computed to correct
+            largest = timedelta(days=max(self._thresholds))
+            self._store.bring_checks_forward(lambda token: token.expires_at - largest)
+        self._store.set_scheduler_thresholds(wanted)
 
     def decide(
         self, token: Token, server: Server | None, now: datetime

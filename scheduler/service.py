@@ -25,8 +25,9 @@ log = structlog.get_logger(__name__)
 #: The Redis key of the scheduler's lease.
 LEASE_KEY = "tw:scheduler:leader"
 
-#: How often each replica takes or renews the lease, in seconds.
-LEASE_EVERY_S = 5
+#: How often each replica takes or renews the lease, as a share of the lease's lifetime: a
+#: leader renews three times a lease, so one slow renewal never lets a second leader in.
+RENEW_SHARE = 1 / 3
 
 
 class SchedulerService:
@@ -45,7 +46,7 @@ class SchedulerService:
         self._jobs.add_job(
             self._keep_lease,
             "interval",
-            seconds=LEASE_EVERY_S,
+            seconds=self.settings.lease_ttl_s * RENEW_SHARE,
             id="lease",
             max_instances=1,
             coalesce=True,
@@ -93,7 +94,7 @@ class SchedulerService:
             return
         started = time.perf_counter()
         try:
-            report = self.scanner.scan(self.app.now())
+            report = self.scanner.scan(self.app.now(), still_leader=lambda: self.leader)
         except Exception:
             log.exception("scan_failed")
             return

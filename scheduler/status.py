@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from events import catalog
-from scheduler.thresholds import days_left
+from scheduler.thresholds import days_left, level_at
 from worker.records import Replacement, Server, Token
 from worker.timefmt import format_rfc3339
 
@@ -79,8 +79,8 @@ def severity_of(
     ranks = [r.get("rank", 0) for r in (replacement.reasons if replacement else [])]
     if ranks and max(ranks) >= catalog.IMMEDIATE.rank:
         return EXPIRED  # it no longer works: as bad as expired
-    if replacement is not None or days_left(token.expires_at, now) < max(thresholds):
-        return DUE
+    if replacement is not None or level_at(token.expires_at, now, thresholds) is not None:
+        return DUE  # inside the first threshold: the scan warns from this moment too
     return FINE
 
 

@@ -165,16 +165,17 @@ def test_two_schedulers_started_together_warn_once(cli, app, clock, tmp_path, se
     assert app.redis.get(LEASE_KEY) is None, "a clean stop hands the lease back"
 
 
+@pytest.mark.slow
 def test_a_leader_killed_with_sigkill_is_replaced_within_30_seconds(
-    settings, redis_client, tmp_path
+    settings, redis_client, cli, app, clock, tmp_path
 ):
+    # Given two replicas with the default lease
     env = {
         **os.environ,
         "REDIS_URL": settings.redis_url,
         "TOKENWARDEN_MASTER_KEY": settings.master_key,
         "TOKENWARDEN_DATA_DIR": str(tmp_path / "var"),
         "TOKENWARDEN_LOG_LEVEL": "warning",
-        "TOKENWARDEN_SCHEDULER_LEASE_TTL": "5",
     }
     replicas = [
         subprocess.Popen(
@@ -192,14 +193,21 @@ def test_a_leader_killed_with_sigkill_is_replaced_within_30_seconds(
             assert time.monotonic() < deadline, "no replica took the lease"
             time.sleep(0.05)
         leader = redis_client.get(LEASE_KEY)
-        pid = int(leader.split("-")[-2])
-        victim = next(p for p in replicas if p.pid == pid)
+        victim = next(p for p in replicas if p.pid == int(leader.split("-")[-2]))
+        # When the leader is killed with SIGKILL, and a token becomes due meanwhile
         os.killpg(victim.pid, signal.SIGKILL)
         killed_at = time.monotonic()
+        install(cli, clock, tmp_path, "Lab", days_left=2)
+        # Then the other takes the lease within 30 s, and scans at once
         while redis_client.get(LEASE_KEY) in (None, leader):
             assert time.monotonic() - killed_at < 30, "no replica took over within 30 s"
             time.sleep(0.05)
-        print(f"taken over in {time.monotonic() - killed_at:.1f} s")
+        took_over = time.monotonic() - killed_at
+        # (the replicas run on the wall clock: to them the token has expired)
+        while not sent(app, catalog.EXPIRED) and not sent(app, catalog.EXPIRY_APPROACHING):
+            assert time.monotonic() - killed_at < 40, "the new leader did not scan"
+            time.sleep(0.05)
+        print(f"taken over in {took_over:.1f} s")
     finally:
         for process in replicas:
             if process.poll() is None:
@@ -331,3 +339,34 @@ def test_run_starts_the_worker_and_the_scheduler(settings, redis_client, tmp_pat
     assert process.returncode == 0
     assert "scheduler_stopped" in rest and "worker_stopped" in rest
     assert replace(SchedulerSettings()).thresholds == DEFAULT
+
+
+def test_raising_the_thresholds_brings_next_checks_forward(cli, app, clock, tmp_path):
+    install(cli, clock, tmp_path, "Lab", days_left=170)
+    assert scan(app, clock).warnings == []  # next check at 120 days left
+    wider = Scanner(app.store, (180, 90, 30))
+    assert [w.level for w in wider.scan(clock.now).warnings] == [180]
+
+
+def test_a_vanished_token_in_the_index_does_not_end_the_scan_early(cli, app, clock, tmp_path):
+    for i in range(5):
+        install(cli, clock, tmp_path, f"Room {i}", days_left=10, consumer="CK_" + f"{i:02d}" * 48)
+    app.redis.zadd(k.TOKENS_NEXT_CHECK, {"tok_gone": 0})
+    preview = Scanner(app.store, DEFAULT, batch=3).scan(clock.now, dry_run=True)
+    assert len(preview.warnings) == 5
+    assert app.redis.zscore(k.TOKENS_NEXT_CHECK, "tok_gone") == 0, "a dry run changed nothing"
+    assert len(Scanner(app.store, DEFAULT, batch=3).scan(clock.now).warnings) == 5
+    assert app.redis.zscore(k.TOKENS_NEXT_CHECK, "tok_gone") is None
+
+
+def test_a_scheduler_that_lost_its_lease_stops_scanning(cli, app, clock, tmp_path):
+    for i in range(4):
+        install(cli, clock, tmp_path, f"Room {i}", days_left=10, consumer="CK_" + f"{i:02d}" * 48)
+    asked = []
+
+    def leader_once():
+        asked.append(1)
+        return len(asked) == 1
+
+    report = Scanner(app.store, DEFAULT, batch=2).scan(clock.now, still_leader=leader_once)
+    assert len(report.warnings) == 2  # the first round, then it stepped back

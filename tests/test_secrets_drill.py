@@ -96,6 +96,7 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
     apple = app.store.open_credentials(app.store.get_token(server.token_id))
     lab = app.store.servers_named("Lab")[0]
     lab_key = app.store.open_key_material(app.store.get_key(lab.current_key_id)).private_key
+    staged = app.store.open_key_material(app.store.get_key(lab.staged_key_id)).private_key
     secrets = [
         *apple.values(),
         *(made[f] for f in ("consumer_key", "consumer_secret", "access_token", "access_secret")),
@@ -104,13 +105,14 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
         app.settings.master_key,
     ]
     forms = private_key_forms((fixture_files / "server-key.pem").read_bytes())
-    forms += private_key_forms(
-        lab_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+    for key in (lab_key, staged):  # the current key and the one `keys rotate` staged
+        forms += private_key_forms(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
         )
-    )
     places = {
         "log": log.getvalue().encode(),
         "redis": every_redis_byte(redis_url),

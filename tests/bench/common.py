@@ -88,11 +88,11 @@ def load_tokens(app: App, count: int, due: int = 0, now: datetime = NOW) -> None
             is_due = i < due
             expires = now + (timedelta(days=25) if is_due else timedelta(days=200 + i % 100))
             server = Server(
-                id=f"srv_b{i:010d}",
+                id=f"srv_{i:016x}",
                 name=f"Server {i}",
                 org=f"Org {i // 10}",
                 created_at=now,
-                token_id=f"tok_b{i:010d}",
+                token_id=f"tok_{i:016x}",
             )
             token = Token(
                 id=server.token_id,
@@ -103,7 +103,7 @@ def load_tokens(app: App, count: int, due: int = 0, now: datetime = NOW) -> None
                 downloaded_at=expires - timedelta(days=365),
                 expires_at=expires,
                 installed_at=now,
-                key_id=f"key_b{i:010d}",
+                key_id=f"key_{i:016x}",
             )
             sealed = app.store.seal_credentials(
                 token.id,

@@ -40,11 +40,11 @@ def memory_per_token(url: str, workdir: Path, count: int = MEMORY_SAMPLE) -> dic
         write_server(
             pipe,
             Server(
-                id=f"srv_b{i:010d}",
+                id=f"srv_{i:016x}",
                 name=f"Server {i}",
                 org=f"Org {i // 10}",
                 created_at=NOW,
-                token_id=f"tok_b{i:010d}",
+                token_id=f"tok_{i:016x}",
             ),
         )
     pipe.execute()

@@ -26,10 +26,9 @@ class RFC3339(click.ParamType):
     def convert(self, value, param, ctx) -> datetime:
         if isinstance(value, datetime):
             return value
+        label = max(param.opts, key=len) if param is not None and param.opts else "time"
         try:
-            return parse_rfc3339(
-                value, what=f"--{param.name.replace('_', '-')}" if param else "time"
-            )
+            return parse_rfc3339(value, what=label)
         except InvalidTime as exc:
             self.fail(str(exc), param, ctx)
 

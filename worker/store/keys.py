@@ -66,6 +66,10 @@ def user_token_field(token_id: str) -> str:
 #: token at once, then each threshold crossing. A scan reads only its due head.
 TOKENS_NEXT_CHECK = "tw:tokens:next-check"
 
+#: String: the thresholds the next checks were computed with ("120,60,30,..."); when the
+#: configured ones differ, every next check is brought forward to the new largest threshold.
+SCHEDULER_THRESHOLDS = "tw:scheduler:thresholds"
+
 #: Set: ids of the master keys that have sealed values here, to refuse a wrong or new key
 #: (a CLI started in another folder would otherwise make itself a fresh key file).
 MASTER_KEY_IDS = "tw:master-key-ids"

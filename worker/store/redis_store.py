@@ -243,16 +243,42 @@ class RedisStore:
         ids = self._redis.zrange(k.server_tokens(server_id), 0, -1)
         return [t for t in self._tokens(ids) if t is not None]
 
-    def tokens_due_for_check(self, now: datetime, limit: int, offset: int = 0) -> list[Token]:
-        """Current tokens the scheduler must look at by `now`, soonest first."""
+    def tokens_due_for_check(
+        self, now: datetime, limit: int, offset: int = 0, *, tidy: bool = True
+    ) -> tuple[int, list[Token]]:
+        """Current tokens the scheduler must look at by `now`, soonest first, and how many ids
+        the index gave (a token gone meanwhile is dropped from it, when `tidy`)."""
         ids = self._redis.zrangebyscore(
             k.TOKENS_NEXT_CHECK, "-inf", to_ms(now), start=offset, num=limit
         )
         found = self._tokens(ids)
         gone = [i for i, t in zip(ids, found, strict=True) if t is None]
-        if gone:  # left behind by a removal that raced the index: drop them
+        if gone and tidy:  # left behind by a removal that raced the index
             self._redis.zrem(k.TOKENS_NEXT_CHECK, *gone)
-        return [t for t in found if t is not None]
+        return len(ids), [t for t in found if t is not None]
+
+    def bring_checks_forward(self, latest_check: Callable[[Token], datetime]) -> int:
+        """Move each token's next check no later than `latest_check(token)` (after the
+        thresholds changed); returns how many moved. One pass over the index."""
+        moved = 0
+        cursor = 0
+        while True:
+            cursor, entries = self._redis.zscan(k.TOKENS_NEXT_CHECK, cursor, count=BATCH)
+            tokens = self._tokens([member for member, _ in entries])
+            pipe = self._redis.pipeline(transaction=False)
+            for (member, score), token in zip(entries, tokens, strict=True):
+                if token is not None and to_ms(latest_check(token)) < score:
+                    pipe.zadd(k.TOKENS_NEXT_CHECK, {member: to_ms(latest_check(token))}, xx=True)
+                    moved += 1
+            pipe.execute()
+            if cursor == 0:
+                return moved
+
+    def scheduler_thresholds(self) -> str | None:
+        return self._redis.get(k.SCHEDULER_THRESHOLDS)
+
+    def set_scheduler_thresholds(self, text: str) -> None:
+        self._redis.set(k.SCHEDULER_THRESHOLDS, text)
 
     def servers_by_id(self, ids: set[str]) -> dict[str, Server]:
         ordered = sorted(ids)
