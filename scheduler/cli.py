@@ -84,9 +84,12 @@ def status_command(app: App, as_json: bool) -> None:
     settings = SchedulerSettings.from_env()
     now = app.now()
     rows = []
-    for server in app.store.iter_servers():
-        token = app.store.get_token(server.token_id) if server.token_id else None
-        replacement = app.store.events.replacement(token.id) if token else None
+    servers = list(app.store.iter_servers())
+    tokens = app.store.tokens_by_id({s.token_id for s in servers if s.token_id})
+    replacements = app.store.events.replacements_by_token(set(tokens))
+    for server in servers:
+        token = tokens.get(server.token_id) if server.token_id else None
+        replacement = replacements.get(token.id) if token else None
         if replacement is not None and replacement.status != "open":
             replacement = None
         rows.append(estate.row_for(server, token, replacement, now, settings.thresholds))

@@ -271,6 +271,16 @@ class EventStore:
             pipe.hgetall(k.replacement(token_id))
         return [Replacement.from_hash(d) for d in pipe.execute() if d]
 
+    def replacements_by_token(self, token_ids: set[str]) -> dict[str, Replacement]:
+        """The replacements of many tokens, in one round trip."""
+        ordered = sorted(token_ids)
+        pipe = self._redis.pipeline(transaction=False)
+        for token_id in ordered:
+            pipe.hgetall(k.replacement(token_id))
+        return {
+            t: Replacement.from_hash(d) for t, d in zip(ordered, pipe.execute(), strict=True) if d
+        }
+
     def replacement(self, token_id: str) -> Replacement | None:
         data = self._redis.hgetall(k.replacement(token_id))
         return Replacement.from_hash(data) if data else None

@@ -280,6 +280,11 @@ class RedisStore:
     def set_scheduler_thresholds(self, text: str) -> None:
         self._redis.set(k.SCHEDULER_THRESHOLDS, text)
 
+    def tokens_by_id(self, ids: set[str]) -> dict[str, Token]:
+        """Many tokens in one round trip."""
+        ordered = sorted(ids)
+        return {t.id: t for t in self._tokens(ordered) if t is not None}
+
     def servers_by_id(self, ids: set[str]) -> dict[str, Server]:
         ordered = sorted(ids)
         return {s.id: s for s in self._servers(ordered) if s is not None}
