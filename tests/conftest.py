@@ -7,11 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.redis_server import RedisDidNotStart, start_redis_server
 from worker.bootstrap import App
 from worker.config import Settings
 from worker.crypto.sealing import generate_master_key
@@ -41,52 +38,15 @@ def _logging():
     quiet_logging()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     if url := os.environ.get("TOKENWARDEN_TEST_REDIS_URL"):
         yield url
         return
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.exit("redis-server is not installed; run `make test`, which installs it", 3)
-    port = _free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.exit(f"redis-server did not start on port {port}", 3)
-            time.sleep(0.05)
-    client.close()
+    try:
+        url, process = start_redis_server(tmp_path_factory.mktemp("redis"))
+    except RedisDidNotStart as exc:
+        pytest.exit(str(exc), 3)
     yield url
     process.terminate()
     process.wait(timeout=10)

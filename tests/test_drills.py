@@ -6,7 +6,6 @@ Real processes, a real Redis (its own, with AOF, where it is restarted), a real 
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,8 +17,9 @@ import pytest
 import redis
 
 from events import catalog
-from tests.bench.common import free_port, load_tokens, user_of, wait_drained
+from tests.bench.common import load_tokens, user_of, wait_drained
 from tests.receiver import start_receiver
+from tests.redis_server import free_port, start_redis_server
 from worker.api import Client
 from worker.notify.subscriptions import Subscription, generate_secret
 from worker.registry import new_id
@@ -188,28 +188,7 @@ def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path, monkeyp
     data.mkdir()
 
     def redis_up():
-        process = subprocess.Popen(
-            [
-                shutil.which("redis-server"),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(data),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=port)
-        wait_until(lambda: _pings(client), 20, "Redis to start")
-        return process
+        return start_redis_server(data, port=port, durable=True)[1]
 
     redis_process = redis_up()
     settings = Settings(
@@ -277,13 +256,6 @@ def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path, monkeyp
         redis_process.wait(timeout=30)
         app.close()
     del replace, monkeypatch
-
-
-def _pings(client) -> bool:
-    try:
-        return client.ping()
-    except redis.RedisError:
-        return False
 
 
 @pytest.mark.slow

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +13,7 @@ from pathlib import Path
 
 import redis
 
+from tests.redis_server import start_redis_server
 from worker.bootstrap import App
 from worker.crypto.payload import pack_credentials
 from worker.names import name_key
@@ -29,41 +28,11 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 CHUNK = 5_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_redis(workdir: Path) -> tuple[str, subprocess.Popen | None]:
     """A throw-away Redis on a free port (or BENCH_REDIS_URL, which is flushed)."""
     if url := os.environ.get("BENCH_REDIS_URL"):
         return url, None
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    return url, process
+    return start_redis_server(workdir)
 
 
 def stop_redis(process: subprocess.Popen | None) -> None:
