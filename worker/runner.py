@@ -1,7 +1,8 @@
 """Running tokenwarden's long-lived parts in one process and stopping them cleanly.
 
-Each part is a `Component` with `start()` and `stop()`: today the worker; the scheduler joins
-with its issue. Parts stop in the reverse order they started.
+Each part is a `Component` with `start()` and `stop()`: the worker, then what other packages
+plug in through the `tokenwarden.components` entry point (the scheduler). Parts stop in the
+reverse order they started.
 """
 
 from __future__ import annotations
