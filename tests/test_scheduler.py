@@ -18,7 +18,7 @@ from events import catalog
 from scheduler.config import SchedulerSettings
 from scheduler.scan import Scanner
 from scheduler.service import LEASE_KEY, SchedulerService
-from tests.tokenfiles import credentials, encrypt_to
+from tests.test_pipeline import install as install_token
 from worker.store import keys as k
 
 TOKENWARDEN = str(Path(sys.executable).parent / "tokenwarden")
@@ -26,27 +26,19 @@ DEFAULT = SchedulerSettings().thresholds
 
 
 def install(cli, clock, tmp_path, server, days_left, user="admin@school.edu", consumer=None):
+    """A token for `server` (added if new) with `days_left`, downloaded a year before expiry."""
     if cli("servers", "show", server).exit_code != 0:
         assert cli("servers", "add", server).exit_code == 0
-    cert = cli("keys", "export", server).stdout
-    path = tmp_path / f"{server}-{days_left}.p7m"
-    path.write_bytes(
-        encrypt_to(
-            cert, credentials(clock.now + timedelta(days=days_left), consumer or "CK_" + "a" * 96)
-        )
-    )
-    result = cli(
-        "tokens",
-        "install",
+    return install_token(
+        cli,
+        clock,
+        tmp_path,
         server,
-        str(path),
-        "--downloaded-by",
         user,
-        "--downloaded-at",
-        (clock.now - timedelta(days=365 - days_left)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        clock.now - timedelta(days=365 - days_left),
+        days_left=days_left,
+        consumer=consumer or "CK_" + "a" * 96,
     )
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def sent(app, event_type=None):

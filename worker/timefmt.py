@@ -35,13 +35,5 @@ def format_rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def to_epoch(moment: datetime) -> float:
-    return moment.timestamp()
-
-
-def from_epoch(seconds: float) -> datetime:
-    return datetime.fromtimestamp(float(seconds), UTC)
-
-
 def utc_now() -> datetime:
     return datetime.now(UTC)

@@ -211,14 +211,6 @@ class EventStore:
         """Queue the plan inside a caller's MULTI/EXEC (install uses this)."""
         self._apply(args=[plan.encode(self._seen_ttl, self._audit_max)], client=pipe)
 
-    # ---- what decisions are made on ----------------------------------------------------------
-
-    def user_state(self, user_key: str) -> tuple[str, list[Cause]]:
-        """The user's version (bumped whenever their set of current tokens changes) and the
-        latest recorded cause of each kind."""
-        data = self._redis.hgetall(k.user(user_key))
-        return data.get(k.USER_VERSION, ""), causes_in(data)
-
     # ---- audit trail and dead letters ---------------------------------------------------------
 
     def audit(self, limit: int = 100) -> list[dict[str, Any]]:
