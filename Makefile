@@ -6,21 +6,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint redis-stop clean help
+.PHONY: setup run test bench lint lock redis-stop clean help
 
 help:
 	@echo "make run    set up, start a local Redis (AOF under var/redis/) and tokenwarden"
 	@echo "make test   set up and run the tests against a Redis started for the run"
 	@echo "make bench  the benchmark (under 5 minutes): figures, targets, baselines; var/bench.json"
 	@echo "make setup  only the set-up; make lint  ruff; make redis-stop  stop the local Redis"
+	@echo "make lock   refresh requirements.lock from pyproject.toml's ranges (newest allowed)"
 
 setup: $(STAMP) redis-server
 
-$(STAMP): pyproject.toml
+# Installs exactly the versions in requirements.lock (pyproject.toml keeps the ranges), so a
+# library's new release tomorrow cannot break a fresh install today.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=24,<27'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	@touch $(STAMP)
+
+# Resolve pyproject.toml's ranges again, newest versions allowed, into requirements.lock.
+lock:
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet 'pip-tools>=7.4'
+	$(BIN)/pip-compile --quiet --upgrade --extra test --strip-extras --no-emit-index-url \
+		--no-emit-find-links --no-emit-trusted-host --output-file requirements.lock pyproject.toml
 
 redis-server:
 	@deploy/local/ensure-redis-server.sh

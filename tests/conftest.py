@@ -7,30 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 from dataclasses import replace
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 
 import pytest
 import redis
 
+from tests.helpers import FIXTURE_NOW, FIXTURES, quiet_logging
 from tests.redis_server import RedisDidNotStart, start_redis_server
 from worker.bootstrap import App
 from worker.config import Settings
 from worker.crypto.sealing import generate_master_key
-
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = REPO.parent / "shared" / "fixtures" / "apple-server-token"
-#: A moment at which the real Apple fixture token is still valid (it expires 2026-01-17T11:02:21Z).
-FIXTURE_NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
-
-
-def quiet_logging() -> None:
-    """Logs go to the real stderr (pytest captures it), never into a command's stdout."""
-    from worker.logs import configure_logging
-
-    configure_logging("info", "console", stream=sys.__stderr__)
 
 
 @pytest.fixture(scope="session", autouse=True)

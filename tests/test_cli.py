@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from tests.helpers import assert_refused
 from tests.tokenfiles import credentials, encrypt_to, encrypt_with_openssl
 
 APPLE_TOKEN = "server-token.p7m"
@@ -25,19 +26,6 @@ def add_apple_server(cli, fixture_files, name="Main Campus"):
     )
     assert result.exit_code == 0, result.output
     return result
-
-
-def assert_refused(cli, snapshot, args, message, code=1):
-    before = snapshot()
-    result = cli(*args)
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    assert message in lines[0], lines[0]
-    assert "Traceback" not in result.output
-    assert snapshot() == before
-    return lines[0]
 
 
 def test_a_new_users_tour(cli, fixture_files, tmp_path):

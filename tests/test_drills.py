@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,14 +17,13 @@ import redis
 
 from events import catalog
 from tests.bench.common import load_tokens, user_of, wait_drained
+from tests.helpers import TOKENWARDEN
 from tests.receiver import start_receiver
 from tests.redis_server import free_port, start_redis_server
 from worker.api import Client
 from worker.notify.subscriptions import Subscription, generate_secret
 from worker.registry import new_id
 from worker.timefmt import utc_now
-
-TOKENWARDEN = str(Path(sys.executable).parent / "tokenwarden")
 
 
 def worker_env(settings, tmp_path, **extra):
@@ -178,7 +176,7 @@ def test_sigkill_one_of_two_workers_with_5000_events_in_flight(app, settings, cl
 def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path, monkeypatch):
     from dataclasses import replace
 
-    from tests.conftest import FIXTURE_NOW
+    from tests.helpers import FIXTURE_NOW
     from worker.bootstrap import App
     from worker.config import Settings
     from worker.crypto.sealing import generate_master_key

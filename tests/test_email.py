@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from aiosmtpd.controller import Controller
 
-from tests.test_pipeline import DOWNLOADED, emit, install
+from tests.helpers import DOWNLOADED, emit, install
 from worker.notify.config import NotifySettings, SmtpSettings
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from events import catalog
-from tests.conftest import FIXTURE_NOW
+from tests.helpers import FIXTURE_NOW
 from worker.api import Client
 from worker.broker import EVENTS_QUEUE
 from worker.errors import InvalidEvent

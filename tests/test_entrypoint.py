@@ -5,13 +5,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
-TOKENWARDEN = str(Path(sys.executable).parent / "tokenwarden")
+from tests.helpers import TOKENWARDEN
 
 
 def run(*args, env=None, timeout=60):

@@ -4,25 +4,20 @@ killed with SIGKILL mid-stream. Real Redis, real dramatiq workers, real processe
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
 from events import catalog
-from tests.conftest import FIXTURE_NOW
+from tests.helpers import FIXTURE_NOW, start_worker
 from tests.tokenfiles import credentials, encrypt_to
 from worker import registry
 from worker.bootstrap import App
 from worker.broker import EVENTS_QUEUE
 from worker.workerproc import WorkerThreads
-
-TOKENWARDEN = str(Path(sys.executable).parent / "tokenwarden")
 
 
 def servers_with_tokens(app, count):
@@ -106,17 +101,6 @@ def test_duplicates_and_two_racing_workers_end_as_if_each_event_was_handled_once
             worker.stop()
     # Then each token has one replacement with 20 reasons, and 60 events went out
     assert_each_event_had_its_effect_once(app, lines, users=3)
-
-
-def start_worker(env):
-    return subprocess.Popen(
-        [TOKENWARDEN, "worker", "--processes", "1", "--threads", "4"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 @pytest.mark.slow

@@ -22,7 +22,7 @@ def logged():
         return stream.getvalue
 
     yield configure
-    from tests.conftest import quiet_logging
+    from tests.helpers import quiet_logging
 
     quiet_logging()
 

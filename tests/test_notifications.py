@@ -10,7 +10,7 @@ from cloudevents.v1.http import from_http
 from standardwebhooks.webhooks import Webhook
 
 from events import catalog
-from tests.test_pipeline import DOWNLOADED, emit, install, replacements  # noqa: F401
+from tests.helpers import DOWNLOADED, emit, install, replacements  # noqa: F401
 from worker.notify.config import NotifySettings
 
 
@@ -293,14 +293,14 @@ def test_tidying_trims_the_dispatched_outbox_but_never_what_is_unread(cli, app, 
     ],
 )
 def test_bad_subscriptions_are_one_clear_line(cli, snapshot, args, message):
-    from tests.test_cli import assert_refused
+    from tests.helpers import assert_refused
 
     line = assert_refused(cli, snapshot, ("subscriptions", "add", *args), message)
     assert "hunter2" not in line
 
 
 def test_a_secret_is_shown_once_and_never_stored_or_listed_in_clear(cli, app, redis_url):
-    from tests.test_secrets_at_rest import every_redis_byte
+    from tests.helpers import every_redis_byte
 
     given = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     subscribe(cli, "https://example.org/hook", "--secret", given)
@@ -362,7 +362,7 @@ def test_a_worker_killed_between_attempts_resumes_the_schedule(
     import os
     import signal
 
-    from tests.test_exactly_once import start_worker
+    from tests.helpers import start_worker
 
     receiver.then(500)
     subscribe(cli, receiver.url)

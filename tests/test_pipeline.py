@@ -1,15 +1,12 @@
 """Events in, decisions out, through a real dramatiq worker on a real Redis."""
 
-import json
 from datetime import timedelta
 
 import pytest
 
 from events import catalog
-from tests.conftest import FIXTURE_NOW
+from tests.helpers import DOWNLOADED, emit, install, replacements
 from tests.tokenfiles import credentials, encrypt_to
-
-DOWNLOADED = FIXTURE_NOW - timedelta(days=20)
 
 
 @pytest.fixture
@@ -18,45 +15,6 @@ def lab(cli, clock, tmp_path):
     assert cli("servers", "add", "Lab", "--org", "School").exit_code == 0
     install(cli, clock, tmp_path, "Lab", "Teacher@School.edu", DOWNLOADED, days_left=345)
     return "Lab"
-
-
-def install(
-    cli,
-    clock,
-    tmp_path,
-    server,
-    user,
-    downloaded_at,
-    days_left=300,
-    consumer="CK_" + "f" * 96,
-    extra=(),
-):
-    cert = cli("keys", "export", server).stdout
-    path = tmp_path / f"{server}-{downloaded_at:%s}.p7m"
-    path.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=days_left), consumer)))
-    result = cli(
-        "tokens",
-        "install",
-        server,
-        str(path),
-        "--downloaded-by",
-        user,
-        "--downloaded-at",
-        downloaded_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        *extra,
-    )
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def emit(cli, *args):
-    result = cli("emit", *args)
-    assert result.exit_code == 0, result.output
-    return result.stdout.split()[-1]  # the event id
-
-
-def replacements(cli, *extra):
-    return json.loads(cli("replacements", "list", "--json", *extra).stdout)
 
 
 def outbox(app, event_type=None):

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import FIXTURE_NOW
+from tests.helpers import FIXTURE_NOW
 from tests.tokenfiles import credentials, encrypt_to, with_crlf, with_lf
 from worker import registry
 from worker.errors import (

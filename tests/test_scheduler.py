@@ -5,12 +5,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +16,10 @@ from events import catalog
 from scheduler.config import SchedulerSettings
 from scheduler.scan import Scanner
 from scheduler.service import LEASE_KEY, SchedulerService
-from tests.test_pipeline import install as install_token
+from tests.helpers import TOKENWARDEN
+from tests.helpers import install as install_token
 from worker.store import keys as k
 
-TOKENWARDEN = str(Path(sys.executable).parent / "tokenwarden")
 DEFAULT = SchedulerSettings().thresholds
 
 

@@ -1,55 +1,12 @@
 """No token credential and no private key is ever readable in Redis or in CLI output."""
 
-import base64
 import json
 from datetime import timedelta
 
-import redis
 from cryptography.hazmat.primitives import serialization
 
+from tests.helpers import every_redis_byte, private_key_forms
 from tests.tokenfiles import credentials, encrypt_to
-
-
-def every_redis_byte(redis_url) -> bytes:
-    raw = redis.Redis.from_url(redis_url)
-    chunks = []
-    for key in raw.scan_iter(count=1000):
-        chunks.append(key)
-        kind = raw.type(key)
-        if kind == b"hash":
-            for field, value in raw.hgetall(key).items():
-                chunks += [field, value]
-        elif kind == b"set":
-            chunks += list(raw.smembers(key))
-        elif kind == b"zset":
-            chunks += raw.zrange(key, 0, -1)
-        elif kind == b"string":
-            chunks.append(raw.get(key))
-        elif kind == b"stream":
-            for _, fields in raw.xrange(key):
-                for field, value in fields.items():
-                    chunks += [field, value]
-        else:
-            raise AssertionError(f"unexpected {kind!r} at {key!r}: extend this test")
-    raw.close()
-    return b"\n".join(chunks)
-
-
-def private_key_forms(pem: bytes) -> list[bytes]:
-    key = serialization.load_pem_private_key(pem, None)
-    der = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    pem_body = b"".join(pem.splitlines()[1:-1])
-    numbers = key.private_numbers()
-    return [
-        der,
-        base64.b64encode(der),
-        pem_body[:64],
-        pem_body[-64:],
-        f"{numbers.d:x}".encode()[:64],
-        str(numbers.p).encode(),
-    ]
 
 
 def test_a_dump_of_redis_after_installing_tokens_holds_no_secret(

@@ -10,8 +10,7 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives import serialization
 
-from tests.conftest import quiet_logging
-from tests.test_secrets_at_rest import every_redis_byte, private_key_forms
+from tests.helpers import every_redis_byte, private_key_forms, quiet_logging
 from tests.tokenfiles import credentials, encrypt_to
 from worker.logs import configure_logging
 
