@@ -5,15 +5,13 @@ Set TOKENWARDEN_TEST_REDIS_URL to use a Redis you run yourself instead (it is fl
 
 from __future__ import annotations
 
-import contextlib
 import os
-from dataclasses import replace
 from datetime import datetime
 
 import pytest
 import redis
 
-from tests.helpers import FIXTURE_NOW, FIXTURES, quiet_logging
+from tests.helpers import FIXTURE_NOW, FIXTURES, quiet_logging, worker_threads
 from tests.redis_server import RedisDidNotStart, start_redis_server
 from worker.bootstrap import App
 from worker.config import Settings
@@ -119,34 +117,9 @@ def cli(app):
     return invoke
 
 
-@contextlib.contextmanager
-def _worker_threads(app):
-    """A real dramatiq worker (threads in this process) on the test Redis; `.drain()` waits
-    until every published message has been handled."""
-    from worker.broker import EVENTS_QUEUE
-    from worker.notify.config import NotifySettings
-    from worker.workerproc import WorkerThreads
-
-    notify = app.settings.notify
-    if notify == NotifySettings():  # a test may have set its own
-        notify = NotifySettings(webhook_timeout_s=2, retry_schedule_s=(1, 1, 1), retry_jitter=0)
-    app.settings = replace(app.settings, poll_interval_ms=10, notify=notify)
-    running = WorkerThreads(app, threads=4)
-    running.start()
-
-    def drain(timeout_s: float = 30) -> None:
-        app.broker.join(EVENTS_QUEUE, timeout=int(timeout_s * 1000))
-
-    running.drain = drain
-    try:
-        yield running
-    finally:
-        running.stop()
-
-
 @pytest.fixture
 def worker(app):
-    with _worker_threads(app) as running:
+    with worker_threads(app) as running:
         yield running
 
 

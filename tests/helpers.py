@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,6 +16,8 @@ import redis
 from cryptography.hazmat.primitives import serialization
 
 from tests.tokenfiles import credentials, encrypt_to
+from worker.broker import BROKER_NAMESPACE, EVENTS_QUEUE
+from worker.store import keys as k
 
 #: A real token issued by Apple with its key (Apache-2.0; see the README beside the files).
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "apple-server-token"
@@ -135,3 +140,58 @@ def start_worker(env):
         text=True,
         start_new_session=True,
     )
+
+
+def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll `predicate` until it holds; fail after `timeout` seconds (a liveness bound, far
+    above what the wait takes: speed is measured by `make bench`, not asserted here)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def nothing_left_to_send(client: redis.Redis) -> bool:
+    """True once no work that could still send something is left anywhere: no event message
+    queued or in a worker's hands, no outgoing event unread or unacknowledged by the
+    dispatcher, and no delivery due, leased or waiting for a retry. Checked on durable state,
+    so a count taken afterwards is final (no "wait and see if more arrives")."""
+    queued = client.llen(f"{BROKER_NAMESPACE}:{EVENTS_QUEUE}") + client.hlen(
+        f"{BROKER_NAMESPACE}:{EVENTS_QUEUE}.msgs"
+    )
+    if queued or client.zcard(k.DELIVERIES_DUE):
+        return False
+    if not client.exists(k.OUTBOX):
+        return True
+    groups = client.xinfo_groups(k.OUTBOX)
+    return bool(groups) and all(g["pending"] == 0 and g.get("lag") == 0 for g in groups)
+
+
+def wait_until_settled(client: redis.Redis, timeout: float = 30.0) -> None:
+    wait_until(lambda: nothing_left_to_send(client), timeout, "nothing left to send")
+
+
+@contextlib.contextmanager
+def worker_threads(app):
+    """A real dramatiq worker (threads in this process) on the test Redis; `.drain()` waits
+    until every published message has been handled."""
+    from worker.broker import EVENTS_QUEUE
+    from worker.notify.config import NotifySettings
+    from worker.workerproc import WorkerThreads
+
+    notify = app.settings.notify
+    if notify == NotifySettings():  # a test may have set its own
+        notify = NotifySettings(webhook_timeout_s=2, retry_schedule_s=(1, 1, 1), retry_jitter=0)
+    app.settings = replace(app.settings, poll_interval_ms=10, notify=notify)
+    running = WorkerThreads(app, threads=4)
+    running.start()
+
+    def drain(timeout_s: float = 30) -> None:
+        app.broker.join(EVENTS_QUEUE, timeout=int(timeout_s * 1000))
+
+    running.drain = drain
+    try:
+        yield running
+    finally:
+        running.stop()

@@ -147,4 +147,3 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(app, setti
     # Then every event had its effect exactly once, and the stranded messages came back
     assert_each_event_had_its_effect_once(app, lines, users=20)
     print(f"killed after {handled_when_killed} events; recovered in {recovery_s:.1f} s")
-    assert recovery_s < 30

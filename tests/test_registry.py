@@ -15,6 +15,7 @@ from worker.errors import (
     InvalidKeyMaterial,
     NotFound,
     StaleToken,
+    TokenExpired,
     WrongRecipient,
 )
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, TOKEN_SUPERSEDED
@@ -67,7 +68,7 @@ def test_apples_real_token_installs_with_an_injected_clock(app, fixture_files, l
 def test_apples_real_token_is_refused_once_expired(app, fixture_files, clock):
     add_apple_server(app, fixture_files)
     clock.now = APPLE_EXPIRY + timedelta(seconds=1)
-    with pytest.raises(Exception, match="expired at 2026-01-17T11:02:21Z"):
+    with pytest.raises(TokenExpired, match="expired at 2026-01-17T11:02:21Z"):
         install_file(app, "Main Campus", (fixture_files / "server-token.p7m").read_bytes())
     assert registry.resolve_server(app.store, "Main Campus").token_id is None
 

@@ -5,12 +5,17 @@ private keys used. Zero hits."""
 import base64
 import io
 import json
-import time
 from datetime import timedelta
 
 from cryptography.hazmat.primitives import serialization
 
-from tests.helpers import every_redis_byte, private_key_forms, quiet_logging
+from tests.helpers import (
+    every_redis_byte,
+    private_key_forms,
+    quiet_logging,
+    wait_until_settled,
+    worker_threads,
+)
 from tests.tokenfiles import credentials, encrypt_to
 from worker.logs import configure_logging
 
@@ -28,8 +33,6 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
         return result
 
     try:
-        from tests.conftest import _worker_threads
-
         # A subscription, Apple's real token and a made one, events, decisions, deliveries
         # (the one output allowed to show a secret: a generated one, once, at creation)
         added = json.loads(cli("subscriptions", "add", receiver.url, "--json").stdout)
@@ -66,13 +69,13 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
             "--downloaded-at",
             "2025-02-01T00:00:00Z",
         )
-        with _worker_threads(app) as worker:
+        with worker_threads(app) as worker:
             run("emit", "password-changed", "--user", "apple@school.edu")
             run("emit", "user-left", "--user", "lab@school.edu")
             run("keys", "rotate", "Lab")
             worker.drain()
             receiver.wait_for(3, timeout=30)
-            time.sleep(0.5)
+            wait_until_settled(app.redis)
         for args in (
             ("servers", "list", "--json"),
             ("servers", "show", "Main", "--json"),

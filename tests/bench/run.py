@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import latency, pipeline, scan
+from tests.bench import failover, latency, pipeline, scan
 from tests.bench.common import start_redis, stop_redis
 
 FULL = {
@@ -28,6 +28,7 @@ FULL = {
     "scan_tokens": 100_000,
     "scan_large": 1_000_000,
     "scan_due": 1_000,
+    "failover_events": 6_000,
 }
 SMALL = {
     "events": 300,
@@ -38,6 +39,7 @@ SMALL = {
     "scan_tokens": 2_000,
     "scan_large": 4_000,
     "scan_due": 20,
+    "failover_events": 0,  # the failover figures take 30 s whatever the size: not in the smoke test
 }
 
 
@@ -67,6 +69,10 @@ def run(sizes: dict, out: Path) -> dict:
             scan.time_scan(url, workdir, sizes["scan_tokens"], sizes["scan_due"]),
             scan.time_scan(url, workdir, sizes["scan_large"], sizes["scan_due"]),
         ]
+        failovers = {}
+        if sizes["failover_events"]:
+            progress("failover: a worker and a scheduler leader killed with SIGKILL")
+            failovers = failover.measure(url, workdir, sizes["failover_events"])
     finally:
         stop_redis(redis_process)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -129,6 +135,25 @@ def run(sizes: dict, out: Path) -> dict:
             memory["bytes_per_token"] <= 1536,
         ),
     ]
+    if failovers:
+        rows += [
+            (
+                "worker killed: its messages handled",
+                f"{failovers['recovered_s']} s",
+                f"{failovers['held_at_kill']} messages held",
+                "",
+                "<= 20 s",
+                failovers["recovered_s"] <= 20 and failovers["audited"] == failovers["events"],
+            ),
+            (
+                "scheduler leader killed: replaced",
+                f"{failovers['takeover_s']} s",
+                "lease 15 s",
+                "",
+                "<= 30 s",
+                failovers["takeover_s"] <= 30,
+            ),
+        ]
     widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
     print(
         f"tokenwarden benchmark on {platform.node()} ({platform.machine()}, "
@@ -144,6 +169,7 @@ def run(sizes: dict, out: Path) -> dict:
         "scans": scans,
         "scan_ratio": round(ratio, 2),
         "memory": memory,
+        "failover": failovers,
         "targets_met": {row[0]: bool(row[5]) for row in rows},
         "seconds": round(time.monotonic() - started),
     }
