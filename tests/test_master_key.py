@@ -5,6 +5,7 @@ import stat
 from datetime import timedelta
 
 import pytest
+from cryptography import x509
 from structlog.testing import capture_logs
 
 from tests.tokenfiles import credentials, encrypt_to
@@ -44,14 +45,30 @@ def test_a_data_dir_that_cannot_be_made_says_what_to_do(tmp_path):
         load_keyring(Settings(data_dir=blocker / "var"))
 
 
-def install_a_token(cli, clock, tmp_path):
+SECRET_FIELDS = ("consumer_key", "consumer_secret", "access_token", "access_secret")
+
+
+def install_a_token(cli, clock, tmp_path) -> dict[str, str]:
+    """Server Lab with a token; returns the four credentials the token file carried."""
     assert cli("servers", "add", "Lab").exit_code == 0
     cert = cli("keys", "export", "Lab").stdout
-    (tmp_path / "t.p7m").write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=99))))
+    made = credentials(clock.now + timedelta(days=99))
+    (tmp_path / "t.p7m").write_bytes(encrypt_to(cert, made))
     assert (
         cli("tokens", "install", "Lab", str(tmp_path / "t.p7m"), "--downloaded-by", "a").exit_code
         == 0
     )
+    return {field: made[field] for field in SECRET_FIELDS}
+
+
+def opened(app) -> tuple[dict[str, str], object]:
+    """Lab's token credentials, and the public numbers of its private key, opened with `app`'s
+    keyring."""
+    server = app.store.servers_named("Lab")[0]
+    credentials_opened = app.store.open_credentials(app.store.get_token(server.token_id))
+    material = app.store.open_key_material(app.store.get_key(server.current_key_id))
+    public = material.private_key.public_key().public_numbers()
+    return {f: credentials_opened[f] for f in SECRET_FIELDS}, public
 
 
 def test_rotating_the_key_file_reseals_everything_and_prunes_old_keys(
@@ -66,7 +83,8 @@ def test_rotating_the_key_file_reseals_everything_and_prunes_old_keys(
     def cli(*args):
         return CliRunner().invoke(command, list(args), obj=app, catch_exceptions=False)
 
-    install_a_token(cli, clock, tmp_path)
+    made = install_a_token(cli, clock, tmp_path)
+    certificate = x509.load_pem_x509_certificate(cli("keys", "export", "Lab").stdout.encode())
     old_id = app.keyring().primary.key_id
     # When the key is rotated
     rotated = cli("secrets", "rotate-key")
@@ -81,15 +99,13 @@ def test_rotating_the_key_file_reseals_everything_and_prunes_old_keys(
     assert cli("secrets", "prune-keys").exit_code == 0
     fresh = App(Settings(redis_url=redis_url, data_dir=tmp_path / "var"), clock=clock)
     assert fresh.keyring().key_ids == [new_id]
-    server = fresh.store.servers_named("Lab")[0]
-    assert fresh.store.open_credentials(fresh.store.get_token(server.token_id))
-    assert fresh.store.open_key_material(fresh.store.get_key(server.current_key_id))
+    assert opened(fresh) == (made, certificate.public_key().public_numbers())
 
 
 def test_with_keys_in_the_environment_a_new_primary_plus_reencrypt_rotates(
     redis_url, redis_client, tmp_path, clock, cli, app
 ):
-    install_a_token(cli, clock, tmp_path)
+    made = install_a_token(cli, clock, tmp_path)
     old = app.settings.master_key
     new = generate_master_key()
     # Old records stay readable once NEW,OLD is configured
@@ -97,12 +113,12 @@ def test_with_keys_in_the_environment_a_new_primary_plus_reencrypt_rotates(
         Settings(redis_url=redis_url, data_dir=tmp_path, master_key=f"{new},{old}"), clock=clock
     )
     server = rotated.store.servers_named("Lab")[0]
-    assert rotated.store.open_credentials(rotated.store.get_token(server.token_id))
+    assert opened(rotated)[0] == made
     # reencrypt moves them all to NEW
     assert rotated.store.reseal_all().resealed == 2
     assert rotated.store.reseal_all().resealed == 0
     only_new = App(Settings(redis_url=redis_url, data_dir=tmp_path, master_key=new), clock=clock)
-    assert only_new.store.open_credentials(only_new.store.get_token(server.token_id))
+    assert opened(only_new)[0] == made
     # and the old key alone no longer opens them, naming the key it needs
     with pytest.raises(SecretsError, match="not configured"):
         app.store.open_credentials(app.store.get_token(server.token_id))

@@ -50,10 +50,13 @@ def test_a_password_change_after_the_download_opens_a_replacement(cli, app, work
 
 def test_a_password_change_before_the_download_does_not_touch_the_token(cli, app, worker, lab):
     before = (DOWNLOADED - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    emit(cli, "password-changed", "--user", "Teacher@School.edu", "--at", before)
+    event_id = emit(cli, "password-changed", "--user", "Teacher@School.edu", "--at", before)
     worker.drain()
     assert replacements(cli) == []
     assert outbox(app, catalog.REPLACEMENT_REQUIRED) == []
+    # (decided: the user's token was found, and left alone)
+    [entry] = [e for e in app.store.events.audit() if e["kind"] == "event"]
+    assert (entry["event"]["id"], entry["decisions"], entry["note"]) == (event_id, [], None)
 
 
 def test_an_unknown_user_affects_nothing_and_is_not_an_error(cli, app, worker, lab):
@@ -148,6 +151,8 @@ def test_an_event_about_a_token_already_replaced_changes_nothing(
     worker.drain()
     assert replacements(cli, "--all") == []
     assert outbox(app, catalog.REPLACEMENT_REQUIRED) == []
+    [entry] = [e for e in app.store.events.audit() if e["kind"] == "event"]
+    assert (entry["decisions"], entry["note"]) == ([], None)
 
 
 def test_a_token_installed_after_its_downloader_changed_password_is_doomed_at_once(
@@ -259,6 +264,8 @@ def test_a_token_downloaded_moments_before_its_token_generated_event_is_that_tok
     assert cli("servers", "add", "Gym").exit_code == 0
     emit(cli, "token-generated", "--server", "Gym", "--at", "2025-03-01T09:00:00Z")
     worker.drain()
+    [entry] = [e for e in app.store.events.audit() if e["kind"] == "event"]
+    assert entry["note"] == "the server has no token installed"  # recorded for the install
     # When the token downloaded at 08:59:40 (its file name) is installed
     cert = cli("keys", "export", "Gym").stdout
     path = tmp_path / "Gym_Token_2025-03-01T08-59-40Z_smime.p7m"

@@ -52,7 +52,8 @@ def test_a_user_cause_leaves_other_users_and_superseded_tokens_alone():
 
 
 def test_an_unknown_user_affects_nothing():
-    assert for_user_cause(cause(), "nobody@nowhere", []) == []
+    tokens = [token("tok_a", user="admin@school.edu"), token("tok_b", user="teacher@school.edu")]
+    assert for_user_cause(cause(), "nobody@nowhere", tokens) == []
 
 
 def test_a_new_key_dooms_the_current_token_and_carries_the_certificate_to_upload():

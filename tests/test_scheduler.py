@@ -7,7 +7,6 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -324,7 +323,6 @@ def test_run_starts_the_worker_and_the_scheduler(settings, redis_client, tmp_pat
         process.kill()
     assert process.returncode == 0
     assert "scheduler_stopped" in rest and "worker_stopped" in rest
-    assert replace(SchedulerSettings()).thresholds == DEFAULT
 
 
 def test_raising_the_thresholds_brings_next_checks_forward(cli, app, clock, tmp_path):

@@ -66,8 +66,10 @@ def test_leap_days_count_as_days(now, level):
         (120, 60, False),  # never backwards
         (EXPIRED, 1, True),
         (EXPIRED, EXPIRED, False),
-        # installed with 10 days left: only the 14-day warning, not 120..14
-        (level_at(EXPIRES, EXPIRES - timedelta(days=10), DEFAULT_THRESHOLDS), None, True),
+        # once the 14-day warning went out (installed with 10 days left), no larger one follows
+        (120, 14, False),
+        (30, 14, False),
+        (7, 14, True),
     ],
 )
 def test_a_warning_is_due_only_for_a_more_urgent_level(level, last_sent, warn):
