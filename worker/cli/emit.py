@@ -41,7 +41,8 @@ def group(ctx: click.Context, app: App, file: str | None, skip_invalid: bool) ->
             raise InvalidInput("give either --file or an event name, not both")
         return
     if file is None:
-        raise click.UsageError("give an event name (see below) or --file FILE")
+        names = ", ".join(ctx.command.list_commands(ctx))
+        raise click.UsageError(f"give an event name ({names}) or --file FILE", ctx)
     lines = _read_lines(file)
     events, refused = validate_lines(lines, app.now())
     if refused and not skip_invalid:

@@ -128,7 +128,10 @@ def generate_secret() -> str:
 def check_secret(secret: str) -> str:
     """A Standard Webhooks secret, or a one-line error saying what a good one looks like."""
     value = secret.strip()
-    advice = "give whsec_ followed by base64 of 24 to 64 random bytes, or --generate-secret"
+    advice = (
+        "give whsec_ followed by base64 of 24 to 64 random bytes, "
+        "or leave --secret out to have one generated"
+    )
     if not value.startswith(SECRET_PREFIX):
         raise InvalidInput(f"the secret does not start with {SECRET_PREFIX}; {advice}")
     try:
