@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from worker import registry
 from worker.bootstrap import App
 from worker.cli.files import OutputFile
-from worker.cli.output import cli_client, note, org_option, pass_app
+from worker.cli.output import note, org_option, pass_app
 from worker.crypto.keys import format_fingerprint
 from worker.errors import InvalidInput
 from worker.records import KeyPair
@@ -71,21 +71,26 @@ def rotate(
     server = registry.resolve_server(app.store, name, org)
     destination = CertificateOutput(fmt, output)
     try:
-        pair, discarded = registry.rotate_key(
+        rotation = registry.rotate_key(
             app.store, server, now=app.now(), replace_staged=replace_staged
         )
     except BaseException:
         destination.discard()
         raise
-    if discarded is not None:
-        note(f"discarded the key staged on {discarded.created_at:%Y-%m-%d}, never used")
+    pair = rotation.pair
+    if rotation.discarded is not None:
+        note(f"discarded the key staged on {rotation.discarded.created_at:%Y-%m-%d}, never used")
     note(
         f"staged a new key pair for {server.name!r}: SHA-256 {format_fingerprint(pair.fingerprint)}"
     )
     destination.write(pair)
-    # The installed token is encrypted to the old key: say so, as any other source would.
-    event = cli_client(app).key_regenerated(server.name, org=server.org or None)
-    note(f"published {event.type} {event.id}")
+    # Recorded and decided with the staging, as if any other source had sent it.
+    note(f"recorded {rotation.event.type} {rotation.event.id}")
+    if rotation.doomed_token_id is not None:
+        note(
+            "the installed token is encrypted to the old key: a replacement is open "
+            "(`tokenwarden replacements list`)"
+        )
     note(
         "upload this certificate for the server in ASM/ABM, download a new token and install it; "
         "until then the current key and token stay in use"
