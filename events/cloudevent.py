@@ -7,6 +7,7 @@ wrong. This module does no I/O.
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,10 @@ MAX_EVENT_BYTES = 64 * 1024
 #: Longest id, source, subject, user or server name, in characters.
 MAX_FIELD_CHARS = 256
 
+#: Deepest nesting of arrays and objects an event may hold. Ours nest three deep; a deeper one
+#: is an attack on the recursive JSON encoder and validators, not an event.
+MAX_NESTING = 32
+
 
 def _printable(value: str) -> str:
     """Names, users and ids are text a person reads: no control characters (NUL, escapes,
@@ -53,6 +58,9 @@ LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
 
 #: How far in the future an event's time may be before it is refused (clock skew).
 FUTURE_SKEW = timedelta(minutes=5)
+
+
+_RFC3339_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}[Tt]")
 
 
 class MalformedEvent(ValueError):
@@ -90,6 +98,9 @@ class CloudEvent(BaseModel):
     @classmethod
     def _time_is_text(cls, value: Any) -> Any:
         if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("must be an RFC 3339 string")
+        # pydantic would take a string of digits as a Unix time; RFC 3339 starts with a date.
+        if isinstance(value, str) and not _RFC3339_START.match(value):
             raise ValueError("must be an RFC 3339 string")
         return value
 
@@ -131,6 +142,8 @@ def parse_event(raw: str | bytes | dict[str, Any]) -> CloudEvent:
     document = _decode_json(raw) if isinstance(raw, str | bytes) else raw
     if not isinstance(document, dict):
         raise MalformedEvent(f"an event must be a JSON object, not {_json_kind(document)}")
+    if _nested_deeper_than(document, MAX_NESTING):
+        raise _too_deep()
     try:
         json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
     except UnicodeEncodeError:
@@ -225,6 +238,8 @@ def _decode_json(raw: str | bytes) -> Any:
         raise MalformedEvent(f"the event is {len(raw)} bytes; at most {MAX_EVENT_BYTES} are taken")
     try:
         return json.loads(raw)
+    except RecursionError:
+        raise _too_deep() from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = (
             f" (line {exc.lineno}, column {exc.colno})"
@@ -232,6 +247,28 @@ def _decode_json(raw: str | bytes) -> Any:
             else ""
         )
         raise MalformedEvent(f"the event is not JSON{where}") from None
+
+
+def _too_deep() -> MalformedEvent:
+    return MalformedEvent(
+        f"the event nests arrays or objects more than {MAX_NESTING} levels deep; "
+        "send a flat CloudEvent"
+    )
+
+
+def _nested_deeper_than(document: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels (without recursing, which is
+    what a deep document would exhaust)."""
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if not isinstance(value, dict | list | tuple):
+            continue
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _json_kind(value: Any) -> str:

@@ -101,6 +101,7 @@ def status_command(app: App, as_json: bool) -> None:
         table = [
             (
                 d["server"],
+                d["org"] or "-",
                 d["state"],
                 d["expires_at"] or "-",
                 "-" if d["days_left"] is None else d["days_left"],
@@ -111,7 +112,7 @@ def status_command(app: App, as_json: bool) -> None:
             for d in described
         ]
         print_table(
-            ("SERVER", "STATE", "EXPIRES", "DAYS", "DOWNLOADED BY", "REPLACE BECAUSE"),
+            ("SERVER", "ORG", "STATE", "EXPIRES", "DAYS", "DOWNLOADED BY", "REPLACE BECAUSE"),
             table,
             empty="no servers yet",
         )

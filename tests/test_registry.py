@@ -153,10 +153,11 @@ def test_a_staged_key_becomes_current_only_when_its_token_is_installed(app, cloc
             first_key.cert_pem, credentials(clock.now + timedelta(days=100), "CK_" + "c" * 96)
         ),
     )
-    staged, discarded = registry.rotate_key(
+    rotation = registry.rotate_key(
         app.store, registry.resolve_server(app.store, "Lab"), now=app.now()
     )
-    assert discarded is None
+    staged = rotation.pair
+    assert rotation.discarded is None
     server = registry.resolve_server(app.store, "Lab")
     assert (server.current_key_id, server.staged_key_id) == (first_key.id, staged.id)
     assert registry.certificate_to_upload(app.store, server).id == staged.id
@@ -177,13 +178,13 @@ def test_a_staged_key_becomes_current_only_when_its_token_is_installed(app, cloc
 
 def test_rotating_again_keeps_the_staged_key_unless_told_to_replace_it(app):
     server, _current = registry.add_server(app.store, "Lab", org=None, now=app.now())
-    first, _ = registry.rotate_key(app.store, server, now=app.now())
+    first = registry.rotate_key(app.store, server, now=app.now()).pair
     with pytest.raises(Conflict, match="--replace-staged"):
         registry.rotate_key(app.store, registry.resolve_server(app.store, "Lab"), now=app.now())
     assert registry.resolve_server(app.store, "Lab").staged_key_id == first.id
-    _second, discarded = registry.rotate_key(
+    discarded = registry.rotate_key(
         app.store, registry.resolve_server(app.store, "Lab"), now=app.now(), replace_staged=True
-    )
+    ).discarded
     assert discarded.id == first.id
     assert app.store.get_key(first.id) is None
     assert sorted(k.state for k in app.store.keys_of(server.id)) == [KEY_CURRENT, KEY_STAGED]
@@ -191,7 +192,7 @@ def test_rotating_again_keeps_the_staged_key_unless_told_to_replace_it(app):
 
 def test_a_token_for_the_current_key_leaves_a_staged_key_staged(app, clock):
     server, current = registry.add_server(app.store, "Lab", org=None, now=app.now())
-    staged, _ = registry.rotate_key(app.store, server, now=app.now())
+    staged = registry.rotate_key(app.store, server, now=app.now()).pair
     result = install_file(
         app, "Lab", encrypt_to(current.cert_pem, credentials(clock.now + timedelta(days=365)))
     )

@@ -5,6 +5,7 @@ Actors are declared on a broker given at start-up (no broker or client exists at
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,11 +19,79 @@ from worker.broker import EVENTS_QUEUE, MAX_RETRIES
 from worker.handling import EventHandler
 from worker.logs import redact_text
 from worker.records import from_ms
+from worker.store.event_store import DEAD_PAYLOAD_CHARS
 
 log = structlog.get_logger(__name__)
 
 #: The actor every incoming event goes to, in batches (one message per batch).
 HANDLE_EVENTS = "tokenwarden.handle_events"
+
+#: Option of a message made in place of a broker message body that could not be read (see
+#: TolerantJSONEncoder): why it could not; the actor keeps it as a dead letter.
+UNDECODABLE = "tokenwarden_undecodable"
+
+#: Characters of an unreadable body handed on (the dead letter keeps fewer, marked truncated).
+UNDECODABLE_BODY_CHARS = DEAD_PAYLOAD_CHARS + 1
+
+_REDIS_MESSAGE_ID = re.compile(rb'"redis_message_id"\s*:\s*"([0-9A-Za-z-]{1,64})"')
+
+#: What each field of a dramatiq message must be for dramatiq to handle it.
+_MESSAGE_FIELDS = {
+    "queue_name": str,
+    "actor_name": str,
+    "args": list,
+    "kwargs": dict,
+    "options": dict,
+    "message_id": str,
+    "message_timestamp": int,
+}
+
+
+class TolerantJSONEncoder(dramatiq.JSONEncoder):
+    """dramatiq's JSON encoding, except that a body it cannot read (not JSON, nested deeper
+    than Python's recursive parser goes, not a message) becomes a message to the events actor,
+    which keeps it as a dead letter and acknowledges it. dramatiq's own decoder raises instead:
+    the Redis consumer thread stops and restarts, and the body, with every message fetched
+    beside it, stays unacknowledged until the worker dies and the next one meets it again."""
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        try:
+            fields = super().decode(data)
+        except RecursionError:
+            reason = "the broker message nests JSON too deeply to be read"
+        except dramatiq.DecodeError:
+            reason = "the broker message is not JSON"
+        else:
+            if _is_message(fields):
+                return fields
+            reason = "the broker message is not a dramatiq message"
+        return _in_place_of(data, reason)
+
+
+def _is_message(fields: Any) -> bool:
+    return (
+        isinstance(fields, dict)
+        and fields.keys() <= _MESSAGE_FIELDS.keys()
+        and all(k in fields for k in ("queue_name", "actor_name", "args", "kwargs", "options"))
+        and all(isinstance(v, _MESSAGE_FIELDS[k]) for k, v in fields.items())
+    )
+
+
+def _in_place_of(data: bytes, reason: str) -> dict[str, Any]:
+    """A message that dead-letters `data`, under the broker id it was fetched by."""
+    raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "backslashreplace")
+    found = _REDIS_MESSAGE_ID.search(raw)
+    if found is None:  # it cannot be acknowledged without its id: leave it to dramatiq
+        raise dramatiq.DecodeError(reason, data, None)
+    redis_message_id = found.group(1).decode("ascii")
+    return {
+        "queue_name": EVENTS_QUEUE,
+        "actor_name": HANDLE_EVENTS,
+        "args": [raw[:UNDECODABLE_BODY_CHARS].decode("utf-8", "replace")],
+        "kwargs": {},
+        "options": {"redis_message_id": redis_message_id, UNDECODABLE: reason},
+        "message_id": redis_message_id,
+    }
 
 
 class DeadLetterWhenGivenUp(dramatiq.Middleware):
@@ -77,6 +146,11 @@ def declare_actors(
         message = dramatiq.middleware.CurrentMessage.get_current_message()
         message_id = message.message_id if message else None
         now = clock()
+        if message is not None and message.options.get(UNDECODABLE):
+            reason = str(message.options[UNDECODABLE])
+            handler.events.record_dead(events, reason, now, message_id)
+            log.warning("message_dead_lettered", reason=reason)
+            return
         if not isinstance(events, list) or not isinstance(received_at_ms, int | None):
             # Not something `tokenwarden emit` or the API would send: keep it, do not retry.
             handler.events.record_dead(
@@ -103,6 +177,7 @@ def declare_actors(
             duplicates=sum(1 for o in outcomes if o.outcome == "duplicate"),
         )
 
+    dramatiq.set_encoder(TolerantJSONEncoder())
     broker.add_middleware(DeadLetterWhenGivenUp(handler, clock))
     return dramatiq.actor(
         handle_events,

@@ -19,10 +19,11 @@ Notification settings (webhooks, SMTP): see worker/notify/config.py.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from worker.crypto.sealing import Keyring
 from worker.errors import ConfigError
@@ -40,6 +41,12 @@ DEFAULT_WORKER_PROCESSES = 2
 DEFAULT_WORKER_THREADS = 2
 DEFAULT_POLL_INTERVAL_MS = 50
 DEFAULT_HEARTBEAT_TIMEOUT_S = 8
+
+#: The path of a redis:// URL: nothing, or the database number.
+_DATABASE_PATH = re.compile(r"(/[0-9]{0,5})?/?")
+
+#: Query parameters of a URL whose values are secrets (redis-py reads `?password=`).
+_SECRET_QUERY_PARTS = ("pass", "secret", "token", "key")
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
@@ -72,6 +79,11 @@ class Settings:
         if parts.scheme not in {"redis", "rediss", "unix"}:
             raise ConfigError(
                 f"REDIS_URL {redact_url(redis_url)!r} is not a redis://, rediss:// or unix:// URL"
+            )
+        if parts.scheme != "unix" and not _DATABASE_PATH.fullmatch(parts.path):
+            raise ConfigError(
+                f"REDIS_URL {redact_url(redis_url)!r} names database {parts.path[1:]!r}; a Redis "
+                "database is a number: write it like redis://127.0.0.1:6379/0"
             )
         log_level = env.get("TOKENWARDEN_LOG_LEVEL", "info").strip().lower() or "info"
         if log_level not in LOG_LEVELS:
@@ -131,16 +143,31 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, most: int) ->
 
 
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with any password replaced, in the user part or the query (`?password=`), for
+    messages and logs."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return "(REDIS_URL, unreadable)"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if port:
-        host = f"{host}:{port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if port:
+            host = f"{host}:{port}"
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        url = urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    before, mark, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    return before + mark + _redact_query(query) + hash_mark + fragment
+
+
+def _redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(_is_secret_parameter(name) for name, _ in pairs):
+        return query
+    redacted = [(name, "***" if _is_secret_parameter(name) else value) for name, value in pairs]
+    return urlencode(redacted, safe="*")
+
+
+def _is_secret_parameter(name: str) -> bool:
+    return any(part in name.lower() for part in _SECRET_QUERY_PARTS)

@@ -103,6 +103,13 @@ class EventHandler:
     def plan(self, event: CloudEvent, *, received_at: datetime, now: datetime) -> Plan:
         return self.plan_many([event], received_at=received_at, now=now)[0]
 
+    def plan_on(
+        self, event: CloudEvent, facts: DecisionFacts, *, received_at: datetime, now: datetime
+    ) -> Plan:
+        """One event's plan on facts the caller read (`keys rotate` decides its key_regenerated
+        inside the transaction that stages the key)."""
+        return self._plan(event, facts, received_at, now)
+
     def plan_many(
         self, events: Sequence[CloudEvent], *, received_at: datetime, now: datetime
     ) -> list[Plan]:

@@ -32,7 +32,8 @@ SECRET_KEY_PARTS = (
 _SECRET_SHAPES = re.compile(
     r"\b(?:CK|CS|AT|AS)_[A-Za-z0-9+/=_-]{8,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"
-    r"|whsec_[A-Za-z0-9+/=]{8,}",
+    r"|whsec_[A-Za-z0-9+/=]{8,}"
+    r"|(?<=[?&]password=)(?!\*\*\*)[^&#\s'\"]+",
     re.DOTALL,
 )
 

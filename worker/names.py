@@ -21,6 +21,23 @@ MAX_SERVER_NAME_LENGTH = 128
 MAX_LABEL_LENGTH = 256
 
 
+#: Letters and symbols that print as blank space although Unicode does not call them spaces
+#: (the Hangul fillers, the blank Braille pattern): a name of them looks empty, and one with
+#: them inside looks like a name it is not.
+INVISIBLE_FILLERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+#: Categories that print nothing on their own: spaces, and marks that only modify a letter.
+_BLANK_CATEGORIES = {"Zs", "Mn", "Me"}
+
+
+def _has_invisible_fillers(text: str) -> bool:
+    return any(ch in INVISIBLE_FILLERS for ch in text)
+
+
+def _has_nothing_visible(text: str) -> bool:
+    return all(unicodedata.category(ch) in _BLANK_CATEGORIES for ch in text)
+
+
 def _has_control_characters(text: str) -> bool:
     # Cs: lone surrogates (undecodable bytes on the command line) are not text either.
     return any(unicodedata.category(ch) in {"Cc", "Cf", "Cs", "Zl", "Zp"} for ch in text)
@@ -39,6 +56,11 @@ def clean_server_name(raw: str) -> str:
     if _has_control_characters(name):
         raise InvalidServerName(
             "server name contains control characters; type it as shown in ASM/ABM"
+        )
+    if _has_invisible_fillers(name) or _has_nothing_visible(name):
+        raise InvalidServerName(
+            "server name contains invisible filler characters (such as U+3164); "
+            "type it as shown in ASM/ABM"
         )
     if name_key(name) in RESERVED_SERVER_NAMES:
         raise InvalidServerName(
@@ -65,6 +87,10 @@ def clean_label(raw: str | None, *, what: str) -> str:
         )
     if _has_control_characters(label):
         raise InvalidInput(f"{what} contains control characters; type it again")
+    if label and (_has_invisible_fillers(label) or _has_nothing_visible(label)):
+        raise InvalidInput(
+            f"{what} contains invisible filler characters (such as U+3164); type it again"
+        )
     return label
 
 

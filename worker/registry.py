@@ -14,17 +14,20 @@ from pathlib import PurePath
 
 from cryptography import x509
 
+from events import catalog
+from events.cloudevent import CloudEvent, new_event, stable_id
 from worker import outgoing
 from worker.crypto.keys import KeyMaterial, generate_key_material, import_key_material
 from worker.crypto.payload import parse_token_payload
 from worker.crypto.smime import decrypt_envelope, describe_mismatch, read_envelope
 from worker.errors import InvalidInput, NotFound, WrongRecipient
+from worker.handling import EventHandler
 from worker.names import clean_label, clean_server_name, clean_user, name_key, user_key
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, KeyPair, Server, Token
 from worker.rules.install import InstallOutcome, NewToken, decide_install
 from worker.rules.replacement import Cause, for_new_token
 from worker.store.event_store import OpenReplacement, Plan, ResolveReplacement
-from worker.store.redis_store import ConcurrentChange, RedisStore
+from worker.store.redis_store import ConcurrentChange, DecisionFacts, RedisStore
 from worker.timefmt import format_rfc3339, parse_rfc3339
 
 #: Times a write that lost a race is decided again on fresh state before giving up.
@@ -105,18 +108,65 @@ def _key_pair(server_id: str, material: KeyMaterial, state: str, now: datetime) 
 # ---- keys ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Rotation:
+    #: The key pair staged.
+    pair: KeyPair
+    #: The key pair staged before and discarded for it (`replace_staged`), if any.
+    discarded: KeyPair | None
+    #: The key_regenerated event the rotation recorded, decided with it.
+    event: CloudEvent
+    #: The installed token the new key dooms (its replacement is open), if any.
+    doomed_token_id: str | None
+
+
 def rotate_key(
-    store: RedisStore, server: Server, *, now: datetime, replace_staged: bool = False
-) -> tuple[KeyPair, KeyPair | None]:
+    store: RedisStore,
+    server: Server,
+    *,
+    now: datetime,
+    replace_staged: bool = False,
+    source: str = catalog.SOURCE_CLI,
+) -> Rotation:
     """Stage a new key pair; it becomes current once a token encrypted to it is installed.
 
+    The new key dooms the installed token (encrypted to the old key): the key_regenerated
+    event is decided by the same rules as any other and applied in the same transaction as
+    the staging, so no crash or broker failure can leave a key staged without the replacement
+    that tells people to upload its certificate.
+
     A key already staged may have had its certificate uploaded, so it is discarded only when
-    `replace_staged` says so. Returns the staged key and the one it discarded, if any.
+    `replace_staged` says so.
     """
     material = generate_key_material(f"tokenwarden {server.name}", now)
     pair = _key_pair(server.id, material, KEY_STAGED, now)
-    discarded = store.stage_key(server, pair, material, replace_staged=replace_staged)
-    return pair, discarded
+    data = {"server": server.name, **({"org": server.org} if server.org else {})}
+    event = new_event(
+        catalog.KEY_REGENERATED,
+        data,
+        source=source,
+        time=now,
+        event_id=stable_id(catalog.KEY_REGENERATED, pair.id),
+        subject=server.name,
+    )
+    deciding = EventHandler(store)
+
+    def plan_for(staged: Server, token: Token | None) -> Plan:
+        facts = DecisionFacts(
+            user_versions={},
+            user_tokens={},
+            servers_named={name_key(staged.name): [staged]},
+            tokens={token.id: token} if token else {},
+            servers={staged.id: staged},
+            staged_certificates={staged.id: pair.cert_pem},
+        )
+        return deciding.plan_on(event, facts, received_at=now, now=now)
+
+    discarded, plan = store.stage_key(
+        server, pair, material, replace_staged=replace_staged, plan_for=plan_for
+    )
+    doomed = plan.open[0].token_id if plan is not None and plan.open else None
+    return Rotation(pair=pair, discarded=discarded, event=event, doomed_token_id=doomed)
 
 
 def certificate_to_upload(store: RedisStore, server: Server) -> KeyPair:

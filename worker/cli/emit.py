@@ -41,7 +41,8 @@ def group(ctx: click.Context, app: App, file: str | None, skip_invalid: bool) ->
             raise InvalidInput("give either --file or an event name, not both")
         return
     if file is None:
-        raise click.UsageError("give an event name (see below) or --file FILE")
+        names = ", ".join(ctx.command.list_commands(ctx))
+        raise click.UsageError(f"give an event name ({names}) or --file FILE", ctx)
     lines = _read_lines(file)
     events, refused = validate_lines(lines, app.now())
     if refused and not skip_invalid:
@@ -71,7 +72,10 @@ def _read_lines(file: str) -> list[str]:
     else:
         data, _ = read_input_file(file, "event file", MAX_EVENT_FILE_BYTES)
     try:
-        return data.decode("utf-8").splitlines()
+        # A byte-order mark some editors write is not part of the first event. Lines end at
+        # LF only (CRLF leaves a CR, which is JSON whitespace): str.splitlines would also split
+        # at U+2028 or U+0085, which a JSON string may hold as they are.
+        return data.decode("utf-8-sig").split("\n")
     except UnicodeDecodeError:
         raise InvalidInput(
             f"{_name(file)} is not UTF-8 text; give CloudEvents in JSON Lines"

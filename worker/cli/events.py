@@ -34,7 +34,7 @@ def list_events(app: App, limit: int, as_json: bool) -> None:
     rows = []
     for entry in entries:
         event = entry["event"]
-        what = event.get("type", entry["kind"]) if entry["kind"] == "event" else "token installed"
+        what = _label(entry["kind"], event)
         about = (
             (event.get("data") or {}).get("user")
             or (event.get("data") or {}).get("server")
@@ -47,6 +47,17 @@ def list_events(app: App, limit: int, as_json: bool) -> None:
         )
         rows.append((entry["at"], what, about, decided))
     print_table(("AT", "WHAT", "ABOUT", "DECISION"), rows, empty="nothing received yet")
+
+
+#: What an audit entry that is not an incoming event shows in the WHAT column.
+_KIND_LABELS = {"install": "token installed"}
+
+
+def _label(kind: str, event: dict) -> str:
+    """Incoming events and scheduler warnings by their type; other entries by what happened."""
+    if kind in {"event", "scan"}:
+        return event.get("type") or kind
+    return _KIND_LABELS.get(kind, kind)
 
 
 @group.command("dead")

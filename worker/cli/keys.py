@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from pathlib import Path
 
 import click
 from cryptography import x509
@@ -12,7 +10,8 @@ from cryptography.hazmat.primitives import serialization
 
 from worker import registry
 from worker.bootstrap import App
-from worker.cli.output import cli_client, note, org_option, pass_app
+from worker.cli.files import OutputFile
+from worker.cli.output import note, org_option, pass_app
 from worker.crypto.keys import format_fingerprint
 from worker.errors import InvalidInput
 from worker.records import KeyPair
@@ -72,21 +71,26 @@ def rotate(
     server = registry.resolve_server(app.store, name, org)
     destination = CertificateOutput(fmt, output)
     try:
-        pair, discarded = registry.rotate_key(
+        rotation = registry.rotate_key(
             app.store, server, now=app.now(), replace_staged=replace_staged
         )
     except BaseException:
         destination.discard()
         raise
-    if discarded is not None:
-        note(f"discarded the key staged on {discarded.created_at:%Y-%m-%d}, never used")
+    pair = rotation.pair
+    if rotation.discarded is not None:
+        note(f"discarded the key staged on {rotation.discarded.created_at:%Y-%m-%d}, never used")
     note(
         f"staged a new key pair for {server.name!r}: SHA-256 {format_fingerprint(pair.fingerprint)}"
     )
     destination.write(pair)
-    # The installed token is encrypted to the old key: say so, as any other source would.
-    event = cli_client(app).key_regenerated(server.name, org=server.org or None)
-    note(f"published {event.type} {event.id}")
+    # Recorded and decided with the staging, as if any other source had sent it.
+    note(f"recorded {rotation.event.type} {rotation.event.id}")
+    if rotation.doomed_token_id is not None:
+        note(
+            "the installed token is encrypted to the old key: a replacement is open "
+            "(`tokenwarden replacements list`)"
+        )
     note(
         "upload this certificate for the server in ASM/ABM, download a new token and install it; "
         "until then the current key and token stay in use"
@@ -99,35 +103,21 @@ class CertificateOutput:
 
     def __init__(self, fmt: str, output: str | None):
         self.fmt = fmt
-        self.path = Path(output) if output else None
-        self._temporary: Path | None = None
-        if self.path is None:
-            if fmt == "der" and sys.stdout.isatty():
-                raise InvalidInput("DER is binary; give -o FILE to write it")
-            return
-        if self.path.is_dir():
-            raise InvalidInput(f"{self.path} is a directory; give a file name")
-        self._temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        try:
-            self._temporary.write_bytes(b"")
-        except OSError as exc:
-            raise InvalidInput(f"cannot write {self.path} ({exc.strerror})") from None
+        self._file = OutputFile(output, "the certificate") if output else None
+        if self._file is None and fmt == "der" and sys.stdout.isatty():
+            raise InvalidInput("DER is binary; give -o FILE to write it")
 
     def write(self, pair: KeyPair) -> None:
         cert = x509.load_pem_x509_certificate(pair.cert_pem.encode())
         encoding = serialization.Encoding.DER if self.fmt == "der" else serialization.Encoding.PEM
         data = cert.public_bytes(encoding)
-        if self.path is None or self._temporary is None:
+        if self._file is None:
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
             return
-        try:
-            self._temporary.write_bytes(data)
-            os.replace(self._temporary, self.path)
-        except OSError as exc:
-            raise InvalidInput(f"cannot write {self.path} ({exc.strerror})") from None
-        note(f"wrote {self.path}")
+        self._file.write(data)
+        note(f"wrote {self._file.path}")
 
     def discard(self) -> None:
-        if self._temporary is not None:
-            self._temporary.unlink(missing_ok=True)
+        if self._file is not None:
+            self._file.discard()

@@ -4,6 +4,7 @@ and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
 import sys
+import unicodedata
 from importlib.metadata import entry_points
 
 import click
@@ -42,6 +43,8 @@ class TokenwardenGroup(click.Group):
             fail(str(exc), exc.exit_code)
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             fail(str(unreachable(exc)), StoreUnavailable.exit_code)
+        except redis.exceptions.InvalidResponse:
+            fail(str(not_redis()), StoreUnavailable.exit_code)
         except redis.exceptions.ResponseError as exc:
             fail(
                 f"Redis refused a command ({exc}); check it is Redis 6.2 or newer and that "
@@ -62,8 +65,24 @@ def unreachable(exc: Exception) -> StoreUnavailable:
     )
 
 
+def printable(text: str) -> str:
+    """Control characters escaped (\\x1b, \\n): an error repeats what it was given, and that
+    must neither drive the terminal nor break the one line."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+        for ch in text
+    )
+
+
+def not_redis() -> StoreUnavailable:
+    return StoreUnavailable(
+        f"the service at {Settings.from_env().redis_url_display} does not answer as Redis "
+        "does; set REDIS_URL to the Redis server tokenwarden should use"
+    )
+
+
 def fail(message: str, code: int) -> None:
-    click.echo(f"error: {redact_text(message)}", err=True)
+    click.echo(f"error: {printable(redact_text(message))}", err=True)
     sys.exit(code)
 
 

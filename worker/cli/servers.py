@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 
 import click
@@ -46,7 +47,7 @@ def add(
     click.echo(f"added server {server.name!r}" + (f" in {server.org!r}" if server.org else ""))
     click.echo(f"key pair {origin}: SHA-256 {format_fingerprint(pair.fingerprint)}")
     note(
-        f"next: `tokenwarden keys export {_quote(server.name)} -o {_file_stem(server)}.pem`, "
+        f"next: `{_export_command(server)}`, "
         "upload it for this server in ASM/ABM, download its token, then `tokenwarden tokens "
         "install`"
     )
@@ -152,8 +153,11 @@ def describe_server(app: App, server: Server, *, with_history: bool = False) -> 
     return described
 
 
-def _quote(name: str) -> str:
-    return name if name.replace("-", "").replace("_", "").isalnum() else repr(name)
+def _export_command(server: Server) -> str:
+    """The command to copy and paste, quoted for a POSIX shell whatever the name holds."""
+    org = f" --org {shlex.quote(server.org)}" if server.org else ""
+    output = shlex.quote(f"{_file_stem(server)}.pem")
+    return f"tokenwarden keys export {shlex.quote(server.name)}{org} -o {output}"
 
 
 def _file_stem(server: Server) -> str:

@@ -142,6 +142,7 @@ def list_tokens(app: App, include_all: bool, as_json: bool) -> None:
     rows = [
         (
             d["server"],
+            d["org"] or "-",
             d["status"],
             d["expires_at"],
             d["days_left"],
@@ -151,7 +152,7 @@ def list_tokens(app: App, include_all: bool, as_json: bool) -> None:
         for d in described
     ]
     print_table(
-        ("SERVER", "STATUS", "EXPIRES", "DAYS", "DOWNLOADED BY", "DOWNLOADED AT"),
+        ("SERVER", "ORG", "STATUS", "EXPIRES", "DAYS", "DOWNLOADED BY", "DOWNLOADED AT"),
         rows,
         empty="no tokens installed; install one with `tokenwarden tokens install`",
     )

@@ -21,6 +21,10 @@ from worker.errors import InvalidKeyMaterial
 #: RSA modulus size of generated keys, in bits (what ASM/ABM and MDM vendors use).
 RSA_KEY_BITS = 2048
 
+#: Smallest RSA modulus imported, in bits: a shorter key can be factored, and whoever does
+#: it reads every token Apple encrypts to it.
+MIN_RSA_KEY_BITS = 2048
+
 #: Validity of a generated certificate. Apple only uses it to encrypt tokens to; a long life
 #: spares admins a re-upload, and `keys rotate` replaces it whenever they choose.
 CERT_VALIDITY = timedelta(days=5 * 365)
@@ -154,6 +158,11 @@ def load_private_key(data: bytes, *, source: str) -> rsa.RSAPrivateKey:
         raise InvalidKeyMaterial(
             f"{source} holds a {type(key).__name__.removeprefix('_')} key; Apple encrypts server "
             "tokens to RSA keys only"
+        )
+    if key.key_size < MIN_RSA_KEY_BITS:
+        raise InvalidKeyMaterial(
+            f"{source} is a {key.key_size}-bit RSA key, too weak to protect server tokens; use "
+            f"at least {MIN_RSA_KEY_BITS} bits, or leave --cert and --key out to generate a pair"
         )
     return key
 

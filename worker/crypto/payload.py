@@ -26,7 +26,8 @@ from pydantic import (
     field_validator,
 )
 
-from worker.errors import InvalidTokenPayload
+from worker.errors import InvalidTime, InvalidTokenPayload
+from worker.timefmt import in_range_utc
 
 _BEGIN = "-----BEGIN MESSAGE-----"
 _END = "-----END MESSAGE-----"
@@ -51,6 +52,14 @@ class TokenCredentials(BaseModel):
         if not value.get_secret_value().strip():
             raise ValueError("it is empty")
         return value
+
+    @field_validator("access_token_expiry")
+    @classmethod
+    def _expiry_in_range(cls, value: datetime) -> datetime:
+        try:
+            return in_range_utc(value, what="it")
+        except InvalidTime as exc:
+            raise ValueError(str(exc)) from None
 
     @property
     def expires_at(self) -> datetime:
@@ -108,6 +117,10 @@ def parse_token_payload(mime_part: bytes, *, source: str) -> TokenCredentials:
         )
     try:
         document = json.loads(text[start + len(_BEGIN) : end])
+    except RecursionError:
+        raise InvalidTokenPayload(
+            f"{source} decrypted, but its message nests JSON too deeply to be a server token"
+        ) from None
     except json.JSONDecodeError as exc:
         raise InvalidTokenPayload(
             f"{source} decrypted, but its message is not JSON (line {exc.lineno}, column "
@@ -136,6 +149,8 @@ def _first_problem(exc: ValidationError) -> str:
     field = ".".join(str(part) for part in error["loc"]) or "the token"
     if error["type"] == "missing":
         return f"its JSON has no {field!r} field; download the server token again"
+    if field == "access_token_expiry" and "out of range" in error["msg"]:
+        return f"its 'access_token_expiry' {error['msg'].removeprefix('Value error, it ')}"
     if field == "access_token_expiry":
         return f"its 'access_token_expiry' is not an RFC 3339 time with an offset ({error['msg']})"
     return f"its {field!r} field is unusable ({error['msg']})"

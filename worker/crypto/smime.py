@@ -107,9 +107,11 @@ def _pkcs7_bytes(raw: bytes, source: str) -> bytes:
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     content_type = message.get_content_type()
     if message.get("Content-Type") is None or content_type not in _PKCS7_MIME_TYPES:
-        found = message.get("Content-Type") or "no Content-Type header"
+        header = message.get("Content-Type")
+        # Escaped: the header is the file's, and may hold terminal escape codes.
+        found = f"Content-Type {str(header)[:80]!r}" if header is not None else "no Content-Type"
         raise TokenFileError(
-            f"{source} is not an S/MIME server token ({found[:80]!s}); give the "
+            f"{source} is not an S/MIME server token ({found}); give the "
             "<ServerName>_Token_<date>_smime.p7m file downloaded from ASM/ABM"
         )
     body = message.get_payload()

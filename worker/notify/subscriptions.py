@@ -93,7 +93,7 @@ def parse_target(text: str) -> tuple[str, str]:
         return EMAIL, address
     try:
         parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        port = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         raise InvalidInput(f"{value!r} is not a valid URL") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
@@ -101,6 +101,11 @@ def parse_target(text: str) -> tuple[str, str]:
             f"{value!r} is not an http(s) URL; give https://host/path (or mailto:address "
             "for e-mail)"
         )
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        # urlsplit drops tabs and line breaks silently; what is stored would still hold them.
+        raise InvalidInput("the URL holds spaces or control characters; give it as one word")
+    if port == 0:
+        raise InvalidInput("the URL names port 0; give the receiver's port (1 to 65535)")
     if not _valid_host(parts.hostname):
         raise InvalidInput(f"{parts.hostname!r} in {value!r} is not a valid host name")
     if parts.username or parts.password:
@@ -128,7 +133,10 @@ def generate_secret() -> str:
 def check_secret(secret: str) -> str:
     """A Standard Webhooks secret, or a one-line error saying what a good one looks like."""
     value = secret.strip()
-    advice = "give whsec_ followed by base64 of 24 to 64 random bytes, or --generate-secret"
+    advice = (
+        "give whsec_ followed by base64 of 24 to 64 random bytes, "
+        "or leave --secret out to have one generated"
+    )
     if not value.startswith(SECRET_PREFIX):
         raise InvalidInput(f"the secret does not start with {SECRET_PREFIX}; {advice}")
     try:

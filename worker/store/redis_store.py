@@ -194,18 +194,33 @@ class RedisStore:
         return load_sealed_key_material(key.cert_pem.encode(), der)
 
     def stage_key(
-        self, server: Server, key: KeyPair, material: KeyMaterial, *, replace_staged: bool = False
-    ) -> KeyPair | None:
-        """Stage a new key pair, discarding one staged before only if `replace_staged`."""
+        self,
+        server: Server,
+        key: KeyPair,
+        material: KeyMaterial,
+        *,
+        replace_staged: bool = False,
+        plan_for: Callable[[Server, Token | None], Plan] | None = None,
+    ) -> tuple[KeyPair | None, Plan | None]:
+        """Stage a new key pair, discarding one staged before only if `replace_staged`.
+
+        `plan_for(server with the key staged, its current token)` gives the decision the new
+        key causes (the key_regenerated event: the token to replace, the notice with the
+        certificate to upload), applied in the same transaction, so a key is never staged
+        without it. Returns the key discarded, if any, and the plan applied.
+        """
         sealed = self._seal_private_key(key.id, material)
         server_key = k.server(server.id)
         discarded: list[KeyPair] = []
+        applied: list[Plan] = []
 
         def write(pipe: redis.client.Pipeline) -> None:
             discarded.clear()
-            if not pipe.exists(server_key):
+            applied.clear()
+            fresh = pipe.hgetall(server_key)
+            if not fresh:
                 raise NotFound(f"server {server.name!r} was removed meanwhile")
-            previous = pipe.hget(server_key, "staged_key")
+            previous = fresh.get("staged_key")
             if previous:
                 data = pipe.hgetall(k.key_pair(previous))
                 if data:
@@ -218,6 +233,14 @@ class RedisStore:
                         "its token; if its certificate was uploaded, install the token made "
                         "for it; to discard it and stage another, add --replace-staged"
                     )
+            if plan_for is not None:
+                # The token hash is not watched: it changes only with the server's `token`
+                # field, which is.
+                token_id = fresh.get("token")
+                token_data = pipe.hgetall(k.token(token_id)) if token_id else None
+                token = Token.from_hash(token_data) if token_data else None
+                after = replace(Server.from_hash(fresh), staged_key_id=key.id)
+                applied.append(plan_for(after, token))
             pipe.multi()
             if previous:
                 pipe.delete(k.key_pair(previous))
@@ -225,9 +248,18 @@ class RedisStore:
             pipe.hset(k.key_pair(key.id), mapping={**key.to_hash(), k.SEALED_PRIVATE_KEY: sealed})
             pipe.zadd(k.server_keys(server.id), {key.id: to_ms(key.created_at)})
             pipe.hset(server_key, "staged_key", key.id)
+            if applied:  # after the key is staged: the plan's guards read it
+                self.events.queue_apply(pipe, applied[0])
 
-        self._redis.transaction(write, server_key)
-        return discarded[0] if discarded else None
+        try:
+            self._redis.transaction(write, server_key)
+        except redis.ResponseError:
+            # EXEC ran but the plan's script failed (say, the script cache was flushed between
+            # loading and EXEC): the key is staged, so apply the plan on its own, once.
+            if not applied or self._redis.hget(server_key, "staged_key") != key.id:
+                raise
+            self.events.apply(applied[0])
+        return (discarded[0] if discarded else None), (applied[0] if applied else None)
 
     def _seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
         context = _context(k.key_pair(key_id), k.SEALED_PRIVATE_KEY)
