@@ -1,19 +1,29 @@
-"""Where the master keys come from: TOKENWARDEN_MASTER_KEY, or a key file made on first use."""
+"""Where the master keys come from: TOKENWARDEN_MASTER_KEY, or a key file made on first use.
+
+A running process keeps its keyring (`LiveKeyring`) and re-reads it when it meets a value
+sealed under a key it does not hold, so `secrets rotate-key` needs no restart anywhere.
+"""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from worker.config import Settings
-from worker.crypto.sealing import Keyring, generate_master_key
-from worker.errors import ConfigError
+from worker.crypto.sealing import Keyring, MasterKey, generate_master_key
+from worker.errors import ConfigError, UnknownMasterKey
 
 log = structlog.get_logger(__name__)
+
+#: Seconds before the keyring is read again for the same unknown key id: threads meeting many
+#: values sealed under one missing key share one reload instead of each reading the file.
+RELOAD_INTERVAL_S = 5.0
 
 _FILE_HEADER = (
     "# tokenwarden master keys: the first line seals, the others only open.\n"
@@ -51,6 +61,82 @@ def load_keyring(settings: Settings, used_key_ids: Callable[[], set[str]] = set)
     keyring = Keyring.from_text(_read_key_file(path), where=str(path))
     _check_matches(keyring, used_key_ids(), str(path))
     return keyring
+
+
+class LiveKeyring(Keyring):
+    """The keyring of a running process. A sealed value under a key id it does not hold makes
+    it load its keys again (from the key file, or the environment it was started with: another
+    process may have rotated the key) and retry; only a key still missing after that is an
+    error. Reloads are serialized, and at most one per unknown key id per RELOAD_INTERVAL_S."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        load: Callable[[], Keyring],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        reload_interval_s: float = RELOAD_INTERVAL_S,
+    ):
+        self._settings = settings
+        self._load = load
+        self._clock = clock
+        self._reload_interval_s = reload_interval_s
+        self._lock = threading.Lock()
+        self._reloaded_at: dict[str, float] = {}  # unknown key id -> when it caused a reload
+        self._adopt(load())
+
+    def reload(self) -> None:
+        """Load the keys again now (after this process changed the key file itself)."""
+        with self._lock:
+            self._adopt(self._load())
+
+    def _key(self, key_id: str) -> MasterKey:
+        try:
+            return super()._key(key_id)
+        except UnknownMasterKey:
+            self._reload_for(key_id)
+        try:
+            return super()._key(key_id)
+        except UnknownMasterKey:
+            raise UnknownMasterKey(self._missing(key_id), key_id) from None
+
+    def _reload_for(self, key_id: str) -> None:
+        with self._lock:
+            if key_id in self.key_ids:
+                return  # another thread reloaded while this one waited
+            now = self._clock()
+            last = self._reloaded_at.get(key_id)
+            if last is not None and now - last < self._reload_interval_s:
+                return
+            # Forget old entries, so key ids met over a long run never pile up.
+            self._reloaded_at = {
+                known: at
+                for known, at in self._reloaded_at.items()
+                if now - at < self._reload_interval_s
+            }
+            self._reloaded_at[key_id] = now
+            try:
+                self._adopt(self._load())
+            except ConfigError as exc:
+                log.warning("master_keys_reload_failed", wanted_key_id=key_id, error=str(exc))
+                return
+            log.info("master_keys_reloaded", wanted_key_id=key_id, key_ids=self.key_ids)
+
+    def _missing(self, key_id: str) -> str:
+        held = ", ".join(self.key_ids)
+        if self._settings.master_key:
+            return (
+                f"a stored secret was sealed with master key {key_id}, which is not configured "
+                f"in this process's TOKENWARDEN_MASTER_KEY (it holds {held}); add that key after "
+                "the primary one and restart this process"
+            )
+        path = self._settings.master_key_file
+        return (
+            f"a stored secret was sealed with master key {key_id}, which is not configured in "
+            f"{path} even after reading it again (it holds {held}); put that key back into the "
+            "file after the first line (from a backup of it), or set TOKENWARDEN_DATA_DIR to "
+            "the folder whose master.key holds it"
+        )
 
 
 def _check_matches(keyring: Keyring, used: set[str], where: str) -> None:
