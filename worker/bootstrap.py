@@ -92,6 +92,13 @@ class App:
         keyring.reload()
         return keyring
 
+    def check_ready(self) -> LiveKeyring:
+        """What a long-running part checks before it starts: Redis answers, and the master
+        keys open what is stored (else ConfigError). A worker without them would take messages
+        and deliveries from healthy workers only to fail each one."""
+        self.store.ping()
+        return self.keyring()
+
     def now(self) -> datetime:
         return self.clock()
 
