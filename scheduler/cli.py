@@ -15,6 +15,7 @@ from scheduler.service import SchedulerService
 from worker.bootstrap import App
 from worker.cli.output import RFC3339, json_option, pass_app, print_json, print_table
 from worker.signals import StopSignals
+from worker.timefmt import format_rfc3339
 
 
 @click.command("scheduler")
@@ -45,8 +46,17 @@ def scheduler_command(app: App) -> None:
 @pass_app
 def scan_command(app: App, at: datetime | None, dry_run: bool, as_json: bool) -> None:
     """Run one expiry scan and exit (for cron, tests and previews)."""
+    now = app.now()
+    if at is not None and at > now and not dry_run:
+        # A real scan "in the future" sends expiry notices early and records them as sent,
+        # so the real ones would never come.
+        raise click.UsageError(
+            f"--now {format_rfc3339(at)} is in the future; add --dry-run to preview that date "
+            "(only a past or present --now may change anything)",
+            click.get_current_context(),
+        )
     settings = SchedulerSettings.from_env()
-    report = Scanner(app.store, settings.thresholds).scan(at or app.now(), dry_run=dry_run)
+    report = Scanner(app.store, settings.thresholds).scan(at or now, dry_run=dry_run)
     described = [w.describe() for w in report.warnings]
     if as_json:
         print_json({"dry_run": dry_run, "examined": report.examined, "warnings": described})

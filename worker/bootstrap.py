@@ -5,6 +5,7 @@ Nothing is connected at import time; tests build an App with their own Redis URL
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,7 @@ from dramatiq.brokers.redis import RedisBroker
 
 from worker.broker import make_broker
 from worker.config import Settings
-from worker.crypto.masterkey import load_keyring
+from worker.crypto.masterkey import LiveKeyring, load_keyring
 from worker.crypto.sealing import Keyring
 from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
@@ -45,7 +46,8 @@ def redis_client(settings: Settings) -> redis.Redis:
 class App:
     settings: Settings
     clock: Callable[[], datetime] = utc_now
-    _keyring: Keyring | None = field(default=None, repr=False)
+    _keyring: LiveKeyring | None = field(default=None, repr=False)
+    _keyring_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def redis(self) -> redis.Redis:
@@ -73,16 +75,28 @@ class App:
         # timeouts and retry schedules are about when bytes move, not about token lifetimes.
         return Deliverer(self.deliveries, self.settings.notify, utc_now)
 
-    def keyring(self) -> Keyring:
+    def keyring(self) -> LiveKeyring:
         """Loaded on first use, so commands that touch no secret never create a key file."""
-        if self._keyring is None:
-            keyring = load_keyring(self.settings, lambda: set(self.redis.smembers(MASTER_KEY_IDS)))
-            self.redis.sadd(MASTER_KEY_IDS, keyring.primary.key_id)
-            self._keyring = keyring
-        return self._keyring
+        with self._keyring_lock:
+            if self._keyring is None:
+                self._keyring = LiveKeyring(self.settings, self._load_keyring)
+            return self._keyring
 
-    def reload_keyring(self) -> Keyring:
-        self._keyring = None
+    def _load_keyring(self) -> Keyring:
+        keyring = load_keyring(self.settings, lambda: set(self.redis.smembers(MASTER_KEY_IDS)))
+        self.redis.sadd(MASTER_KEY_IDS, keyring.primary.key_id)
+        return keyring
+
+    def reload_keyring(self) -> LiveKeyring:
+        keyring = self.keyring()
+        keyring.reload()
+        return keyring
+
+    def check_ready(self) -> LiveKeyring:
+        """What a long-running part checks before it starts: Redis answers, and the master
+        keys open what is stored (else ConfigError). A worker without them would take messages
+        and deliveries from healthy workers only to fail each one."""
+        self.store.ping()
         return self.keyring()
 
     def now(self) -> datetime:

@@ -4,6 +4,7 @@
     ├── ConfigError                  the environment or a setting is wrong
     ├── StoreUnavailable             Redis cannot be reached (exit code 3)
     ├── SecretsError                 a sealed value cannot be opened (wrong master key)
+    │   └── UnknownMasterKey         sealed under a master key this process does not hold
     ├── NotFound                     a named thing does not exist
     ├── Conflict                     the request clashes with what is stored
     │   ├── DuplicateServer
@@ -48,6 +49,14 @@ class StoreUnavailable(TokenwardenError):
 
 class SecretsError(TokenwardenError):
     """A sealed value cannot be opened with the configured master keys."""
+
+
+class UnknownMasterKey(SecretsError):
+    """A sealed value names a master key (`key_id`) that is not configured."""
+
+    def __init__(self, message: str, key_id: str):
+        super().__init__(message)
+        self.key_id = key_id
 
 
 class NotFound(TokenwardenError):

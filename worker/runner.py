@@ -40,8 +40,7 @@ def components_for(app: App) -> list[Component]:
 def run_until_stopped(app: App, components: list[Component] | None = None) -> None:
     stop = StopSignals()
 
-    app.store.ping()
-    keyring = app.keyring()
+    keyring = app.check_ready()
     parts = components_for(app) if components is None else components
     log.info(
         "tokenwarden_started",

@@ -20,7 +20,7 @@ from worker.actors import declare_actors
 from worker.bootstrap import App
 from worker.broker import EVENTS_QUEUE
 from worker.config import Settings
-from worker.errors import ConfigError
+from worker.errors import TokenwardenError
 from worker.logs import configure_logging
 from worker.notify.dispatcher import DeliveryLoop
 from worker.signals import StopSignals
@@ -82,6 +82,7 @@ def _worker_process(settings: Settings, threads: int) -> None:
     configure_logging(settings.log_level, settings.log_format)
     stop = StopSignals()
     app = App(settings)
+    app.check_ready()  # the supervisor checked too, but the key file may have gone since
     worker = WorkerThreads(app, threads)
     worker.start()
     try:
@@ -144,10 +145,10 @@ def main() -> None:
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else None
     try:
         settings = Settings.from_env()
-    except ConfigError as exc:
+        _worker_process(settings, threads or settings.worker_threads)
+    except TokenwardenError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    _worker_process(settings, threads or settings.worker_threads)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,8 @@ def rotate_key(app: App) -> None:
         f"{report.examined} stored secrets"
     )
     note(
-        "older keys stay in the file for processes still running with them; once every "
-        "tokenwarden process has restarted, run `tokenwarden secrets prune-keys`"
+        "running tokenwarden processes read the file again when they meet the new key (no "
+        "restart needed); older keys stay in it until `tokenwarden secrets prune-keys`"
     )
 
 

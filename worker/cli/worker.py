@@ -25,7 +25,7 @@ from worker.workerproc import run_worker_processes
 @pass_app
 def group(app: App, processes: int | None, threads: int | None) -> None:
     """Run the actors that handle events, until SIGINT or SIGTERM."""
-    app.store.ping()
+    app.check_ready()
     run_worker_processes(
         app.settings,
         processes or app.settings.worker_processes,

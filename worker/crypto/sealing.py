@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from worker.errors import ConfigError, SecretsError
+from worker.errors import ConfigError, SecretsError, UnknownMasterKey
 
 #: Prefix of every sealed value; the number is the format version.
 SEALED_PREFIX = "tw1"
@@ -65,6 +65,12 @@ class MasterKey:
         return f"MasterKey(key_id={self.key_id!r})"
 
 
+@dataclass(frozen=True)
+class _Keys:
+    primary: MasterKey
+    by_id: dict[str, MasterKey]
+
+
 class Keyring:
     """The primary master key and the older ones still accepted for opening."""
 
@@ -72,10 +78,12 @@ class Keyring:
         ordered = list(keys)
         if not ordered:
             raise ConfigError("no master key configured")
-        self.primary = ordered[0]
-        self._by_id = {}
+        by_id: dict[str, MasterKey] = {}
         for key in ordered:
-            self._by_id.setdefault(key.key_id, key)
+            by_id.setdefault(key.key_id, key)
+        # One attribute holds every key, so a keyring refreshed in place (see
+        # worker.crypto.masterkey.LiveKeyring) is seen by other threads whole, never half.
+        self._keys = _Keys(ordered[0], by_id)
 
     @classmethod
     def from_text(cls, text: str, *, where: str) -> Keyring:
@@ -92,24 +100,23 @@ class Keyring:
         return cls(parts)
 
     @property
+    def primary(self) -> MasterKey:
+        return self._keys.primary
+
+    @property
     def key_ids(self) -> list[str]:
-        return list(self._by_id)
+        return list(self._keys.by_id)
 
     def seal(self, plaintext: bytes, context: str) -> str:
+        primary = self.primary
         nonce = os.urandom(NONCE_BYTES)
-        sealed = AESGCM(self.primary._secret).encrypt(nonce, plaintext, context.encode())
+        sealed = AESGCM(primary._secret).encrypt(nonce, plaintext, context.encode())
         body = base64.b64encode(nonce + sealed).decode("ascii")
-        return f"{SEALED_PREFIX}:{self.primary.key_id}:{body}"
+        return f"{SEALED_PREFIX}:{primary.key_id}:{body}"
 
     def open(self, sealed: str, context: str) -> bytes:
         key_id, body = self._split(sealed)
-        key = self._by_id.get(key_id)
-        if key is None:
-            raise SecretsError(
-                f"a stored secret was sealed with master key {key_id}, which is not configured "
-                f"(configured: {', '.join(self.key_ids)}); add that key to TOKENWARDEN_MASTER_KEY "
-                "after the primary one"
-            )
+        key = self._key(key_id)
         raw = base64.b64decode(body)
         nonce, ciphertext = raw[:NONCE_BYTES], raw[NONCE_BYTES:]
         try:
@@ -119,6 +126,20 @@ class Keyring:
                 f"a stored secret ({context}) failed its integrity check: it was altered "
                 "or moved; restore it from a backup"
             ) from None
+
+    def _key(self, key_id: str) -> MasterKey:
+        key = self._keys.by_id.get(key_id)
+        if key is None:
+            raise UnknownMasterKey(
+                f"a stored secret was sealed with master key {key_id}, which is not configured "
+                f"(configured: {', '.join(self.key_ids)}); add that key after the primary one",
+                key_id,
+            )
+        return key
+
+    def _adopt(self, other: Keyring) -> None:
+        """Take `other`'s keys in one step."""
+        self._keys = other._keys
 
     def needs_reseal(self, sealed: str) -> bool:
         key_id, _ = self._split(sealed)
