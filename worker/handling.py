@@ -132,7 +132,7 @@ class EventHandler:
                     token_id=need.token.id,
                     server_id=server.id,
                     server_name=server.name,
-                    reason=outgoing.reason(need.cause),
+                    reason=outgoing.reason(need),
                     outgoing=outgoing.replacement_required(need, server, now),
                 )
             )

@@ -12,17 +12,29 @@ from typing import Any
 import redis
 
 from worker.records import Replacement, from_ms, to_ms
-from worker.rules.replacement import Cause
+from worker.rules.replacement import MAX_REASONS, Cause
 from worker.store import keys as k
 from worker.timefmt import format_rfc3339
 
-_APPLY_PLAN = resources.files("worker.store").joinpath("lua/apply_plan.lua").read_text()
+_LUA = resources.files("worker.store").joinpath("lua")
+#: The reason rules (merge_reason.lua) come first: Redis scripts have no imports.
+_APPLY_PLAN = "\n".join(
+    _LUA.joinpath(name).read_text() for name in ("merge_reason.lua", "apply_plan.lua")
+)
 
 #: How long an event's (source, id) is remembered to drop a second delivery, in seconds.
 DEFAULT_SEEN_TTL = 30 * 24 * 3600
 
 #: Audit entries kept (approximately; older ones are trimmed).
 DEFAULT_AUDIT_MAX = 100_000
+
+#: Longest event kept whole in an audit entry, in characters of JSON. A larger one (an event
+#: may be 64 KiB) keeps what tokenwarden read from it: its attributes and the user or server.
+AUDIT_EVENT_CHARS = 4096
+
+#: What an audit entry keeps of an event too large to keep whole.
+_AUDIT_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject")
+_AUDIT_DATA = ("user", "server", "org")
 
 #: Dead letters kept (approximately).
 DEFAULT_DEAD_MAX = 10_000
@@ -100,6 +112,7 @@ class Plan:
             "audit_key": k.AUDIT,
             "audit_max": audit_max,
             "seen_ttl": seen_ttl,
+            "max_reasons": MAX_REASONS,
             "guards": [g.__dict__ for g in self.guards],
             "causes": [
                 {
@@ -138,7 +151,7 @@ class Plan:
             plan["audit"] = {
                 "kind": self.audit_kind,
                 "note": self.note,
-                "event": json.dumps(self.audit_event or {}),
+                "event": audit_text(self.audit_event or {}),
             }
         return json.dumps(plan)  # ASCII: nothing a client sent can break the UTF-8 to Redis
 
@@ -147,6 +160,19 @@ class Plan:
 class Applied:
     outcome: str  # applied | duplicate | retry
     results: list[dict[str, Any]]
+
+
+def audit_text(event: dict[str, Any]) -> str:
+    """The event as an audit entry keeps it: whole, unless larger than AUDIT_EVENT_CHARS, so
+    the capped audit trail is capped in bytes too."""
+    whole = json.dumps(event)
+    if len(whole) <= AUDIT_EVENT_CHARS:
+        return whole
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    kept: dict[str, Any] = {name: event[name] for name in _AUDIT_ATTRIBUTES if name in event}
+    kept["data"] = {name: data[name] for name in _AUDIT_DATA if name in data}
+    kept["truncated"] = f"{len(whole)} characters; only what tokenwarden reads is kept"
+    return json.dumps(kept)
 
 
 def cause_to_json(cause: Cause) -> dict[str, Any]:
