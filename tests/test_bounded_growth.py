@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from events import catalog
-from tests.helpers import DOWNLOADED, install, replacements
+from tests.helpers import DOWNLOADED, emit, install, replacements
 from worker.store import keys as k
 from worker.store.delivery_store import DISPATCH_GROUP
 
@@ -22,6 +22,9 @@ LINES_PER_FILE = 1000
 #: What Redis may grow by for all of them (the audit trail and the de-duplication markers
 #: hold one small entry per event, both capped or expiring), in bytes.
 GROWTH_ALLOWED = 5 * 1024 * 1024
+
+#: The sign counts are written with in tables ("password changed", the sign, 3).
+TIMES = "\N{MULTIPLICATION SIGN}"
 
 #: Largest outgoing event allowed, in bytes.
 LARGEST_EVENT = 4096
@@ -103,3 +106,156 @@ def test_5000_password_changes_for_one_token_merge_into_one_reason_and_redis_sta
     # And Redis grew by what the audit trail and the de-duplication markers need, no more
     grown = used_memory(app) - before
     assert grown < GROWTH_ALLOWED, f"Redis grew by {grown:,} bytes"
+
+
+def required(app) -> list[dict]:
+    return [e for e in app.store.events.outbox() if e["type"] == catalog.REPLACEMENT_REQUIRED]
+
+
+def test_more_causes_of_a_kind_already_told_send_nothing_and_a_new_kind_is_told(
+    cli, app, lab, worker, tmp_path
+):
+    # Given the downloader's password changed three times (three ids, three times)
+    path = tmp_path / "changes.jsonl"
+    path.write_text("\n".join(password_change_lines(0, 3)) + "\n")
+    assert cli("emit", "--file", str(path)).exit_code == 0
+    worker.drain()
+    # Then they were told once, about the first
+    [told] = required(app)
+    assert told["data"]["reason"]["id"] == "hr-0"
+    # When they leave
+    emit_id = cli("emit", "user-left", "--user", "Teacher@School.edu").stdout.split()[-1]
+    worker.drain()
+    # Then they are told again, about the departure, with the totals
+    [_, again] = required(app)
+    assert again["data"]["reason"]["type"] == catalog.USER_LEFT
+    assert again["data"]["reason"]["id"] == emit_id
+    assert [(r["type"], r["count"]) for r in again["data"]["reasons"]] == [
+        (catalog.PASSWORD_CHANGED, 3),
+        (catalog.USER_LEFT, 1),
+    ]
+    assert (again["data"]["reason_count"], again["data"]["event_count"]) == (2, 4)
+    assert again["data"]["omitted_events"] == 0
+    # And the audit trail says why the repeats sent nothing
+    actions = [e["decisions"][0]["action"] for e in app.store.events.audit() if e["decisions"]]
+    assert actions.count("reason merged (nothing new to tell)") == 2
+
+
+def test_a_new_key_staged_again_is_told_again_with_its_certificate(cli, app, lab, worker):
+    first = cli("keys", "rotate", "Lab")
+    worker.drain()
+    second = cli("keys", "rotate", "Lab", "--replace-staged")
+    assert second.exit_code == 0, second.output
+    worker.drain()
+    sent = required(app)
+    assert [e["data"]["certificate"] for e in sent] == [first.stdout, second.stdout]
+    assert sent[1]["data"]["reason"]["count"] == 2
+
+
+def test_merged_reasons_read_as_counts_with_first_and_last_in_lists_and_status(
+    cli, app, lab, worker, tmp_path
+):
+    path = tmp_path / "changes.jsonl"
+    path.write_text("\n".join(password_change_lines(0, 3)) + "\n")
+    assert cli("emit", "--file", str(path)).exit_code == 0
+    worker.drain()
+    listed = cli("replacements", "list").stdout
+    assert (
+        f"password changed {TIMES}3 (first 2025-02-10T09:00:00Z, last 2025-02-10T09:00:02Z)"
+        in listed
+    )
+    [opened] = replacements(cli)
+    assert (opened["event_count"], opened["omitted_events"]) == (3, 0)
+    assert f"password changed {TIMES}3" in cli("status").stdout
+    [row] = json.loads(cli("status", "--json").stdout)
+    assert (row["replacement"]["because"], row["replacement"]["event_count"]) == (
+        f"password changed {TIMES}3",
+        3,
+    )
+
+
+def legacy_reasons(count: int) -> list[dict]:
+    """A replacement's reasons as recorded before they were merged: one per event."""
+    return [
+        {
+            "type": catalog.PASSWORD_CHANGED,
+            "id": f"old-{n}",
+            "source": "urn:test:hr",
+            "time": f"2025-02-10T10:{n // 60:02d}:{n % 60:02d}Z",
+            "urgency": "immediate",
+            "rank": 30,
+        }
+        for n in range(count)
+    ]
+
+
+def test_a_replacement_recorded_one_reason_per_event_is_merged_when_next_read(
+    cli, app, lab, worker, clock, tmp_path
+):
+    # Given a replacement stored before reasons were merged, with 3,000 of them
+    emit(cli, "password-changed", "--user", "Teacher@School.edu")
+    worker.drain()
+    [opened] = replacements(cli)
+    key = k.replacement(opened["token_id"])
+    app.redis.hset(key, "reasons", json.dumps(legacy_reasons(3000)))
+    app.redis.hdel(key, "omitted")
+    # Then it reads as one reason
+    [reason] = replacements(cli)[0]["reasons"]
+    assert (reason["count"], reason["id"], reason["last"]["id"]) == (3000, "old-0", "old-2999")
+    # And one more cause of that kind stores it merged
+    emit(cli, "password-changed", "--user", "Teacher@School.edu")
+    worker.drain()
+    assert [r["count"] for r in json.loads(app.redis.hget(key, "reasons"))] == [3001]
+    # And the notice that the token was replaced carries it merged
+    install(cli, clock, tmp_path, "Lab", "other@school.edu", clock.now, days_left=365)
+    [replaced] = [e for e in app.store.events.outbox() if e["type"] == catalog.REPLACED]
+    closed = replaced["data"]["closed_replacement"]
+    assert [r["count"] for r in closed["reasons"]] == [3001]
+    assert (closed["reason_count"], closed["event_count"]) == (1, 3001)
+
+
+def test_an_audit_entry_keeps_at_most_a_few_kib_of_a_large_event(cli, app, lab, worker, tmp_path):
+    # Given an event padded to 60 KB with fields tokenwarden ignores
+    event = json.loads(password_change_lines(0, 1)[0])
+    event["data"]["notes"] = ["x" * 200] * 300
+    path = tmp_path / "large.jsonl"
+    path.write_text(json.dumps(event) + "\n")
+    assert cli("emit", "--file", str(path)).exit_code == 0
+    worker.drain()
+    # Then its audit entry keeps what was read from it, in a few KiB
+    [stored] = [f["event"] for _, f in app.redis.xrange(k.AUDIT) if f["kind"] == "event"]
+    assert len(stored) < LARGEST_EVENT
+    [audited] = [e["event"] for e in app.store.events.audit() if e["kind"] == "event"]
+    assert (audited["id"], audited["data"]) == ("hr-0", {"user": "teacher@school.edu"})
+
+
+def test_an_email_says_how_often_and_when_first_and_last():
+    from worker.notify.email import compose
+
+    first = {"id": "hr-0", "source": "urn:test:hr", "time": "2025-02-10T09:00:00Z"}
+    event = {
+        "id": "e1",
+        "type": catalog.REPLACEMENT_REQUIRED,
+        "data": {
+            "server": "Lab",
+            "downloaded_by": "Teacher@School.edu",
+            "urgency": "immediate",
+            "reasons": [
+                {
+                    "type": catalog.PASSWORD_CHANGED,
+                    **first,
+                    "count": 3000,
+                    "last": {**first, "id": "hr-2999", "time": "2025-02-11T08:00:00Z"},
+                },
+                {"type": catalog.USER_LEFT, **first, "count": 1, "last": first},
+            ],
+            "omitted_events": 7,
+        },
+    }
+    text = compose(event, "tw@school.example", "it@school.example").get_content()
+    assert (
+        "Why: the password of Teacher@School.edu, who downloaded it, changed, 3000 times "
+        "(first 2025-02-10T09:00:00Z, last 2025-02-11T08:00:00Z); Teacher@School.edu, who "
+        "downloaded it, left the organization (2025-02-10T09:00:00Z); 7 more causes (not "
+        "listed)." in " ".join(text.split())
+    )

@@ -4,7 +4,7 @@ dead letters, replacements, and the causes recorded per user and per server."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from worker.records import Replacement, from_ms, to_ms
-from worker.rules.replacement import MAX_REASONS, Cause
+from worker.rules.replacement import MAX_REASONS, Cause, load_reasons
 from worker.store import keys as k
 from worker.timefmt import format_rfc3339
 
@@ -287,7 +287,7 @@ class EventStore:
         pipe = self._redis.pipeline(transaction=False)
         for token_id in token_ids:
             pipe.hgetall(k.replacement(token_id))
-        return [Replacement.from_hash(d) for d in pipe.execute() if d]
+        return [replacement_from_hash(d) for d in pipe.execute() if d]
 
     def replacements_by_token(self, token_ids: set[str]) -> dict[str, Replacement]:
         """The replacements of many tokens, in one round trip."""
@@ -296,17 +296,24 @@ class EventStore:
         for token_id in ordered:
             pipe.hgetall(k.replacement(token_id))
         return {
-            t: Replacement.from_hash(d) for t, d in zip(ordered, pipe.execute(), strict=True) if d
+            t: replacement_from_hash(d) for t, d in zip(ordered, pipe.execute(), strict=True) if d
         }
 
     def replacement(self, token_id: str) -> Replacement | None:
         data = self._redis.hgetall(k.replacement(token_id))
-        return Replacement.from_hash(data) if data else None
+        return replacement_from_hash(data) if data else None
 
     def outbox(self, limit: int = 1000) -> list[dict[str, Any]]:
         return [
             json.loads(fields["event"]) for _, fields in self._redis.xrange(k.OUTBOX, count=limit)
         ]
+
+
+def replacement_from_hash(data: dict[str, str]) -> Replacement:
+    """A replacement as stored, its reasons merged if they were recorded one per event."""
+    stored = Replacement.from_hash(data)
+    reasons, omitted = load_reasons(stored.reasons, stored.omitted)
+    return replace(stored, reasons=reasons, omitted=omitted)
 
 
 def causes_in(data: dict[str, str]) -> list[Cause]:
