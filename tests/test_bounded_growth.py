@@ -10,6 +10,8 @@ import pytest
 
 from events import catalog
 from tests.helpers import DOWNLOADED, emit, install, replacements
+from worker.names import user_key
+from worker.rules.install import LONGEST_TOKEN_LIFE
 from worker.store import keys as k
 from worker.store.delivery_store import DISPATCH_GROUP
 
@@ -259,3 +261,21 @@ def test_an_email_says_how_often_and_when_first_and_last():
         "downloaded it, left the organization (2025-02-10T09:00:00Z); 7 more causes (not "
         "listed)." in " ".join(text.split())
     )
+
+
+def test_a_user_known_only_from_events_is_forgotten_in_time_and_kept_once_they_hold_a_token(
+    cli, app, lab, worker, clock, tmp_path
+):
+    # Given password changes for a user with no token and for the downloader of one
+    emit(cli, "password-changed", "--user", "Nobody@School.edu")
+    emit(cli, "password-changed", "--user", "Teacher@School.edu")
+    worker.drain()
+    # Then the one with no token is forgotten once no token it dooms could be installed
+    nobody = k.user(user_key("Nobody@School.edu"))
+    assert 0 < app.redis.ttl(nobody) <= LONGEST_TOKEN_LIFE.total_seconds()
+    assert app.redis.ttl(k.user(user_key("Teacher@School.edu"))) == -1
+    # And once they hold a token, their record stays (their token is listed there)
+    assert cli("servers", "add", "Gym").exit_code == 0
+    install(cli, clock, tmp_path, "Gym", "nobody@school.edu", DOWNLOADED, days_left=345)
+    assert app.redis.ttl(nobody) == -1
+    assert [r["server"] for r in replacements(cli)] == ["Lab", "Gym"]

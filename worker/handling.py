@@ -144,7 +144,7 @@ class EventHandler:
         key = user_key(user)
         tokens = facts.user_tokens.get(key, [])
         plan.guards.append(Guard(k.user(key), k.USER_VERSION, facts.user_versions.get(key, "")))
-        plan.causes.append(RecordCause(k.user(key), k.cause_field(cause.type), cause))
+        plan.causes.append(RecordCause.of_user(key, cause))
         if not tokens:
             plan.note = "no current token was downloaded by this user"
         return [

@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from worker.records import Replacement, from_ms, to_ms
+from worker.rules.install import LONGEST_TOKEN_LIFE
 from worker.rules.replacement import MAX_REASONS, Cause, load_reasons
 from worker.store import keys as k
 from worker.timefmt import format_rfc3339
@@ -24,6 +25,12 @@ _APPLY_PLAN = "\n".join(
 
 #: How long an event's (source, id) is remembered to drop a second delivery, in seconds.
 DEFAULT_SEEN_TTL = 30 * 24 * 3600
+
+#: How long the record of a user with no current token is kept after a cause, in seconds.
+#: A cause dooms only tokens downloaded before it, and a token expires at most
+#: LONGEST_TOKEN_LIFE after download (install refuses an expired one), so after this long no
+#: token the cause could doom can be installed.
+TOKENLESS_USER_TTL = int(LONGEST_TOKEN_LIFE.total_seconds())
 
 #: Audit entries kept (approximately; older ones are trimmed).
 DEFAULT_AUDIT_MAX = 100_000
@@ -74,6 +81,16 @@ class RecordCause:
     key: str
     field: str
     cause: Cause
+    #: Seconds after which the hash at `key` goes unless it lists a current token (a field
+    #: starting with USER_TOKEN_PREFIX); None: it stays.
+    tokenless_ttl: int | None = None
+
+    @classmethod
+    def of_user(cls, user_key: str, cause: Cause) -> RecordCause:
+        """The latest cause of its kind for a user, kept for a token installed later. A user
+        with no current token (anyone can be named in an event) is forgotten after
+        TOKENLESS_USER_TTL: no token a cause that old could doom can be installed any more."""
+        return cls(k.user(user_key), k.cause_field(cause.type), cause, TOKENLESS_USER_TTL)
 
 
 @dataclass(frozen=True)
@@ -109,6 +126,7 @@ class Plan:
             "now_ms": to_ms(self.now),
             "now_text": format_rfc3339(self.now),
             "outbox_key": k.OUTBOX,
+            "user_token_prefix": k.USER_TOKEN_PREFIX,
             "audit_key": k.AUDIT,
             "audit_max": audit_max,
             "seen_ttl": seen_ttl,
@@ -120,6 +138,7 @@ class Plan:
                     "field": c.field,
                     "at": to_ms(c.cause.time),
                     "value": json.dumps(cause_to_json(c.cause)),
+                    **({"tokenless_ttl": c.tokenless_ttl} if c.tokenless_ttl else {}),
                 }
                 for c in self.causes
             ],

@@ -39,10 +39,22 @@ end
 
 -- The latest cause of each kind per user or server, so a token installed later but downloaded
 -- earlier is caught at install time.
+local function lists_a_token(key)
+  local prefix = plan.user_token_prefix
+  for _, name in ipairs(redis.call("HKEYS", key)) do
+    if string.sub(name, 1, #prefix) == prefix then return true end
+  end
+  return false
+end
+
 for _, cause in ipairs(plan.causes) do
   local existing = redis.call("HGET", cause.key, cause.field)
   if not existing or tonumber(cjson.decode(existing).at) < tonumber(cause.at) then
     redis.call("HSET", cause.key, cause.field, cause.value)
+  end
+  -- A user named in events but holding no token is forgotten in time (install persists it).
+  if cause.tokenless_ttl and not lists_a_token(cause.key) then
+    redis.call("EXPIRE", cause.key, cause.tokenless_ttl)
   end
 end
 
