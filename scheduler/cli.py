@@ -116,8 +116,7 @@ def status_command(app: App, as_json: bool) -> None:
                 d["expires_at"] or "-",
                 "-" if d["days_left"] is None else d["days_left"],
                 d["downloaded_by"] or "-",
-                ", ".join(t.rsplit(".", 1)[-1] for t in (d["replacement"] or {}).get("reasons", []))
-                or "-",
+                (d["replacement"] or {}).get("because") or "-",
             )
             for d in described
         ]

@@ -161,7 +161,7 @@ class Scanner:
                     token_id=token.id,
                     server_id=server.id,
                     server_name=server.name,
-                    reason=outgoing.reason(cause),
+                    reason=outgoing.reason(need),
                     outgoing=outgoing.replacement_required(need, server, now),
                 )
             )

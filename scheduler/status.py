@@ -52,9 +52,9 @@ class Row:
             else {
                 "opened_at": replacement.opened_at,
                 "reasons": [r.get("type") for r in replacement.reasons],
-                "urgency": max(replacement.reasons, key=lambda r: r.get("rank", 0), default={}).get(
-                    "urgency"
-                ),
+                "because": replacement.label(),
+                "event_count": replacement.event_count,
+                "urgency": replacement.most_urgent.get("urgency"),
             },
         }
 
@@ -76,8 +76,7 @@ def severity_of(
         return DUE
     if token.expires_at <= now:
         return EXPIRED
-    ranks = [r.get("rank", 0) for r in (replacement.reasons if replacement else [])]
-    if ranks and max(ranks) >= catalog.IMMEDIATE.rank:
+    if replacement and replacement.most_urgent.get("rank", 0) >= catalog.IMMEDIATE.rank:
         return EXPIRED  # it no longer works: as bad as expired
     if replacement is not None or level_at(token.expires_at, now, thresholds) is not None:
         return DUE  # inside the first threshold: the scan warns from this moment too

@@ -139,7 +139,7 @@ class EventHandler:
                     token_id=need.token.id,
                     server_id=server.id,
                     server_name=server.name,
-                    reason=outgoing.reason(need.cause),
+                    reason=outgoing.reason(need),
                     outgoing=outgoing.replacement_required(need, server, now),
                 )
             )
@@ -151,7 +151,7 @@ class EventHandler:
         key = user_key(user)
         tokens = facts.user_tokens.get(key, [])
         plan.guards.append(Guard(k.user(key), k.USER_VERSION, facts.user_versions.get(key, "")))
-        plan.causes.append(RecordCause(k.user(key), k.cause_field(cause.type), cause))
+        plan.causes.append(RecordCause.of_user(key, cause))
         if not tokens:
             plan.note = "no current token was downloaded by this user"
         return [

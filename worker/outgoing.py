@@ -1,5 +1,6 @@
 """The outgoing events a decision produces, as templates the store completes atomically
-(it fills in the replacement's full list of reasons, its urgency and when it was opened).
+(it fills in the reason as merged, the replacement's reasons (bounded), their totals, its
+urgency and when it was opened).
 
 Pure: records in, JSON-ready dicts out. Event ids are stable for the same decision, so a
 repeated decision yields the same id and receivers can de-duplicate.
@@ -13,20 +14,24 @@ from typing import Any
 from events import catalog
 from events.cloudevent import outgoing_event, stable_id
 from worker.records import Server, Token
-from worker.rules.replacement import Cause, ReplacementNeeded
+from worker.rules.replacement import ReplacementNeeded, reason_subject
 from worker.timefmt import format_rfc3339
 
 
-def reason(cause: Cause) -> dict[str, Any]:
-    """One entry of a replacement's `reasons`."""
+def reason(need: ReplacementNeeded) -> dict[str, Any]:
+    """One entry of a replacement's `reasons`, as its first cause (see the reason rules in
+    worker.rules.replacement: the store merges it with the reasons already recorded)."""
+    cause = need.cause
     urgency = cause.urgency
+    seen = {"id": cause.id, "source": cause.source, "time": format_rfc3339(cause.time)}
     return {
         "type": cause.type,
-        "id": cause.id,
-        "source": cause.source,
-        "time": format_rfc3339(cause.time),
+        "subject": reason_subject(cause, need.token),
+        **seen,
         "urgency": urgency.name,
         "rank": urgency.rank,
+        "count": 1,
+        "last": dict(seen),
     }
 
 

@@ -186,8 +186,9 @@ class Token:
 
 @dataclass(frozen=True)
 class Replacement:
-    """The standing fact that a token must be replaced, with every reason, until a newer token
-    for its server is installed. Written by the store's apply_plan.lua."""
+    """The standing fact that a token must be replaced, with its reasons (merged by kind, at
+    most MAX_REASONS of worker.rules.replacement; causes beyond them counted in `omitted`),
+    until a newer token for its server is installed. Written by the store's apply_plan.lua."""
 
     token_id: str
     server_id: str
@@ -196,6 +197,7 @@ class Replacement:
     resolved_at: str | None
     resolved_by: str | None
     reasons: list[dict]
+    omitted: int = 0
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> Replacement:
@@ -208,4 +210,37 @@ class Replacement:
             resolved_at=_opt(data.get("resolved_at")),
             resolved_by=_opt(data.get("resolved_by")),
             reasons=reasons if isinstance(reasons, list) else [],
+            omitted=int(data.get("omitted") or 0),
         )
+
+    @property
+    def most_urgent(self) -> dict:
+        return max(self.reasons, key=lambda r: r.get("rank", 0), default={})
+
+    @property
+    def event_count(self) -> int:
+        """Every cause recorded, the omitted ones included."""
+        return sum(r.get("count", 1) for r in self.reasons) + self.omitted
+
+    def label(self, *, times: bool = False) -> str:
+        """Its reasons as a person reads them in a table, e.g. "password changed \u00d73000
+        (first 2026-11-26T10:14:00Z, last 2026-11-27T08:00:00Z), user left"."""
+        labels = [reason_label(r, times=times) for r in self.reasons]
+        if self.omitted:
+            labels.append(f"{self.omitted} more")
+        return ", ".join(labels)
+
+
+def reason_label(reason: dict, *, times: bool = False) -> str:
+    """One reason in a few words: its kind, how many causes of that kind, and (with `times`)
+    when the first and the last happened."""
+    label = str(reason.get("type", "?")).rsplit(".", 1)[-1].replace("_", " ")
+    count = reason.get("count", 1)
+    if count != 1:
+        label += f" \N{MULTIPLICATION SIGN}{count}"
+    if not times:
+        return label
+    first, last = reason.get("time"), (reason.get("last") or {}).get("time")
+    if last in (None, first):
+        return f"{label} ({first})"
+    return f"{label} (first {first}, last {last})"

@@ -231,7 +231,7 @@ def install_plan(
                 token_id=token.id,
                 server_id=server.id,
                 server_name=server.name,
-                reason=outgoing.reason(need.cause),
+                reason=outgoing.reason(need),
                 outgoing=outgoing.replacement_required(need, server, now),
             )
         )

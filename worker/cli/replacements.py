@@ -33,7 +33,7 @@ def list_replacements(app: App, include_all: bool, as_json: bool) -> None:
             d["status"],
             d["urgency"],
             d["opened_at"],
-            ", ".join(r["type"].rsplit(".", 1)[-1] for r in d["reasons"]),
+            d["because"],
             d["downloaded_by"] or "-",
         )
         for d in described
@@ -49,14 +49,16 @@ def describe(app: App, replacement: Replacement) -> dict:
     server = app.store.get_server(replacement.server_id)
     token = app.store.get_token(replacement.token_id)
     reasons = [{k: v for k, v in r.items() if k != "rank"} for r in replacement.reasons]
-    most = max(replacement.reasons, key=lambda r: r.get("rank", 0), default={})
     return {
         "server": server.name if server else None,
         "org": (server.org or None) if server else None,
         "token_id": replacement.token_id,
         "status": replacement.status,
-        "urgency": most.get("urgency"),
+        "urgency": replacement.most_urgent.get("urgency"),
         "reasons": reasons,
+        "because": replacement.label(times=True),
+        "event_count": replacement.event_count,
+        "omitted_events": replacement.omitted,
         "opened_at": replacement.opened_at,
         "resolved_at": replacement.resolved_at,
         "resolved_by_token_id": replacement.resolved_by,

@@ -57,11 +57,9 @@ def compose(event: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
 def _replacement_text(data: dict[str, Any]) -> str:
     server = data.get("server", "?")
     where = f" ({data['org']})" if data.get("org") else ""
-    reasons = [
-        _WHY.get(r.get("type"), r.get("type", "?")).format(user=data.get("downloaded_by"))
-        + f" ({r.get('time')})"
-        for r in data.get("reasons") or []
-    ]
+    reasons = [_why(r, data.get("downloaded_by")) for r in data.get("reasons") or []]
+    if data.get("omitted_events"):
+        reasons.append(f"{data['omitted_events']} more causes (not listed)")
     steps = [
         "Sign in to Apple School Manager (school.apple.com) or Apple Business Manager "
         "(business.apple.com) as an Administrator, Site Manager or Device Enrollment Manager.",
@@ -91,6 +89,17 @@ def _replacement_text(data: dict[str, Any]) -> str:
         "-- tokenwarden",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _why(reason: dict[str, Any], user: Any) -> str:
+    """One reason in a sentence, with when: a reason may count many causes of its kind."""
+    kind = reason.get("type", "?")
+    why = _WHY.get(kind, kind).format(user=user)
+    count = reason.get("count", 1)
+    first, last = reason.get("time"), (reason.get("last") or {}).get("time")
+    if count == 1 or last in (None, first):
+        return f"{why} ({first})" if count == 1 else f"{why}, {count} times ({first})"
+    return f"{why}, {count} times (first {first}, last {last})"
 
 
 def _file_stem(server: str) -> str:

@@ -4,7 +4,7 @@ dead letters, replacements, and the causes recorded per user and per server."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -12,17 +12,36 @@ from typing import Any
 import redis
 
 from worker.records import Replacement, from_ms, to_ms
-from worker.rules.replacement import Cause
+from worker.rules.install import LONGEST_TOKEN_LIFE
+from worker.rules.replacement import MAX_REASONS, Cause, load_reasons
 from worker.store import keys as k
 from worker.timefmt import format_rfc3339
 
-_APPLY_PLAN = resources.files("worker.store").joinpath("lua/apply_plan.lua").read_text()
+_LUA = resources.files("worker.store").joinpath("lua")
+#: The reason rules (merge_reason.lua) come first: Redis scripts have no imports.
+_APPLY_PLAN = "\n".join(
+    _LUA.joinpath(name).read_text() for name in ("merge_reason.lua", "apply_plan.lua")
+)
 
 #: How long an event's (source, id) is remembered to drop a second delivery, in seconds.
 DEFAULT_SEEN_TTL = 30 * 24 * 3600
 
+#: How long the record of a user with no current token is kept after a cause, in seconds.
+#: A cause dooms only tokens downloaded before it, and a token expires at most
+#: LONGEST_TOKEN_LIFE after download (install refuses an expired one), so after this long no
+#: token the cause could doom can be installed.
+TOKENLESS_USER_TTL = int(LONGEST_TOKEN_LIFE.total_seconds())
+
 #: Audit entries kept (approximately; older ones are trimmed).
 DEFAULT_AUDIT_MAX = 100_000
+
+#: Longest event kept whole in an audit entry, in characters of JSON. A larger one (an event
+#: may be 64 KiB) keeps what tokenwarden read from it: its attributes and the user or server.
+AUDIT_EVENT_CHARS = 4096
+
+#: What an audit entry keeps of an event too large to keep whole.
+_AUDIT_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject")
+_AUDIT_DATA = ("user", "server", "org")
 
 #: Dead letters kept (approximately).
 DEFAULT_DEAD_MAX = 10_000
@@ -62,6 +81,16 @@ class RecordCause:
     key: str
     field: str
     cause: Cause
+    #: Seconds after which the hash at `key` goes unless it lists a current token (a field
+    #: starting with USER_TOKEN_PREFIX); None: it stays.
+    tokenless_ttl: int | None = None
+
+    @classmethod
+    def of_user(cls, user_key: str, cause: Cause) -> RecordCause:
+        """The latest cause of its kind for a user, kept for a token installed later. A user
+        with no current token (anyone can be named in an event) is forgotten after
+        TOKENLESS_USER_TTL: no token a cause that old could doom can be installed any more."""
+        return cls(k.user(user_key), k.cause_field(cause.type), cause, TOKENLESS_USER_TTL)
 
 
 @dataclass(frozen=True)
@@ -97,9 +126,11 @@ class Plan:
             "now_ms": to_ms(self.now),
             "now_text": format_rfc3339(self.now),
             "outbox_key": k.OUTBOX,
+            "user_token_prefix": k.USER_TOKEN_PREFIX,
             "audit_key": k.AUDIT,
             "audit_max": audit_max,
             "seen_ttl": seen_ttl,
+            "max_reasons": MAX_REASONS,
             "guards": [g.__dict__ for g in self.guards],
             "causes": [
                 {
@@ -107,6 +138,7 @@ class Plan:
                     "field": c.field,
                     "at": to_ms(c.cause.time),
                     "value": json.dumps(cause_to_json(c.cause)),
+                    **({"tokenless_ttl": c.tokenless_ttl} if c.tokenless_ttl else {}),
                 }
                 for c in self.causes
             ],
@@ -138,7 +170,7 @@ class Plan:
             plan["audit"] = {
                 "kind": self.audit_kind,
                 "note": self.note,
-                "event": json.dumps(self.audit_event or {}),
+                "event": audit_text(self.audit_event or {}),
             }
         return json.dumps(plan)  # ASCII: nothing a client sent can break the UTF-8 to Redis
 
@@ -147,6 +179,19 @@ class Plan:
 class Applied:
     outcome: str  # applied | duplicate | retry
     results: list[dict[str, Any]]
+
+
+def audit_text(event: dict[str, Any]) -> str:
+    """The event as an audit entry keeps it: whole, unless larger than AUDIT_EVENT_CHARS, so
+    the capped audit trail is capped in bytes too."""
+    whole = json.dumps(event)
+    if len(whole) <= AUDIT_EVENT_CHARS:
+        return whole
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    kept: dict[str, Any] = {name: event[name] for name in _AUDIT_ATTRIBUTES if name in event}
+    kept["data"] = {name: data[name] for name in _AUDIT_DATA if name in data}
+    kept["truncated"] = f"{len(whole)} characters; only what tokenwarden reads is kept"
+    return json.dumps(kept)
 
 
 def cause_to_json(cause: Cause) -> dict[str, Any]:
@@ -261,7 +306,7 @@ class EventStore:
         pipe = self._redis.pipeline(transaction=False)
         for token_id in token_ids:
             pipe.hgetall(k.replacement(token_id))
-        return [Replacement.from_hash(d) for d in pipe.execute() if d]
+        return [replacement_from_hash(d) for d in pipe.execute() if d]
 
     def replacements_by_token(self, token_ids: set[str]) -> dict[str, Replacement]:
         """The replacements of many tokens, in one round trip."""
@@ -270,17 +315,24 @@ class EventStore:
         for token_id in ordered:
             pipe.hgetall(k.replacement(token_id))
         return {
-            t: Replacement.from_hash(d) for t, d in zip(ordered, pipe.execute(), strict=True) if d
+            t: replacement_from_hash(d) for t, d in zip(ordered, pipe.execute(), strict=True) if d
         }
 
     def replacement(self, token_id: str) -> Replacement | None:
         data = self._redis.hgetall(k.replacement(token_id))
-        return Replacement.from_hash(data) if data else None
+        return replacement_from_hash(data) if data else None
 
     def outbox(self, limit: int = 1000) -> list[dict[str, Any]]:
         return [
             json.loads(fields["event"]) for _, fields in self._redis.xrange(k.OUTBOX, count=limit)
         ]
+
+
+def replacement_from_hash(data: dict[str, str]) -> Replacement:
+    """A replacement as stored, its reasons merged if they were recorded one per event."""
+    stored = Replacement.from_hash(data)
+    reasons, omitted = load_reasons(stored.reasons, stored.omitted)
+    return replace(stored, reasons=reasons, omitted=omitted)
 
 
 def causes_in(data: dict[str, str]) -> list[Cause]:

@@ -116,7 +116,7 @@ DELIVERIES_FAILED = "tw:deliveries:failed"
 def user(user_key: str) -> str:
     """Hash: a Managed Apple Account's current tokens (`t:<token id>`), its version
     (USER_VERSION, bumped whenever that set changes) and its latest cause of each kind
-    (`cause:<type>`)."""
+    (`cause:<type>`). One that lists no current token expires a year after its latest cause."""
     return f"tw:user:{user_key}"
 
 

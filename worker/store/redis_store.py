@@ -91,6 +91,7 @@ def queue_token_writes(
     user_hash = k.user(user_key(token.downloaded_by))
     pipe.hset(user_hash, k.user_token_field(token.id), 1)
     pipe.hincrby(user_hash, k.USER_VERSION, 1)
+    pipe.persist(user_hash)  # it may have been a user known only from events, set to expire
     pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(check_at)})
     pipe.hset(k.server(token.server_id), "token", token.id)
 
