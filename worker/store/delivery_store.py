@@ -5,12 +5,19 @@ A delivery is tried only by the holder of its lease (`lease` field): the lease i
 delivery is created and sent at once, or when the due index says it is time (a retry, or a lease
 that ran out because its holder died). A duplicate or late message holds no lease and does
 nothing, so no attempt runs twice and no retry comes early.
+
+A pending delivery is always in exactly one place: the due index (leased or waiting for its
+time), or its subscription's parked queue (due, but that subscription had no attempt free).
+
+The event body is stored once per outgoing event (`delivery_body`), not once per delivery, and
+kept while a delivery still needs it: a pending one (whatever its retry schedule) or a failed one
+(`deliveries retry`). Deliveries written before that hold their body inline (`event`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -57,7 +64,7 @@ class Delivery:
     subscription_id: str
     event_id: str
     event_type: str
-    event: str  # the CloudEvent, JSON, exactly as sent
+    event: str  # the CloudEvent, JSON, exactly as sent ("" when it is gone)
     status: str
     attempts: int
     created_at: datetime
@@ -74,7 +81,7 @@ class Delivery:
             subscription_id=data["subscription"],
             event_id=data["event_id"],
             event_type=data["event_type"],
-            event=data["event"],
+            event=data.get("event", ""),
             status=data["status"],
             attempts=int(data.get("attempts") or 0),
             created_at=from_ms(data["created_at"]),
@@ -116,6 +123,7 @@ class DeliveryStore:
         self._claim = client.register_script(_script("claim_due"))
         self._begin = client.register_script(_script("begin_attempt"))
         self._record = client.register_script(_script("record_attempt"))
+        self._claim_parked = client.register_script(_script("claim_parked"))
 
     # ---- subscriptions -----------------------------------------------------------------------
 
@@ -254,9 +262,10 @@ class DeliveryStore:
         now: datetime,
         lease_ms: int,
         lease: str,
+        park: Collection[str] = (),
     ) -> list[str]:
-        """Create what does not exist yet; each new delivery is leased to `<lease>:<id>`."""
-        body = json.dumps(event, separators=(",", ":"))
+        """Create what does not exist yet; each new delivery is leased to `<lease>:<id>`, or,
+        for the subscriptions in `park` (no attempt free), parked in their queues."""
         deliveries = []
         for subscription in subscriptions:
             ident = delivery_id(event["id"], subscription.id)
@@ -264,11 +273,11 @@ class DeliveryStore:
                 {
                     "id": ident,
                     "lease": f"{lease}:{ident}",
+                    "park": subscription.id in park,
                     "fields": {
                         "subscription": subscription.id,
                         "event_id": event["id"],
                         "event_type": event["type"],
-                        "event": body,
                         "status": PENDING,
                         "attempts": 0,
                         "created_at": to_ms(now),
@@ -278,12 +287,48 @@ class DeliveryStore:
             )
         if not deliveries:
             return []
-        request = {"now_ms": to_ms(now), "lease_ms": lease_ms, "deliveries": deliveries}
+        request = {
+            "now_ms": to_ms(now),
+            "lease_ms": lease_ms,
+            "body_key": k.delivery_body(event["id"]),
+            "body": json.dumps(event, separators=(",", ":")),
+            "parked_prefix": k.PARKED_PREFIX,
+            "deliveries": deliveries,
+        }
         return list(self._create(args=[json.dumps(request)]) or [])
 
-    def claim_due(self, now: datetime, lease_ms: int, limit: int, lease: str) -> list[str]:
-        """Lease due deliveries, each to `<lease>:<id>`; returns their ids."""
-        return list(self._claim(args=[to_ms(now), lease_ms, limit, lease]) or [])
+    def claim_due(
+        self,
+        now: datetime,
+        lease_ms: int,
+        limit: int,
+        lease: str,
+        *,
+        per_subscription: int = 0,
+        in_hand: Mapping[str, int] | None = None,
+    ) -> list[tuple[str, str]]:
+        """Lease due deliveries, each to `<lease>:<id>`, at most `per_subscription` (0: no
+        bound) in hand per subscription counting `in_hand`; the others of a subscription at
+        its bound are parked. Returns (delivery id, subscription id) of those leased."""
+        request = {
+            "now_ms": to_ms(now),
+            "lease_ms": lease_ms,
+            "limit": limit,
+            "claim": lease,
+            "bound": per_subscription,
+            "in_hand": {s: n for s, n in (in_hand or {}).items() if n > 0},
+            "parked_prefix": k.PARKED_PREFIX,
+        }
+        flat = list(self._claim(args=[json.dumps(request)]) or [])
+        return list(zip(flat[0::2], flat[1::2], strict=True))
+
+    def claim_parked(
+        self, subscription_id: str, now: datetime, lease_ms: int, lease: str
+    ) -> str | None:
+        """Lease the next parked delivery of a subscription (to `<lease>:<id>`), if any."""
+        parked = k.parked_deliveries(subscription_id)
+        claimed = self._claim_parked(args=[parked, subscription_id, to_ms(now), lease_ms, lease])
+        return claimed or None
 
     def begin_attempt(
         self, delivery_id: str, lease: str, now: datetime, lease_ms: int
@@ -293,8 +338,13 @@ class DeliveryStore:
         return None if made is None or int(made) < 0 else int(made)
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """The delivery with its event body."""
         data = self._redis.hgetall(k.delivery(delivery_id))
-        return Delivery.from_hash(data) if data.get("id") else None
+        if not data.get("id"):
+            return None
+        if "event" not in data:  # stored once per event (older deliveries hold it inline)
+            data["event"] = self._redis.hget(k.delivery_body(data["event_id"]), "body") or ""
+        return Delivery.from_hash(data)
 
     def record_attempt(
         self,
@@ -321,6 +371,7 @@ class DeliveryStore:
             "next_ms": to_ms(next_at) if next_at else 0,
             "latency_ms": f"{latency_ms:.1f}",
             "keep_ms": FINISHED_KEPT_MS,
+            "body_prefix": k.DELIVERY_BODY_PREFIX,
         }
         return bool(self._record(args=[json.dumps(payload)]))
 
