@@ -31,6 +31,7 @@ from datetime import datetime
 import redis
 import structlog
 
+from worker.errors import TokenwardenError
 from worker.notify.deliver import Deliverer
 from worker.notify.subscriptions import Subscription
 from worker.store.delivery_store import DeliveryStore, OutboxEntry
@@ -205,6 +206,7 @@ class DeliveryLoop:
         clock: Callable[[], datetime],
         threads: int,
     ):
+        self._store = store
         self._deliverer = deliverer
         self._threads = threads
         self._pool = ThreadPoolExecutor(
@@ -256,10 +258,22 @@ class DeliveryLoop:
             return None
 
     def start(self) -> None:
+        self._seal_plain_urls()
         self._thread = threading.Thread(
             target=self._run, name="tokenwarden-deliveries", daemon=True
         )
         self._thread.start()
+
+    def _seal_plain_urls(self) -> None:
+        """Subscriptions stored before webhook URLs were sealed are sealed now (until then
+        they are read as they are, so a failure here only postpones it)."""
+        try:
+            sealed = self._store.seal_plain_urls()
+        except (TokenwardenError, redis.RedisError) as exc:
+            log.warning("subscription_urls_not_sealed", error=str(exc))
+            return
+        if sealed:
+            log.info("subscription_urls_sealed", subscriptions=sealed)
 
     def stop(self) -> None:
         self._stop.set()

@@ -1,5 +1,10 @@
-"""The Redis side of notifications: subscriptions (secrets sealed), reading the outbox through a
-consumer group, and deliveries with their due index and leases.
+"""The Redis side of notifications: subscriptions (secrets and webhook URLs sealed), reading the
+outbox through a consumer group, and deliveries with their due index and leases.
+
+A webhook subscription's hash holds its URL sealed (`url`) and, in `target`, only what may be
+shown (subscriptions.redact_url). Subscriptions stored before URLs were sealed hold the full URL
+in `target` and no `url`: they are read as they are, and seal_plain_urls (run when a worker
+starts) seals them.
 
 A delivery is tried only by the holder of its lease (`lease` field): the lease is taken when the
 delivery is created and sent at once, or when the due index says it is time (a retry, or a lease
@@ -26,7 +31,7 @@ from typing import Any
 import redis
 
 from worker.crypto.sealing import Keyring
-from worker.notify.subscriptions import ACTIVE, DISABLED, Subscription
+from worker.notify.subscriptions import ACTIVE, DISABLED, WEBHOOK, Subscription, redact_url
 from worker.records import from_ms, to_ms
 from worker.store import keys as k
 from worker.timefmt import format_rfc3339
@@ -111,8 +116,10 @@ class Delivery:
         }
 
 
-def _subscription_context(subscription_id: str) -> str:
-    return f"{k.subscription(subscription_id)}#secret"
+def _subscription_context(subscription_id: str, field: str = "secret") -> str:
+    """What a sealed field of a subscription is bound to (the same as RedisStore's contexts,
+    so `secrets reencrypt` re-seals it through k.SEALED_LOCATIONS)."""
+    return f"{k.subscription(subscription_id)}#{field}"
 
 
 class DeliveryStore:
@@ -131,7 +138,7 @@ class DeliveryStore:
         fields = {
             "id": subscription.id,
             "kind": subscription.kind,
-            "target": subscription.target,
+            "target": subscription.shown,
             "types": ",".join(subscription.types),
             "org": subscription.org,
             "server": subscription.server,
@@ -141,6 +148,8 @@ class DeliveryStore:
         if secret is not None:
             context = _subscription_context(subscription.id)
             fields["secret"] = self._keyring().seal(secret.encode(), context)
+        if subscription.kind == WEBHOOK:
+            fields["url"] = self._seal_url(subscription.id, subscription.target)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(k.subscription(subscription.id), mapping=fields)
         pipe.sadd(k.SUBSCRIPTIONS, subscription.id)
@@ -162,6 +171,47 @@ class DeliveryStore:
         if not sealed:
             raise LookupError(f"subscription {subscription.id} has no secret")
         return self._keyring().open(sealed, _subscription_context(subscription.id)).decode()
+
+    def open_target(self, subscription: Subscription) -> str:
+        """Where to send: the full webhook URL (never to be logged or shown unasked), or the
+        e-mail address."""
+        if subscription.kind != WEBHOOK:
+            return subscription.target
+        key = k.subscription(subscription.id)
+        sealed, plain = self._redis.hmget(key, ["url", "target"])
+        if not sealed:  # stored before URLs were sealed
+            if not plain:
+                raise LookupError(f"subscription {subscription.id} has no URL")
+            return plain
+        context = _subscription_context(subscription.id, "url")
+        return self._keyring().open(sealed, context).decode()
+
+    def seal_plain_urls(self) -> int:
+        """Seal the URLs of webhook subscriptions stored before URLs were sealed; returns how
+        many. Idempotent, and safe beside other processes doing the same."""
+        sealed = 0
+        for subscription_id in sorted(self._redis.smembers(k.SUBSCRIPTIONS)):
+            key = k.subscription(subscription_id)
+
+            def write(pipe: redis.client.Pipeline, subscription_id: str = subscription_id) -> int:
+                kind, url, target = pipe.hmget(
+                    k.subscription(subscription_id), "kind", "url", "target"
+                )
+                if kind != WEBHOOK or url or not target:
+                    return 0
+                fields = {
+                    "url": self._seal_url(subscription_id, target),
+                    "target": redact_url(target),
+                }
+                pipe.multi()
+                pipe.hset(k.subscription(subscription_id), mapping=fields)
+                return 1
+
+            sealed += self._redis.transaction(write, key, value_from_callable=True)
+        return sealed
+
+    def _seal_url(self, subscription_id: str, url: str) -> str:
+        return self._keyring().seal(url.encode(), _subscription_context(subscription_id, "url"))
 
     def remove_subscription(self, subscription_id: str) -> bool:
         pipe = self._redis.pipeline(transaction=True)
@@ -434,7 +484,7 @@ def _subscription(data: dict[str, str]) -> Subscription:
     return Subscription(
         id=data["id"],
         kind=data["kind"],
-        target=data["target"],
+        target=data["target"],  # the shown form (an older subscription's: its full URL)
         types=tuple(t for t in data.get("types", "").split(",") if t),
         created_at=from_ms(data["created_at"]),
         org=data.get("org", ""),

@@ -86,11 +86,12 @@ SEALED_LOCATIONS = (
     ("tw:key:*", SEALED_PRIVATE_KEY),
     ("tw:cred:*", None),
     ("tw:subscription:*", "secret"),
+    ("tw:subscription:*", "url"),
 )
 
 
 def subscription(subscription_id: str) -> str:
-    """Hash: one subscription (webhook or e-mail), its webhook secret sealed."""
+    """Hash: one subscription (webhook or e-mail), its webhook secret and URL sealed."""
     return f"tw:subscription:{subscription_id}"
 
 
