@@ -168,17 +168,22 @@ class Dispatcher:
             wanted: list[Subscription] = [s for s in subscriptions if s.wants(entry.event)]
             now_ids = {s.id for s in wanted if self._slots.take(s.id)}
             lease = self._lease()
-            new = set(
-                self._store.create_deliveries(
-                    entry.event,
-                    wanted,
-                    delivery_id,
-                    self._clock(),
-                    QUEUE_LEASE_MS,
-                    lease,
-                    park={s.id for s in wanted} - now_ids,
+            try:
+                new = set(
+                    self._store.create_deliveries(
+                        entry.event,
+                        wanted,
+                        delivery_id,
+                        self._clock(),
+                        QUEUE_LEASE_MS,
+                        lease,
+                        park={s.id for s in wanted} - now_ids,
+                    )
                 )
-            )
+            except BaseException:  # nothing was handed out: the slots are free again
+                for subscription_id in now_ids:
+                    self._slots.give_back(subscription_id)
+                raise
             created += len(new)
             for subscription_id in now_ids:
                 ident = delivery_id(entry.event["id"], subscription_id)
