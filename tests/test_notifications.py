@@ -176,10 +176,10 @@ def test_an_outbox_entry_left_by_a_dead_dispatcher_is_delivered_by_the_sweeper(
     emit(cli, "user-left", "--user", "Teacher@School.edu")
     handle_queued_events(app)
     sent: list[tuple[str, str]] = []
-    dead = Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a), consumer="dead-one")
+    dead = Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a[:2]), consumer="dead-one")
     assert app.deliveries.read_outbox("dead-one", 10, 0)  # read, never acknowledged
     # When a live dispatcher sweeps
-    alive = Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a), consumer="alive")
+    alive = Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a[:2]), consumer="alive")
     assert alive.dispatch_new(block_ms=10) == 0  # nothing new: it was read already
     assert alive.sweep_outbox(min_idle_ms=0) == 1
     # Then its delivery exists and was sent, once
@@ -200,7 +200,7 @@ def test_a_duplicate_or_late_message_neither_sends_again_nor_hurries_a_retry(
     emit(cli, "user-left", "--user", "Teacher@School.edu")
     handle_queued_events(app)
     sent: list[tuple[str, str]] = []
-    Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a)).dispatch_new(block_ms=10)
+    Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a[:2])).dispatch_new(block_ms=10)
     [(delivery, lease)] = sent
     # the first attempt fails and schedules a retry in 5 s
     assert app.deliverer.attempt(delivery, lease) == "retry"
@@ -219,7 +219,7 @@ def test_a_receiver_trickling_bytes_is_cut_off_at_the_deadline(cli, app, lab, re
     emit(cli, "user-left", "--user", "Teacher@School.edu")
     handle_queued_events(app)
     sent: list[tuple[str, str]] = []
-    Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a)).dispatch_new(block_ms=10)
+    Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a[:2])).dispatch_new(block_ms=10)
     app.settings = replace(app.settings, notify=NotifySettings(webhook_timeout_s=1))
     app.__dict__.pop("deliverer", None)
     # (the receiver trickles a header a second for 10 s: only the whole-request deadline
@@ -252,7 +252,7 @@ def test_an_unreadable_outbox_entry_is_dead_lettered_and_the_rest_delivered(
     emit(cli, "user-left", "--user", "Teacher@School.edu")
     handle_queued_events(app)
     sent: list[tuple[str, str]] = []
-    assert Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a)).dispatch_new(10) == 1
+    assert Dispatcher(app.deliveries, app.now, lambda *a: sent.append(a[:2])).dispatch_new(10) == 1
     assert app.deliverer.attempt(*sent[0]) == "delivered"
     [dead] = app.store.events.dead_letters()
     assert dead["reason"] == "an outbox entry is not a readable event"
@@ -340,7 +340,7 @@ def test_delivery_log_lines_name_the_attempt_and_never_the_secret(cli, app, lab,
     [line] = [e for e in logs if e["event"] == "delivery_attempt"]
     assert line["attempt"] == 1
     assert line["status"] == "204"
-    assert line["host"] == "127.0.0.1"
+    assert line["target"] == receiver.url.removesuffix("hook") + "…"
     assert {"subscription", "event_id", "latency_ms"} <= line.keys()
     assert secret not in json.dumps(logs, default=str)
 

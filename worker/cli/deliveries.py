@@ -22,7 +22,11 @@ def group() -> None:
 @pass_app
 def list_deliveries(app: App, failed: bool, limit: int, as_json: bool) -> None:
     """Newest first."""
-    described = [d.describe() for d in app.deliveries.deliveries(failed_only=failed, limit=limit)]
+    found = app.deliveries.deliveries(failed_only=failed, limit=limit)
+    targets = {s.id: s.shown for s in app.deliveries.subscriptions()} if found else {}
+    described = [
+        {**d.describe(), "target": targets.get(d.subscription_id, "(removed)")} for d in found
+    ]
     if as_json:
         print_json(described)
         return
@@ -30,6 +34,7 @@ def list_deliveries(app: App, failed: bool, limit: int, as_json: bool) -> None:
         (
             d["id"],
             d["subscription"],
+            d["target"],
             d["event_type"].rsplit(".", 1)[-1],
             d["status"],
             d["attempts"],
@@ -39,7 +44,7 @@ def list_deliveries(app: App, failed: bool, limit: int, as_json: bool) -> None:
         for d in described
     ]
     print_table(
-        ("ID", "SUBSCRIPTION", "EVENT", "STATUS", "ATTEMPTS", "LAST", "NEXT"),
+        ("ID", "SUBSCRIPTION", "TARGET", "EVENT", "STATUS", "ATTEMPTS", "LAST", "NEXT"),
         rows,
         empty="no failed deliveries" if failed else "no deliveries yet",
     )

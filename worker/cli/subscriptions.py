@@ -86,7 +86,7 @@ def add(
     if as_json:
         print_json({**described, **({"secret": chosen} if chosen and not secret else {})})
     else:
-        click.echo(f"added subscription {subscription.id}: {kind} {target}")
+        click.echo(f"added subscription {subscription.id}: {kind} {subscription.shown}")
     if chosen and not secret:
         if not as_json:
             click.echo(f"secret: {chosen}")
@@ -99,7 +99,7 @@ def add(
 @json_option
 @pass_app
 def list_subscriptions(app: App, as_json: bool) -> None:
-    """Every subscription (secrets are never shown)."""
+    """Every subscription (secrets and webhook URLs' paths are never shown)."""
     described = [describe(s) for s in app.deliveries.subscriptions()]
     if as_json:
         print_json(described)
@@ -120,6 +120,30 @@ def list_subscriptions(app: App, as_json: bool) -> None:
         rows,
         empty="no subscriptions; add one with `tokenwarden subscriptions add URL`",
     )
+
+
+@group.command("show")
+@click.argument("subscription_id")
+@click.option(
+    "--reveal-url",
+    is_flag=True,
+    help="Show the webhook URL in full (its path or query may hold a secret).",
+)
+@json_option
+@pass_app
+def show(app: App, subscription_id: str, reveal_url: bool, as_json: bool) -> None:
+    """One subscription; its webhook URL without the path unless --reveal-url."""
+    subscription = _get(app, subscription_id)
+    described = describe(subscription)
+    if reveal_url:
+        described["target"] = app.deliveries.open_target(subscription)
+    if as_json:
+        print_json(described)
+        return
+    for label, value in described.items():
+        if isinstance(value, list):
+            value = ",".join(value)
+        click.echo(f"{label + ':':<16} {'-' if value is None else value}")
 
 
 @group.command("remove")
@@ -170,7 +194,7 @@ def test(app: App, subscription_id: str) -> None:
         )
     else:
         result = post_event(
-            subscription.target,
+            app.deliveries.open_target(subscription),
             app.deliveries.open_secret(subscription),
             event["id"],
             body,
@@ -205,10 +229,11 @@ def _get(app: App, subscription_id: str) -> Subscription:
 
 
 def describe(subscription: Subscription) -> dict:
+    """What may be shown: a webhook URL without its path and query."""
     return {
         "id": subscription.id,
         "kind": subscription.kind,
-        "target": subscription.target,
+        "target": subscription.shown,
         "types": list(subscription.types),
         "org": subscription.org or None,
         "server": subscription.server or None,

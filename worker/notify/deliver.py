@@ -7,7 +7,6 @@ import json
 import random
 from collections.abc import Callable
 from datetime import datetime
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -61,12 +60,14 @@ class Deliverer:
             log.warning(
                 "subscription_disabled",
                 subscription=subscription.id,
-                host=host_of(subscription),
+                target=subscription.shown,
                 reason="the receiver answered 410 Gone",
             )
         return self._record(delivery, lease, subscription, result, now, final=result.gone)
 
     def _send(self, subscription: Subscription, delivery: Delivery, now: datetime) -> AttemptResult:
+        if not delivery.event:
+            return AttemptResult(False, "error", "the stored event body is missing", 0.0)
         try:
             if subscription.kind == EMAIL:
                 smtp = self._settings.smtp
@@ -78,7 +79,7 @@ class Deliverer:
                 return send_email(smtp, message, self._settings.webhook_timeout_s)
             secret = self._store.open_secret(subscription)
             return post_event(
-                subscription.target,
+                self._store.open_target(subscription),
                 secret,
                 delivery.event_id,
                 delivery.event,
@@ -133,7 +134,7 @@ class Deliverer:
         log.info(
             "delivery_attempt",
             subscription=delivery.subscription_id,
-            host=host_of(subscription) if subscription else None,
+            target=subscription.shown if subscription else None,
             event_id=delivery.event_id,
             event_type=delivery.event_type,
             attempt=attempt,
@@ -145,10 +146,3 @@ class Deliverer:
             recorded=recorded,
         )
         return outcome
-
-
-def host_of(subscription: Subscription) -> str:
-    """Where a delivery went, for logs: the host only (some URLs carry secrets in the path)."""
-    if subscription.kind == EMAIL:
-        return subscription.target.rsplit("@", 1)[-1]
-    return urlsplit(subscription.target).hostname or "?"

@@ -7,6 +7,12 @@ One loop per worker process, all in one Redis consumer group, so any number can 
   - deliveries whose next attempt is due (a retry, or a lease whose holder died) are leased
     afresh and sent;
   - now and then, what is finished is tidied away.
+
+Attempts are bounded per subscription (SubscriptionSlots): a receiver that never answers holds
+at most PER_SUBSCRIPTION_ATTEMPTS of a process's delivery threads, and the others stay free for
+everyone else. A delivery whose subscription has no attempt free is parked in Redis (durable,
+pending, out of the due index), and an attempt that finishes goes on to the next one parked for
+its subscription; the pump brings back what is parked for a subscription with attempts free.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -24,6 +31,7 @@ from datetime import datetime
 import redis
 import structlog
 
+from worker.errors import TokenwardenError
 from worker.notify.deliver import Deliverer
 from worker.notify.subscriptions import Subscription
 from worker.store.delivery_store import DeliveryStore, OutboxEntry
@@ -47,6 +55,9 @@ TIDY_EVERY_S = 600.0
 #: Outbox entries read, and deliveries claimed, per round trip.
 BATCH = 100
 
+#: Attempts one subscription may have in hand (queued or running) per worker process.
+PER_SUBSCRIPTION_ATTEMPTS = 2
+
 
 def delivery_id(event_id: str, subscription_id: str) -> str:
     """The same event for the same subscription is always the same delivery."""
@@ -54,19 +65,53 @@ def delivery_id(event_id: str, subscription_id: str) -> str:
     return f"dlv_{digest[:20]}"
 
 
+class SubscriptionSlots:
+    """Attempts in hand per subscription in this process, at most `limit` each (None: no
+    bound). Thread-safe: the delivery threads give back what the loop takes."""
+
+    def __init__(self, limit: int | None = PER_SUBSCRIPTION_ATTEMPTS):
+        self.limit = limit
+        self._in_hand: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def take(self, subscription_id: str) -> bool:
+        with self._lock:
+            if self.limit is not None and self._in_hand[subscription_id] >= self.limit:
+                return False
+            self._in_hand[subscription_id] += 1
+            return True
+
+    def hold(self, subscription_id: str) -> None:
+        """Count one the store already bounded (claim_due counts what is in hand)."""
+        with self._lock:
+            self._in_hand[subscription_id] += 1
+
+    def give_back(self, subscription_id: str) -> None:
+        with self._lock:
+            self._in_hand[subscription_id] -= 1
+            if self._in_hand[subscription_id] <= 0:
+                del self._in_hand[subscription_id]
+
+    def in_hand(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._in_hand)
+
+
 class Dispatcher:
     def __init__(
         self,
         store: DeliveryStore,
         clock: Callable[[], datetime],
-        send: Callable[[str, str], None],
+        send: Callable[[str, str, str], None],
         consumer: str | None = None,
         capacity: Callable[[], int] = lambda: BATCH,
+        slots: SubscriptionSlots | None = None,
     ):
         self._store = store
         self._clock = clock
-        self._send = send
+        self._send = send  # (delivery id, lease, subscription id), its slot taken
         self._capacity = capacity
+        self._slots = slots or SubscriptionSlots(limit=None)
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self._store.ensure_dispatch_group()
 
@@ -81,10 +126,24 @@ class Dispatcher:
         if room <= 0:
             return 0
         lease = self._lease()
-        claimed = self._store.claim_due(self._clock(), QUEUE_LEASE_MS, room, lease)
-        for delivery in claimed:
-            self._send(delivery, f"{lease}:{delivery}")
+        claimed = self._store.claim_due(
+            self._clock(),
+            QUEUE_LEASE_MS,
+            room,
+            lease,
+            per_subscription=self._slots.limit or 0,
+            in_hand=self._slots.in_hand(),
+        )
+        for delivery, subscription_id in claimed:
+            self._slots.hold(subscription_id)
+            self._send(delivery, f"{lease}:{delivery}", subscription_id)
         return len(claimed)
+
+    def claim_next_parked(self, subscription_id: str) -> tuple[str, str] | None:
+        """(delivery id, lease) of the next delivery parked for a subscription, leased now."""
+        lease = self._lease()
+        claimed = self._store.claim_parked(subscription_id, self._clock(), QUEUE_LEASE_MS, lease)
+        return (claimed, f"{lease}:{claimed}") if claimed else None
 
     def tidy(self) -> None:
         self._store.tidy(self._clock())
@@ -107,12 +166,31 @@ class Dispatcher:
                 log.error("outbox_entry_unreadable", entry=entry.entry_id)
                 continue
             wanted: list[Subscription] = [s for s in subscriptions if s.wants(entry.event)]
+            now_ids = {s.id for s in wanted if self._slots.take(s.id)}
             lease = self._lease()
-            for new in self._store.create_deliveries(
-                entry.event, wanted, delivery_id, self._clock(), QUEUE_LEASE_MS, lease
-            ):
-                self._send(new, f"{lease}:{new}")
-                created += 1
+            try:
+                new = set(
+                    self._store.create_deliveries(
+                        entry.event,
+                        wanted,
+                        delivery_id,
+                        self._clock(),
+                        QUEUE_LEASE_MS,
+                        lease,
+                        park={s.id for s in wanted} - now_ids,
+                    )
+                )
+            except BaseException:  # nothing was handed out: the slots are free again
+                for subscription_id in now_ids:
+                    self._slots.give_back(subscription_id)
+                raise
+            created += len(new)
+            for subscription_id in now_ids:
+                ident = delivery_id(entry.event["id"], subscription_id)
+                if ident in new:
+                    self._send(ident, f"{lease}:{ident}", subscription_id)
+                else:  # it existed already (dispatched before a crash): nothing to send
+                    self._slots.give_back(subscription_id)
         # Acknowledged only once its deliveries exist: a crash before this leaves the entry
         # pending, and the sweeper (here or elsewhere) dispatches it again, idempotently.
         self._store.ack_outbox([entry.entry_id for entry in entries])
@@ -133,6 +211,7 @@ class DeliveryLoop:
         clock: Callable[[], datetime],
         threads: int,
     ):
+        self._store = store
         self._deliverer = deliverer
         self._threads = threads
         self._pool = ThreadPoolExecutor(
@@ -140,7 +219,10 @@ class DeliveryLoop:
         )
         self._in_hand = 0
         self._lock = threading.Lock()
-        self.dispatcher = Dispatcher(store, clock, self._submit, capacity=self._capacity)
+        self._slots = SubscriptionSlots()
+        self.dispatcher = Dispatcher(
+            store, clock, self._submit, capacity=self._capacity, slots=self._slots
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -149,25 +231,54 @@ class DeliveryLoop:
         with self._lock:
             return max(0, 2 * self._threads - self._in_hand)
 
-    def _submit(self, delivery: str, lease: str) -> None:
+    def _submit(self, delivery: str, lease: str, subscription_id: str) -> None:
         with self._lock:
             self._in_hand += 1
-        self._pool.submit(self._attempt, delivery, lease)
+        self._pool.submit(self._attempts, delivery, lease, subscription_id)
+
+    def _attempts(self, delivery: str, lease: str, subscription_id: str) -> None:
+        """Attempt a delivery, then the ones parked for its subscription while this held its
+        slot, one after another; the slot is given back when none is left."""
+        try:
+            handout: tuple[str, str] | None = (delivery, lease)
+            while handout is not None:
+                self._attempt(*handout)
+                handout = None if self._stop.is_set() else self._next_parked(subscription_id)
+        finally:
+            self._slots.give_back(subscription_id)
+            with self._lock:
+                self._in_hand -= 1
 
     def _attempt(self, delivery: str, lease: str) -> None:
         try:
             self._deliverer.attempt(delivery, lease)
         except Exception:  # Redis trouble: the lease runs out and the pump tries again
             log.exception("delivery_attempt_failed", delivery=delivery)
-        finally:
-            with self._lock:
-                self._in_hand -= 1
+
+    def _next_parked(self, subscription_id: str) -> tuple[str, str] | None:
+        try:
+            return self.dispatcher.claim_next_parked(subscription_id)
+        except redis.RedisError:  # what is parked stays parked; the pump brings it back
+            log.warning("delivery_parked_claim_failed", subscription=subscription_id)
+            return None
 
     def start(self) -> None:
+        self._seal_plain_urls()
         self._thread = threading.Thread(
             target=self._run, name="tokenwarden-deliveries", daemon=True
         )
         self._thread.start()
+
+    def _seal_plain_urls(self) -> None:
+        """Subscriptions stored before webhook URLs were sealed are sealed now (until then
+        they are read as they are, so a failure here only postpones it)."""
+        try:
+            sealed = self._store.seal_plain_urls()
+        except (TokenwardenError, redis.RedisError) as exc:
+            log.warning("subscription_urls_not_sealed", error=str(exc))
+            return
+        if sealed:
+            log.info("subscription_urls_sealed", subscriptions=sealed)
 
     def stop(self) -> None:
         self._stop.set()

@@ -3,6 +3,10 @@
 A subscription is a webhook (`https://...`, signed with a Standard Webhooks secret) or an
 e-mail address (`mailto:...`), with the event types it wants and, optionally, the organization
 and server it is about.
+
+A webhook URL often carries a secret in its path or query (chat and incident tools do this), so
+it is shown only as `redact_url` makes it (scheme, host, port; `https://hooks.example.org/…`)
+and stored sealed. An e-mail address is not a secret: it is shown in full.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ _EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
 class Subscription:
     id: str
     kind: str
-    target: str  # the URL, or the e-mail address
+    # The e-mail address; for a webhook, the URL when made, its shown form when read from the
+    # store (which keeps the full URL sealed: DeliveryStore.open_target).
+    target: str
     types: tuple[str, ...]
     created_at: datetime
     org: str = ""
@@ -48,6 +54,11 @@ class Subscription:
     status: str = ACTIVE
     disabled_reason: str = ""
     disabled_at: datetime | None = field(default=None)
+
+    @property
+    def shown(self) -> str:
+        """The target as logs, errors and the CLI show it: never a webhook URL's path."""
+        return self.target if self.kind == EMAIL else redact_url(self.target)
 
     def wants(self, event: dict[str, Any]) -> bool:
         """Whether this subscription is told about `event` (an outgoing CloudEvent)."""
@@ -111,6 +122,26 @@ def parse_target(text: str) -> tuple[str, str]:
     if parts.username or parts.password:
         raise InvalidInput("put no credentials in the URL; receivers verify the signature instead")
     return WEBHOOK, value
+
+
+def redact_url(url: str) -> str:
+    """Scheme, host and port (when not the scheme's default) of a URL; a path or query, which
+    may hold a secret, becomes '…'. The same for a URL already redacted."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "…"
+    host = parts.hostname or "?"
+    if ":" in host:  # IPv6
+        host = f"[{host}]"
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme):
+        host = f"{host}:{port}"
+    rest = "/" if parts.path in {"", "/"} and not parts.query else "/…"
+    return f"{parts.scheme}://{host}{rest}"
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def _valid_host(host: str) -> bool:

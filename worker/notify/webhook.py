@@ -9,12 +9,16 @@ redirects are not followed (a 3xx is a failed attempt).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
+
+from worker.notify.subscriptions import redact_url
 
 USER_AGENT = "tokenwarden-webhooks/1"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -53,10 +57,8 @@ def post_event(
         status = asyncio.run(_post(url, headers, body.encode(), timeout_s))
     except TimeoutError:
         return _failed(f"no answer within {timeout_s:g} s", started)
-    except httpx.HTTPError as exc:
-        return _failed(f"{type(exc).__name__}: {str(exc)[:200]}", started)
-    except Exception as exc:  # a URL httpx cannot even use, and the like
-        return _failed(f"{type(exc).__name__}: {str(exc)[:200]}", started)
+    except Exception as exc:  # httpx.HTTPError, a URL httpx cannot even use, and the like
+        return _failed(f"{type(exc).__name__}: {without_url(str(exc), url)[:200]}", started)
     elapsed = (time.perf_counter() - started) * 1000
     if 200 <= status < 300:
         return AttemptResult(True, str(status), "", elapsed)
@@ -69,6 +71,27 @@ async def _post(url: str, headers: dict[str, str], body: bytes, timeout_s: float
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", url, content=body, headers=headers) as response:
                 return response.status_code
+
+
+def without_url(text: str, url: str) -> str:
+    """`text` (an HTTP client's error) with the URL shown as redact_url shows it, and any
+    piece of its path or query left out: they may hold a secret."""
+    shown = redact_url(url)
+    parts = urlsplit(url)
+    try:
+        normalized = str(httpx.URL(url))
+    except Exception:  # not a URL httpx can read: only the text as given
+        normalized = url
+    for whole in sorted({url, normalized}, key=len, reverse=True):
+        text = text.replace(whole, shown)
+    pieces = {parts.path, parts.query, urlsplit(normalized).path, urlsplit(normalized).query}
+    # and each long segment or value on its own, however it is quoted (a secret is long)
+    pieces |= {p for piece in set(pieces) for p in re.split(r"[/&=;]", piece) if len(p) >= 8}
+    pieces |= {form(piece) for piece in set(pieces) for form in (quote, unquote)}
+    for piece in sorted(pieces, key=len, reverse=True):
+        if len(piece) > 1:
+            text = text.replace(piece, "…")
+    return text
 
 
 def _failed(reason: str, started: float) -> AttemptResult:

@@ -1,16 +1,28 @@
-"""The Redis side of notifications: subscriptions (secrets sealed), reading the outbox through a
-consumer group, and deliveries with their due index and leases.
+"""The Redis side of notifications: subscriptions (secrets and webhook URLs sealed), reading the
+outbox through a consumer group, and deliveries with their due index and leases.
+
+A webhook subscription's hash holds its URL sealed (`url`) and, in `target`, only what may be
+shown (subscriptions.redact_url). Subscriptions stored before URLs were sealed hold the full URL
+in `target` and no `url`: they are read as they are, and seal_plain_urls (run when a worker
+starts) seals them.
 
 A delivery is tried only by the holder of its lease (`lease` field): the lease is taken when the
 delivery is created and sent at once, or when the due index says it is time (a retry, or a lease
 that ran out because its holder died). A duplicate or late message holds no lease and does
 nothing, so no attempt runs twice and no retry comes early.
+
+A pending delivery is always in exactly one place: the due index (leased or waiting for its
+time), or its subscription's parked queue (due, but that subscription had no attempt free).
+
+The event body is stored once per outgoing event (`delivery_body`), not once per delivery, and
+kept while a delivery still needs it: a pending one (whatever its retry schedule) or a failed one
+(`deliveries retry`). Deliveries written before that hold their body inline (`event`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -19,7 +31,7 @@ from typing import Any
 import redis
 
 from worker.crypto.sealing import Keyring
-from worker.notify.subscriptions import ACTIVE, DISABLED, Subscription
+from worker.notify.subscriptions import ACTIVE, DISABLED, WEBHOOK, Subscription, redact_url
 from worker.records import from_ms, to_ms
 from worker.store import keys as k
 from worker.timefmt import format_rfc3339
@@ -57,7 +69,7 @@ class Delivery:
     subscription_id: str
     event_id: str
     event_type: str
-    event: str  # the CloudEvent, JSON, exactly as sent
+    event: str  # the CloudEvent, JSON, exactly as sent ("" when it is gone)
     status: str
     attempts: int
     created_at: datetime
@@ -74,7 +86,7 @@ class Delivery:
             subscription_id=data["subscription"],
             event_id=data["event_id"],
             event_type=data["event_type"],
-            event=data["event"],
+            event=data.get("event", ""),
             status=data["status"],
             attempts=int(data.get("attempts") or 0),
             created_at=from_ms(data["created_at"]),
@@ -104,8 +116,10 @@ class Delivery:
         }
 
 
-def _subscription_context(subscription_id: str) -> str:
-    return f"{k.subscription(subscription_id)}#secret"
+def _subscription_context(subscription_id: str, field: str = "secret") -> str:
+    """What a sealed field of a subscription is bound to (the same as RedisStore's contexts,
+    so `secrets reencrypt` re-seals it through k.SEALED_LOCATIONS)."""
+    return f"{k.subscription(subscription_id)}#{field}"
 
 
 class DeliveryStore:
@@ -116,6 +130,7 @@ class DeliveryStore:
         self._claim = client.register_script(_script("claim_due"))
         self._begin = client.register_script(_script("begin_attempt"))
         self._record = client.register_script(_script("record_attempt"))
+        self._claim_parked = client.register_script(_script("claim_parked"))
 
     # ---- subscriptions -----------------------------------------------------------------------
 
@@ -123,7 +138,7 @@ class DeliveryStore:
         fields = {
             "id": subscription.id,
             "kind": subscription.kind,
-            "target": subscription.target,
+            "target": subscription.shown,
             "types": ",".join(subscription.types),
             "org": subscription.org,
             "server": subscription.server,
@@ -133,6 +148,8 @@ class DeliveryStore:
         if secret is not None:
             context = _subscription_context(subscription.id)
             fields["secret"] = self._keyring().seal(secret.encode(), context)
+        if subscription.kind == WEBHOOK:
+            fields["url"] = self._seal_url(subscription.id, subscription.target)
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(k.subscription(subscription.id), mapping=fields)
         pipe.sadd(k.SUBSCRIPTIONS, subscription.id)
@@ -154,6 +171,47 @@ class DeliveryStore:
         if not sealed:
             raise LookupError(f"subscription {subscription.id} has no secret")
         return self._keyring().open(sealed, _subscription_context(subscription.id)).decode()
+
+    def open_target(self, subscription: Subscription) -> str:
+        """Where to send: the full webhook URL (never to be logged or shown unasked), or the
+        e-mail address."""
+        if subscription.kind != WEBHOOK:
+            return subscription.target
+        key = k.subscription(subscription.id)
+        sealed, plain = self._redis.hmget(key, ["url", "target"])
+        if not sealed:  # stored before URLs were sealed
+            if not plain:
+                raise LookupError(f"subscription {subscription.id} has no URL")
+            return plain
+        context = _subscription_context(subscription.id, "url")
+        return self._keyring().open(sealed, context).decode()
+
+    def seal_plain_urls(self) -> int:
+        """Seal the URLs of webhook subscriptions stored before URLs were sealed; returns how
+        many. Idempotent, and safe beside other processes doing the same."""
+        sealed = 0
+        for subscription_id in sorted(self._redis.smembers(k.SUBSCRIPTIONS)):
+            key = k.subscription(subscription_id)
+
+            def write(pipe: redis.client.Pipeline, subscription_id: str = subscription_id) -> int:
+                kind, url, target = pipe.hmget(
+                    k.subscription(subscription_id), "kind", "url", "target"
+                )
+                if kind != WEBHOOK or url or not target:
+                    return 0
+                fields = {
+                    "url": self._seal_url(subscription_id, target),
+                    "target": redact_url(target),
+                }
+                pipe.multi()
+                pipe.hset(k.subscription(subscription_id), mapping=fields)
+                return 1
+
+            sealed += self._redis.transaction(write, key, value_from_callable=True)
+        return sealed
+
+    def _seal_url(self, subscription_id: str, url: str) -> str:
+        return self._keyring().seal(url.encode(), _subscription_context(subscription_id, "url"))
 
     def remove_subscription(self, subscription_id: str) -> bool:
         pipe = self._redis.pipeline(transaction=True)
@@ -254,9 +312,10 @@ class DeliveryStore:
         now: datetime,
         lease_ms: int,
         lease: str,
+        park: Collection[str] = (),
     ) -> list[str]:
-        """Create what does not exist yet; each new delivery is leased to `<lease>:<id>`."""
-        body = json.dumps(event, separators=(",", ":"))
+        """Create what does not exist yet; each new delivery is leased to `<lease>:<id>`, or,
+        for the subscriptions in `park` (no attempt free), parked in their queues."""
         deliveries = []
         for subscription in subscriptions:
             ident = delivery_id(event["id"], subscription.id)
@@ -264,11 +323,11 @@ class DeliveryStore:
                 {
                     "id": ident,
                     "lease": f"{lease}:{ident}",
+                    "park": subscription.id in park,
                     "fields": {
                         "subscription": subscription.id,
                         "event_id": event["id"],
                         "event_type": event["type"],
-                        "event": body,
                         "status": PENDING,
                         "attempts": 0,
                         "created_at": to_ms(now),
@@ -278,12 +337,48 @@ class DeliveryStore:
             )
         if not deliveries:
             return []
-        request = {"now_ms": to_ms(now), "lease_ms": lease_ms, "deliveries": deliveries}
+        request = {
+            "now_ms": to_ms(now),
+            "lease_ms": lease_ms,
+            "body_key": k.delivery_body(event["id"]),
+            "body": json.dumps(event, separators=(",", ":")),
+            "parked_prefix": k.PARKED_PREFIX,
+            "deliveries": deliveries,
+        }
         return list(self._create(args=[json.dumps(request)]) or [])
 
-    def claim_due(self, now: datetime, lease_ms: int, limit: int, lease: str) -> list[str]:
-        """Lease due deliveries, each to `<lease>:<id>`; returns their ids."""
-        return list(self._claim(args=[to_ms(now), lease_ms, limit, lease]) or [])
+    def claim_due(
+        self,
+        now: datetime,
+        lease_ms: int,
+        limit: int,
+        lease: str,
+        *,
+        per_subscription: int = 0,
+        in_hand: Mapping[str, int] | None = None,
+    ) -> list[tuple[str, str]]:
+        """Lease due deliveries, each to `<lease>:<id>`, at most `per_subscription` (0: no
+        bound) in hand per subscription counting `in_hand`; the others of a subscription at
+        its bound are parked. Returns (delivery id, subscription id) of those leased."""
+        request = {
+            "now_ms": to_ms(now),
+            "lease_ms": lease_ms,
+            "limit": limit,
+            "claim": lease,
+            "bound": per_subscription,
+            "in_hand": {s: n for s, n in (in_hand or {}).items() if n > 0},
+            "parked_prefix": k.PARKED_PREFIX,
+        }
+        flat = list(self._claim(args=[json.dumps(request)]) or [])
+        return list(zip(flat[0::2], flat[1::2], strict=True))
+
+    def claim_parked(
+        self, subscription_id: str, now: datetime, lease_ms: int, lease: str
+    ) -> str | None:
+        """Lease the next parked delivery of a subscription (to `<lease>:<id>`), if any."""
+        parked = k.parked_deliveries(subscription_id)
+        claimed = self._claim_parked(args=[parked, subscription_id, to_ms(now), lease_ms, lease])
+        return claimed or None
 
     def begin_attempt(
         self, delivery_id: str, lease: str, now: datetime, lease_ms: int
@@ -293,8 +388,13 @@ class DeliveryStore:
         return None if made is None or int(made) < 0 else int(made)
 
     def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """The delivery with its event body."""
         data = self._redis.hgetall(k.delivery(delivery_id))
-        return Delivery.from_hash(data) if data.get("id") else None
+        if not data.get("id"):
+            return None
+        if "event" not in data:  # stored once per event (older deliveries hold it inline)
+            data["event"] = self._redis.hget(k.delivery_body(data["event_id"]), "body") or ""
+        return Delivery.from_hash(data)
 
     def record_attempt(
         self,
@@ -321,6 +421,7 @@ class DeliveryStore:
             "next_ms": to_ms(next_at) if next_at else 0,
             "latency_ms": f"{latency_ms:.1f}",
             "keep_ms": FINISHED_KEPT_MS,
+            "body_prefix": k.DELIVERY_BODY_PREFIX,
         }
         return bool(self._record(args=[json.dumps(payload)]))
 
@@ -383,7 +484,7 @@ def _subscription(data: dict[str, str]) -> Subscription:
     return Subscription(
         id=data["id"],
         kind=data["kind"],
-        target=data["target"],
+        target=data["target"],  # the shown form (an older subscription's: its full URL)
         types=tuple(t for t in data.get("types", "").split(",") if t),
         created_at=from_ms(data["created_at"]),
         org=data.get("org", ""),

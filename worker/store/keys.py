@@ -86,11 +86,12 @@ SEALED_LOCATIONS = (
     ("tw:key:*", SEALED_PRIVATE_KEY),
     ("tw:cred:*", None),
     ("tw:subscription:*", "secret"),
+    ("tw:subscription:*", "url"),
 )
 
 
 def subscription(subscription_id: str) -> str:
-    """Hash: one subscription (webhook or e-mail), its webhook secret sealed."""
+    """Hash: one subscription (webhook or e-mail), its webhook secret and URL sealed."""
     return f"tw:subscription:{subscription_id}"
 
 
@@ -111,6 +112,28 @@ DELIVERIES_DUE = "tw:deliveries:due"
 
 #: Sorted set: failed delivery ids by when they failed (ms).
 DELIVERIES_FAILED = "tw:deliveries:failed"
+
+#: Sorted set: ids of the subscriptions with parked deliveries (see parked_deliveries).
+DELIVERIES_PARKED = "tw:deliveries:parked"
+
+#: Prefix of parked_deliveries keys.
+PARKED_PREFIX = "tw:deliveries:parked:"
+
+
+def parked_deliveries(subscription_id: str) -> str:
+    """Sorted set: pending delivery ids of one subscription by when they were due (ms), parked
+    while that subscription had no attempt free (out of the due index, so they hold up no one)."""
+    return f"{PARKED_PREFIX}{subscription_id}"
+
+
+#: Prefix of delivery_body keys.
+DELIVERY_BODY_PREFIX = "tw:delivery-body:"
+
+
+def delivery_body(event_id: str) -> str:
+    """Hash: the body of one outgoing event (`body`), stored once for all its deliveries, and
+    how many of them still need it (`refs`: pending or failed ones)."""
+    return f"{DELIVERY_BODY_PREFIX}{event_id}"
 
 
 def user(user_key: str) -> str:

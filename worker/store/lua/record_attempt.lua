@@ -1,7 +1,10 @@
 -- Record the outcome of attempt N of a delivery, only for the lease holder and only if N-1
--- attempts were made (a late duplicate changes nothing). The lease ends here.
+-- attempts were made (a late duplicate changes nothing). The lease ends here. A delivered or
+-- cancelled delivery no longer needs the event body: the last one to finish lets it go (a
+-- failed one keeps it, for `deliveries retry`).
 -- ARGV[1]: JSON {"id","lease","attempt","outcome":"delivered"|"retry"|"failed"|"cancelled",
---                "status","error","now_ms","now_text","next_ms","latency_ms","keep_ms"}
+--                "status","error","now_ms","now_text","next_ms","latency_ms","keep_ms",
+--                "body_prefix"}
 -- Returns 1 when recorded, 0 when stale.
 local a = cjson.decode(ARGV[1])
 local key = "tw:delivery:" .. a.id
@@ -14,6 +17,10 @@ if a.outcome == "delivered" or a.outcome == "cancelled" then
   redis.call("HSET", key, "status", a.outcome, "finished_at", a.now_text, "next_at", "")
   redis.call("ZREM", "tw:deliveries:due", a.id)
   redis.call("PEXPIRE", key, a.keep_ms)  -- finished: kept a while for `deliveries list`
+  if redis.call("HEXISTS", key, "event") == 0 then  -- the body is shared (older: inline)
+    local body = a.body_prefix .. redis.call("HGET", key, "event_id")
+    if redis.call("HINCRBY", body, "refs", -1) <= 0 then redis.call("DEL", body) end
+  end
 elseif a.outcome == "retry" then
   redis.call("HSET", key, "next_at", a.next_ms)
   redis.call("ZADD", "tw:deliveries:due", a.next_ms, a.id)

@@ -1,0 +1,91 @@
+"""One receiver that never answers must not hold up deliveries to the others: attempts are
+bounded per subscription, and what waits beyond the bound stays durably due."""
+
+import json
+import socket
+import time
+from dataclasses import replace
+
+import pytest
+
+from tests.helpers import DOWNLOADED, emit, install
+from worker.notify.config import NotifySettings
+
+#: Events sent to both subscriptions: far more than the delivery threads of a worker.
+EVENTS = 40
+
+
+@pytest.fixture
+def lab(cli, clock, tmp_path):
+    assert cli("servers", "add", "Lab", "--org", "School").exit_code == 0
+    install(cli, clock, tmp_path, "Lab", "Teacher@School.edu", DOWNLOADED, days_left=345)
+    return "Lab"
+
+
+@pytest.fixture
+def patient(app):
+    """Attempts wait a minute for an answer, so a hanging receiver stays hanging for the test;
+    one quick retry afterwards."""
+    app.settings = replace(
+        app.settings,
+        notify=NotifySettings(webhook_timeout_s=60, retry_schedule_s=(1,), retry_jitter=0),
+    )
+    return app
+
+
+@pytest.fixture
+def hanging_url():
+    """A receiver that accepts connections (the kernel's backlog) and never answers. Closing
+    it resets the connections waiting on it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(128)
+    yield listener, f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    listener.close()
+
+
+def subscribe(cli, url) -> str:
+    result = cli("subscriptions", "add", url, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["id"]
+
+
+def deliveries_of(cli, subscription_id):
+    listed = json.loads(cli("deliveries", "list", "--json", "--limit", "1000").stdout)
+    return [d for d in listed if d["subscription"] == subscription_id]
+
+
+def wait_until(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(
+    cli, app, lab, patient, receiver, worker, hanging_url
+):
+    # Given one subscription to a receiver that never answers and one to a healthy receiver
+    listener, url = hanging_url
+    hanging = subscribe(cli, url)
+    healthy = subscribe(cli, receiver.url)
+    # When many events are sent to both
+    for number in range(EVENTS):
+        emit(cli, "password-changed", "--user", "teacher@school.edu", "--id", f"pw-{number}")
+    # Then the healthy receiver gets every one while the hanging one's first attempts are
+    # still waiting for an answer
+    wait_until(lambda: [d["status"] for d in deliveries_of(cli, healthy)] == ["delivered"] * EVENTS)
+    assert len({r.headers["webhook-id"] for r in receiver.received}) == EVENTS
+    waiting = deliveries_of(cli, hanging)
+    assert len(waiting) == EVENTS
+    assert {(d["status"], d["attempts"]) for d in waiting} == {("pending", 0)}
+    # And once the hanging receiver goes away, none of its deliveries is lost: each is tried
+    # (refused), retried once and given up, however long it waited
+    listener.close()
+    wait_until(
+        lambda: (
+            [(d["status"], d["attempts"]) for d in deliveries_of(cli, hanging)]
+            == [("failed", 2)] * EVENTS
+        ),
+        timeout=60,
+    )
