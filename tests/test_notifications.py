@@ -288,6 +288,9 @@ def test_tidying_trims_the_dispatched_outbox_but_never_what_is_unread(cli, app, 
         (("https://example.org/", "--types", "tokenwarden.token.nope"), "is not an outgoing"),
         (("mailto:not-an-address",), "is not an e-mail address"),
         (("http://a..b/hook",), "is not a valid host name"),
+        (("http://a..b/hooks/T0KEN-s3cret",), "is not a valid host name"),
+        (("ftp://example.org/hooks/T0KEN-s3cret",), "is not an http(s) URL"),
+        (("https://example.org:99999/hooks/T0KEN-s3cret",), "is not a valid URL"),
         (("https://example.org/", "--types", ","), "names no type"),
     ],
 )
@@ -295,7 +298,7 @@ def test_bad_subscriptions_are_one_clear_line(cli, snapshot, args, message):
     from tests.helpers import assert_refused
 
     line = assert_refused(cli, snapshot, ("subscriptions", "add", *args), message)
-    for secret in ("hunter2", "user:pw", "pw@"):  # what the rows above pass as secrets
+    for secret in ("hunter2", "user:pw", "pw@", "T0KEN-s3cret"):  # the rows' secrets
         assert secret not in line
 
 

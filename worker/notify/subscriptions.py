@@ -106,10 +106,11 @@ def parse_target(text: str) -> tuple[str, str]:
         parts = urlsplit(value)
         port = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
-        raise InvalidInput(f"{value!r} is not a valid URL") from None
+        # (the URL is not repeated: its path or query may be a secret)
+        raise InvalidInput("the URL is not a valid URL; give https://host/path") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise InvalidInput(
-            f"{value!r} is not an http(s) URL; give https://host/path (or mailto:address "
+            "the URL is not an http(s) URL; give https://host/path (or mailto:address "
             "for e-mail)"
         )
     if any(ch.isspace() or not ch.isprintable() for ch in value):
@@ -118,7 +119,7 @@ def parse_target(text: str) -> tuple[str, str]:
     if port == 0:
         raise InvalidInput("the URL names port 0; give the receiver's port (1 to 65535)")
     if not _valid_host(parts.hostname):
-        raise InvalidInput(f"{parts.hostname!r} in {value!r} is not a valid host name")
+        raise InvalidInput(f"{parts.hostname!r} in the URL is not a valid host name")
     if parts.username or parts.password:
         raise InvalidInput("put no credentials in the URL; receivers verify the signature instead")
     return WEBHOOK, value
