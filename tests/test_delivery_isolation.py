@@ -3,12 +3,12 @@ bounded per subscription, and what waits beyond the bound stays durably due."""
 
 import json
 import socket
-import time
 from dataclasses import replace
 
 import pytest
 
-from tests.helpers import DOWNLOADED, emit, install
+from tests.bench.common import load_tokens, user_of
+from tests.helpers import emit, wait_until
 from worker.notify.config import NotifySettings
 
 #: Events sent to both subscriptions: far more than the delivery threads of a worker.
@@ -16,10 +16,10 @@ EVENTS = 40
 
 
 @pytest.fixture
-def lab(cli, clock, tmp_path):
-    assert cli("servers", "add", "Lab", "--org", "School").exit_code == 0
-    install(cli, clock, tmp_path, "Lab", "Teacher@School.edu", DOWNLOADED, days_left=345)
-    return "Lab"
+def tokens(app):
+    """EVENTS servers, each with a token downloaded by user_of(i): one departure each makes
+    one outgoing event each (more causes for one token would be merged and told once)."""
+    load_tokens(app, EVENTS, now=app.now())
 
 
 @pytest.fixture
@@ -55,15 +55,8 @@ def deliveries_of(cli, subscription_id):
     return [d for d in listed if d["subscription"] == subscription_id]
 
 
-def wait_until(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(
-    cli, app, lab, patient, receiver, worker, hanging_url
+    cli, app, tokens, patient, receiver, worker, hanging_url
 ):
     # Given one subscription to a receiver that never answers and one to a healthy receiver
     listener, url = hanging_url
@@ -71,7 +64,7 @@ def test_a_hanging_receiver_does_not_hold_up_a_healthy_one(
     healthy = subscribe(cli, receiver.url)
     # When many events are sent to both
     for number in range(EVENTS):
-        emit(cli, "password-changed", "--user", "teacher@school.edu", "--id", f"pw-{number}")
+        emit(cli, "user-left", "--user", user_of(number))
     # Then the healthy receiver gets every one while the hanging one's first attempts are
     # still waiting for an answer
     wait_until(lambda: [d["status"] for d in deliveries_of(cli, healthy)] == ["delivered"] * EVENTS)
