@@ -31,7 +31,14 @@ from typing import Any
 import redis
 
 from worker.crypto.sealing import Keyring
-from worker.notify.subscriptions import ACTIVE, DISABLED, WEBHOOK, Subscription, redact_url
+from worker.notify.subscriptions import (
+    ACTIVE,
+    DISABLED,
+    EMAIL,
+    WEBHOOK,
+    Subscription,
+    redact_url,
+)
 from worker.records import from_ms, to_ms
 from worker.store import keys as k
 from worker.timefmt import format_rfc3339
@@ -138,7 +145,10 @@ class DeliveryStore:
         fields = {
             "id": subscription.id,
             "kind": subscription.kind,
-            "target": subscription.shown,
+            # A webhook's URL is sealed in `url`, its redacted form in `shown`; there is no
+            # `target` (the field that held the full URL before), so a worker of an older
+            # version meeting it fails instead of posting to the redacted form.
+            _PLAIN_FIELD[subscription.kind]: subscription.shown,
             "types": ",".join(subscription.types),
             "org": subscription.org,
             "server": subscription.server,
@@ -201,10 +211,11 @@ class DeliveryStore:
                     return 0
                 fields = {
                     "url": self._seal_url(subscription_id, target),
-                    "target": redact_url(target),
+                    "shown": redact_url(target),
                 }
                 pipe.multi()
                 pipe.hset(k.subscription(subscription_id), mapping=fields)
+                pipe.hdel(k.subscription(subscription_id), "target")
                 return 1
 
             sealed += self._redis.transaction(write, key, value_from_callable=True)
@@ -480,11 +491,17 @@ def _entry(entry_id: str, fields: dict[str, str] | None) -> OutboxEntry:
     return OutboxEntry(entry_id, event if readable else None, raw)
 
 
+#: The field holding what is shown of a subscription's target, by kind: an e-mail address is
+#: shown whole (it is not a secret); a webhook URL only redacted.
+_PLAIN_FIELD = {EMAIL: "target", WEBHOOK: "shown"}
+
+
 def _subscription(data: dict[str, str]) -> Subscription:
     return Subscription(
         id=data["id"],
         kind=data["kind"],
-        target=data["target"],  # the shown form (an older subscription's: its full URL)
+        # the shown form (a webhook stored before URLs were sealed: its full URL, in `target`)
+        target=data.get("shown") or data["target"],
         types=tuple(t for t in data.get("types", "").split(",") if t),
         created_at=from_ms(data["created_at"]),
         org=data.get("org", ""),
