@@ -18,7 +18,7 @@ import redis
 from worker.crypto.keys import KeyMaterial, load_sealed_key_material
 from worker.crypto.payload import unpack_credentials
 from worker.crypto.sealing import Keyring
-from worker.errors import Conflict, DuplicateServer, NotFound
+from worker.errors import Conflict, DuplicateServer, NotFound, StoreUnavailable
 from worker.names import name_key, user_key
 from worker.records import (
     KEY_CURRENT,
@@ -255,12 +255,37 @@ class RedisStore:
         try:
             self._redis.transaction(write, server_key)
         except redis.ResponseError:
-            # EXEC ran but the plan's script failed (say, the script cache was flushed between
-            # loading and EXEC): the key is staged, so apply the plan on its own, once.
+            # EXEC ran but the plan's script failed (MULTI/EXEC does not roll back; say, the
+            # script cache was flushed between loading and EXEC): the key is staged, so apply
+            # the plan on its own, once; if that fails too, unstage the key, so a key is never
+            # left staged without its decision.
             if not applied or self._redis.hget(server_key, "staged_key") != key.id:
                 raise
-            self.events.apply(applied[0])
+            self._apply_or_unstage(applied[0], server.id, key.id)
         return (discarded[0] if discarded else None), (applied[0] if applied else None)
+
+    def _apply_or_unstage(self, plan: Plan, server_id: str, key_id: str) -> None:
+        try:
+            outcome = self.events.apply(plan).outcome
+        except redis.RedisError:
+            outcome = "failed"
+        if outcome in ("applied", "duplicate"):
+            return
+        server_key = k.server(server_id)
+
+        def undo(pipe: redis.client.Pipeline) -> None:
+            if pipe.hget(server_key, "staged_key") != key_id:
+                return  # someone staged or promoted meanwhile: not ours to undo
+            pipe.multi()
+            pipe.hdel(server_key, "staged_key")
+            pipe.delete(k.key_pair(key_id))
+            pipe.zrem(k.server_keys(server_id), key_id)
+
+        self._redis.transaction(undo, server_key)
+        raise StoreUnavailable(
+            f"Redis refused to record the new key's decision ({outcome}); nothing was staged: "
+            "check Redis (memory, logs) and run the command again"
+        )
 
     def _seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
         context = _context(k.key_pair(key_id), k.SEALED_PRIVATE_KEY)
