@@ -160,7 +160,7 @@ def nothing_left_to_send(client: redis.Redis) -> bool:
     queued = client.llen(f"{BROKER_NAMESPACE}:{EVENTS_QUEUE}") + client.hlen(
         f"{BROKER_NAMESPACE}:{EVENTS_QUEUE}.msgs"
     )
-    if queued or client.zcard(k.DELIVERIES_DUE):
+    if queued or client.zcard(k.DELIVERIES_DUE) or client.zcard(k.DELIVERIES_PARKED):
         return False
     if not client.exists(k.OUTBOX):
         return True

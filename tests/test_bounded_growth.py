@@ -3,13 +3,12 @@ who can publish) must not grow Redis, a replacement or the outgoing events witho
 Real Redis, a real dramatiq worker, a real webhook receiver."""
 
 import json
-import time
 from datetime import timedelta
 
 import pytest
 
 from events import catalog
-from tests.helpers import DOWNLOADED, emit, install, replacements
+from tests.helpers import DOWNLOADED, emit, install, replacements, wait_until
 from worker.names import user_key
 from worker.rules.install import LONGEST_TOKEN_LIFE
 from worker.store import keys as k
@@ -62,13 +61,6 @@ def used_memory(app) -> int:
     return app.redis.info("memory")["used_memory"]
 
 
-def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 def outbox_dispatched(app) -> bool:
     """Every outgoing event was read and acknowledged by the dispatcher."""
     [group] = [g for g in app.redis.xinfo_groups(k.OUTBOX) if g["name"] == DISPATCH_GROUP]
@@ -93,7 +85,7 @@ def test_5000_password_changes_for_one_token_merge_into_one_reason_and_redis_sta
         result = cli("emit", "--file", str(path))
         assert result.exit_code == 0, result.output
     worker.drain(timeout_s=300)
-    wait_until(lambda: outbox_dispatched(app) and every_delivery_delivered(cli))
+    wait_until(lambda: outbox_dispatched(app) and every_delivery_delivered(cli), 60)
     # Then the replacement holds one reason that counts them all, first and last
     [opened] = replacements(cli)
     [reason] = opened["reasons"]

@@ -111,3 +111,29 @@ def test_a_failed_delivery_keeps_the_body_for_a_retry_by_hand(cli, app, lab, qui
     assert len({r.body for r in receiver.received}) == 1
     assert len(receiver.received) == 3
     assert bodies(app) == []
+
+
+def test_a_delivery_failed_long_ago_is_forgotten_with_its_body(
+    cli, app, lab, quick_retry, receiver
+):
+    # Given a delivery that failed: its receiver is gone for good, yet still subscribed
+    receiver.default = 503
+    subscribe(cli, receiver.url)
+    emit(cli, "user-left", "--user", "Teacher@School.edu")
+    handle_queued_events(app)
+    [first] = dispatch(app)
+    assert app.deliverer.attempt(*first) == "retry"
+    [second] = dispatch(app, at=utc_now() + timedelta(seconds=2))
+    assert app.deliverer.attempt(*second) == "failed"
+    assert len(bodies(app)) == 1
+    # When tidying runs within the keeping time, the failure (and the body) stay for a retry
+    Dispatcher(app.deliveries, lambda: utc_now() + timedelta(days=29), lambda *a: None).tidy()
+    assert [d.status for d in app.deliveries.deliveries(failed_only=True)] == ["failed"]
+    assert len(bodies(app)) == 1
+    # When it runs after it
+    Dispatcher(app.deliveries, lambda: utc_now() + timedelta(days=31), lambda *a: None).tidy()
+    # Then the failed delivery and the body it alone still needed are gone
+    assert app.deliveries.deliveries(failed_only=True) == []
+    assert app.redis.exists(k.delivery(first[0])) == 0
+    assert app.redis.zcard(k.DELIVERIES_FAILED) == 0
+    assert bodies(app) == []

@@ -3,12 +3,11 @@ everywhere, as scheme, host and port only, unless asked for with `subscriptions 
 --reveal-url`."""
 
 import json
-import time
 
 import pytest
 from structlog.testing import capture_logs
 
-from tests.helpers import DOWNLOADED, emit, every_redis_byte, install
+from tests.helpers import DOWNLOADED, emit, every_redis_byte, install, wait_until
 from worker.notify.subscriptions import redact_url
 from worker.notify.webhook import without_url
 from worker.store import keys as k
@@ -29,13 +28,6 @@ def subscribe(cli, url):
     result = cli("subscriptions", "add", url, "--json")
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)["id"], result.stdout + result.stderr
-
-
-def wait_until(predicate, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.02)
 
 
 def deliveries(cli):

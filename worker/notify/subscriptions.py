@@ -110,8 +110,7 @@ def parse_target(text: str) -> tuple[str, str]:
         raise InvalidInput("the URL is not a valid URL; give https://host/path") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise InvalidInput(
-            "the URL is not an http(s) URL; give https://host/path (or mailto:address "
-            "for e-mail)"
+            "the URL is not an http(s) URL; give https://host/path (or mailto:address for e-mail)"
         )
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         # urlsplit drops tabs and line breaks silently; what is stored would still hold them.

@@ -56,6 +56,13 @@ PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cance
 #: How long a delivered or cancelled delivery is kept for `deliveries list`, in ms.
 FINISHED_KEPT_MS = 7 * 86_400_000
 
+#: How long a failed delivery is kept for `deliveries list --failed` and `deliveries retry`,
+#: in ms.
+FAILED_KEPT_MS = 30 * 86_400_000
+
+#: Failed deliveries forgotten per tidying, at most.
+BATCH_FORGOTTEN = 1_000
+
 #: How long outgoing events stay in the outbox once dispatched, in ms (for inspection).
 OUTBOX_KEPT_MS = 86_400_000
 
@@ -138,6 +145,7 @@ class DeliveryStore:
         self._begin = client.register_script(_script("begin_attempt"))
         self._record = client.register_script(_script("record_attempt"))
         self._claim_parked = client.register_script(_script("claim_parked"))
+        self._forget_failed = client.register_script(_script("forget_failed"))
 
     # ---- subscriptions -----------------------------------------------------------------------
 
@@ -312,6 +320,24 @@ class DeliveryStore:
             if consumer["pending"] == 0 and consumer["idle"] > IDLE_CONSUMER_MS:
                 self._redis.xgroup_delconsumer(k.OUTBOX, DISPATCH_GROUP, consumer["name"])
         self._redis.zremrangebyscore(k.DELIVERIES, "-inf", to_ms(now) - FINISHED_KEPT_MS)
+        self.forget_failed(now)
+
+    def forget_failed(self, now: datetime) -> int:
+        """Deliveries that failed more than FAILED_KEPT_MS ago go, with their share of the
+        event body: a receiver gone for good, still subscribed, must not grow Redis for ever.
+        Returns how many went (at most BATCH_FORGOTTEN a call; tidying runs often)."""
+        old = self._redis.zrangebyscore(
+            k.DELIVERIES_FAILED, "-inf", to_ms(now) - FAILED_KEPT_MS, start=0, num=BATCH_FORGOTTEN
+        )
+        pipe = self._redis.pipeline(transaction=False)
+        for delivery_id in old:
+            pipe.hget(k.delivery(delivery_id), "event_id")
+        forgotten = 0
+        for delivery_id, event_id in zip(old, pipe.execute(), strict=True):
+            keys = [k.delivery(delivery_id), k.DELIVERIES_FAILED, k.DELIVERIES]
+            keys.append(k.delivery_body(event_id or ""))
+            forgotten += self._forget_failed(keys=keys, args=[delivery_id, event_id or ""])
+        return forgotten
 
     # ---- deliveries --------------------------------------------------------------------------
 
