@@ -94,16 +94,19 @@ def test_a_deeply_nested_event_in_a_broker_batch_is_dead_lettered_and_its_neighb
     assert "nests arrays or objects" in dead["reason"]
 
 
+@pytest.mark.parametrize("decoy", [False, True], ids=["plain", "decoy-id-in-args"])
 def test_a_broker_message_too_deeply_nested_to_read_is_dead_lettered_not_retried_forever(
-    app, worker, redis_client
+    app, worker, redis_client, decoy
 ):
-    # Given a message body no JSON parser of Python's can read, then a good message
+    # Given a message body no JSON parser of Python's can read (with, in its arguments, text
+    # that looks like another message's broker id), then a good message
     message_id = str(uuid.uuid4())
+    args = [{"redis_message_id": str(uuid.uuid4())}, "@"] if decoy else ["@"]
     body = json.dumps(
         {
             "queue_name": EVENTS_QUEUE,
             "actor_name": HANDLE_EVENTS,
-            "args": ["@"],
+            "args": args,
             "kwargs": {},
             "options": {"redis_message_id": message_id},
             "message_id": message_id,

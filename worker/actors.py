@@ -80,10 +80,12 @@ def _is_message(fields: Any) -> bool:
 def _in_place_of(data: bytes, reason: str) -> dict[str, Any]:
     """A message that dead-letters `data`, under the broker id it was fetched by."""
     raw = data if isinstance(data, bytes) else str(data).encode("utf-8", "backslashreplace")
-    found = _REDIS_MESSAGE_ID.search(raw)
-    if found is None:  # it cannot be acknowledged without its id: leave it to dramatiq
+    # The broker adds the id to the options, which dramatiq writes after the arguments: the
+    # last match is the broker's, whatever an argument holds.
+    found = _REDIS_MESSAGE_ID.findall(raw)
+    if not found:  # it cannot be acknowledged without its id: leave it to dramatiq
         raise dramatiq.DecodeError(reason, data, None)
-    redis_message_id = found.group(1).decode("ascii")
+    redis_message_id = found[-1].decode("ascii")
     return {
         "queue_name": EVENTS_QUEUE,
         "actor_name": HANDLE_EVENTS,
