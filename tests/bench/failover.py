@@ -73,7 +73,7 @@ def worker_recovery(url: str, workdir: Path, events: int) -> dict:
     """Two single-process workers share `events` events; once both hold messages one is
     killed: seconds from the kill until every message, the stranded ones included, is done."""
     client = redis.Redis.from_url(url)
-    client.flushdb()
+    client.flushdb(asynchronous=True)
     master_key = generate_master_key()
     app = App(Settings(redis_url=url, data_dir=workdir, master_key=master_key))
     load_tokens(app, max(events // 3, 1))
@@ -113,7 +113,7 @@ def scheduler_takeover(url: str, workdir: Path) -> dict:
     """Two scheduler replicas with the default lease; the leader is killed: seconds until the
     other holds the lease."""
     client = redis.Redis.from_url(url, decode_responses=True)
-    client.flushdb()
+    client.flushdb(asynchronous=True)
     env = worker_env(url, generate_master_key(), workdir)
     replicas = [_start(["scheduler"], env) for _ in range(2)]
     try:
