@@ -166,9 +166,7 @@ def test_scan_and_status_use_the_thresholds_read_at_start_up(cli, monkeypatch):
     assert status.exit_code == 0, status.output
 
 
-def test_an_unreachable_redis_names_the_url_the_app_was_started_with(
-    settings, clock, monkeypatch
-):
+def test_an_unreachable_redis_names_the_url_the_app_was_started_with(settings, clock, monkeypatch):
     from click.testing import CliRunner
 
     from worker.cli.main import cli as command
