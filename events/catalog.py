@@ -27,14 +27,6 @@ SERVER_EVENTS = frozenset({KEY_REGENERATED, TOKEN_GENERATED})
 INCOMING_TYPES = USER_EVENTS | SERVER_EVENTS
 OUTGOING_TYPES = frozenset({REPLACEMENT_REQUIRED, REPLACED, EXPIRY_APPROACHING, EXPIRED})
 
-#: The short names `tokenwarden emit` takes.
-EMIT_NAMES = {
-    "password-changed": PASSWORD_CHANGED,
-    "user-left": USER_LEFT,
-    "key-regenerated": KEY_REGENERATED,
-    "token-generated": TOKEN_GENERATED,
-}
-
 #: `source` of the events tokenwarden itself creates.
 SOURCE_CLI = "urn:tokenwarden:cli"
 SOURCE_API = "urn:tokenwarden:api"

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from events import catalog
+from events.errors import MalformedEvent
 
 #: Longest event, in bytes, accepted as JSON. Ours are well under 2 KiB.
 MAX_EVENT_BYTES = 64 * 1024
@@ -61,10 +62,6 @@ FUTURE_SKEW = timedelta(minutes=5)
 
 
 _RFC3339_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}[Tt]")
-
-
-class MalformedEvent(ValueError):
-    """An event that is not a valid tokenwarden CloudEvent; the message says why."""
 
 
 class UserData(BaseModel):

@@ -9,7 +9,6 @@ from datetime import datetime
 import click
 
 from scheduler import status as estate
-from scheduler.config import SchedulerSettings
 from scheduler.scan import Scanner
 from scheduler.service import SchedulerService
 from worker.bootstrap import App
@@ -22,10 +21,9 @@ from worker.timefmt import format_rfc3339
 @pass_app
 def scheduler_command(app: App) -> None:
     """Run the periodic expiry scan (one replica acts at a time) until SIGINT/SIGTERM."""
-    settings = SchedulerSettings.from_env()
     app.store.ping()
     stop = StopSignals()
-    service = SchedulerService(app, settings)
+    service = SchedulerService(app)
     service.start()
     try:
         stop.wait()
@@ -55,8 +53,8 @@ def scan_command(app: App, at: datetime | None, dry_run: bool, as_json: bool) ->
             "(only a past or present --now may change anything)",
             click.get_current_context(),
         )
-    settings = SchedulerSettings.from_env()
-    report = Scanner(app.store, settings.thresholds).scan(at or now, dry_run=dry_run)
+    thresholds = app.settings.scheduler.thresholds
+    report = Scanner(app.store, thresholds).scan(at or now, dry_run=dry_run)
     described = [w.describe() for w in report.warnings]
     if as_json:
         print_json({"dry_run": dry_run, "examined": report.examined, "warnings": described})
@@ -91,7 +89,7 @@ def status_command(app: App, as_json: bool) -> None:
     Exit code: 0 all fine; 1 something to do inside the first warning threshold (or a
     server without a token); 2 something expired or no longer working.
     """
-    settings = SchedulerSettings.from_env()
+    thresholds = app.settings.scheduler.thresholds
     now = app.now()
     rows = []
     servers = list(app.store.iter_servers())
@@ -102,7 +100,7 @@ def status_command(app: App, as_json: bool) -> None:
         replacement = replacements.get(token.id) if token else None
         if replacement is not None and replacement.status != "open":
             replacement = None
-        rows.append(estate.row_for(server, token, replacement, now, settings.thresholds))
+        rows.append(estate.row_for(server, token, replacement, now, thresholds))
     rows = estate.ordered(rows)
     described = [r.describe() for r in rows]
     if as_json:

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from scheduler.config import SchedulerSettings
 from scheduler.scan import Scanner
 from worker.bootstrap import App
 from worker.store.lease import Lease
@@ -33,9 +32,9 @@ RENEW_SHARE = 1 / 3
 class SchedulerService:
     name = "scheduler"
 
-    def __init__(self, app: App, settings: SchedulerSettings | None = None):
+    def __init__(self, app: App):
         self.app = app
-        self.settings = settings or SchedulerSettings.from_env()
+        self.settings = app.settings.scheduler
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
         self.lease = Lease(app.redis, LEASE_KEY, self.owner, self.settings.lease_ttl_s * 1000)
         self.scanner = Scanner(app.store, self.settings.thresholds)

@@ -11,36 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-#: Days before expiry at which a token is warned about (cert-manager renews with a third of the
-#: life left, ~120 days for a year; the best MDM products warn at 30).
-DEFAULT_THRESHOLDS = (120, 60, 30, 14, 7, 3, 1)
-
 #: The level of a token at or past its expiry.
 EXPIRED = 0
-
-#: Largest threshold accepted, in days (a token lives a year).
-MAX_THRESHOLD_DAYS = 366
-
-
-class ThresholdError(ValueError):
-    pass
-
-
-def parse_thresholds(text: str) -> tuple[int, ...]:
-    """`120,60,30` -> (120, 60, 30): positive whole days, largest first, no duplicates."""
-    parts = [part.strip() for part in text.split(",")]
-    if not text.strip() or any(not part for part in parts):
-        raise ThresholdError(f"{text!r} is not a list of days like 120,60,30,14,7,3,1")
-    try:
-        days = [int(part) for part in parts]
-    except ValueError:
-        raise ThresholdError(
-            f"{text!r} holds something that is not a whole number of days; "
-            "write it like 120,60,30,14,7,3,1"
-        ) from None
-    if any(not 1 <= d <= MAX_THRESHOLD_DAYS for d in days):
-        raise ThresholdError(f"{text!r}: each threshold must be 1 to {MAX_THRESHOLD_DAYS} days")
-    return tuple(sorted(set(days), reverse=True))
 
 
 def level_at(expires_at: datetime, now: datetime, thresholds: Sequence[int]) -> int | None:

@@ -177,7 +177,7 @@ def worker_threads(app):
     """A real dramatiq worker (threads in this process) on the test Redis; `.drain()` waits
     until every published message has been handled."""
     from worker.broker import EVENTS_QUEUE
-    from worker.notify.config import NotifySettings
+    from worker.config import NotifySettings
     from worker.workerproc import WorkerThreads
 
     notify = app.settings.notify

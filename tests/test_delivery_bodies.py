@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 
 from tests.helpers import DOWNLOADED, emit, every_redis_byte, install
-from worker.notify.config import NotifySettings
+from worker.config import NotifySettings
 from worker.notify.dispatcher import Dispatcher
 from worker.store import keys as k
 from worker.timefmt import utc_now

@@ -9,7 +9,7 @@ import pytest
 
 from tests.bench.common import load_tokens, user_of
 from tests.helpers import emit, wait_until
-from worker.notify.config import NotifySettings
+from worker.config import NotifySettings
 
 #: Events sent to both subscriptions: far more than the delivery threads of a worker.
 EVENTS = 40

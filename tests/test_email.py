@@ -11,7 +11,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from tests.helpers import DOWNLOADED, emit, install, wait_until
-from worker.notify.config import NotifySettings, SmtpSettings
+from worker.config import NotifySettings, SmtpSettings
 
 
 class Inbox:

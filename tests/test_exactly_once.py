@@ -36,6 +36,10 @@ def servers_with_tokens(app, count):
         )
 
 
+#: `tokenwarden emit`'s names of the user events.
+USER_EVENT_TYPES = {"password-changed": catalog.PASSWORD_CHANGED, "user-left": catalog.USER_LEFT}
+
+
 def event_lines(users, per_user, kinds=("password-changed", "user-left")):
     lines = []
     for n in range(per_user):
@@ -47,7 +51,7 @@ def event_lines(users, per_user, kinds=("password-changed", "user-left")):
                         "specversion": "1.0",
                         "id": f"{kind}-{user}-{n}",
                         "source": "urn:test:hr",
-                        "type": catalog.EMIT_NAMES[kind],
+                        "type": USER_EVENT_TYPES[kind],
                         "time": (FIXTURE_NOW - timedelta(days=29) + timedelta(minutes=n)).strftime(
                             "%Y-%m-%dT%H:%M:%SZ"
                         ),

@@ -17,7 +17,7 @@ from tests.helpers import (  # noqa: F401
     wait_until,
     wait_until_settled,
 )
-from worker.notify.config import NotifySettings
+from worker.config import NotifySettings
 
 
 @pytest.fixture
@@ -346,17 +346,6 @@ def test_delivery_log_lines_name_the_attempt_and_never_the_secret(cli, app, lab,
     assert line["target"] == receiver.url.removesuffix("hook") + "…"
     assert {"subscription", "event_id", "latency_ms"} <= line.keys()
     assert secret not in json.dumps(logs, default=str)
-
-
-def test_settings_with_a_bad_retry_schedule_are_refused():
-    from worker.errors import ConfigError
-
-    with pytest.raises(ConfigError, match="TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE"):
-        NotifySettings.from_env({"TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE": "5,soon"})
-    assert NotifySettings.from_env(
-        {"TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE": "2, 4"}
-    ).retry_schedule_s == (2, 4)
-    assert replace(NotifySettings(), retry_jitter=0).retry_schedule_s[0] == 5
 
 
 def test_a_worker_killed_between_attempts_resumes_the_schedule(

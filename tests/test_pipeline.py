@@ -322,7 +322,8 @@ def test_a_decision_made_just_before_a_newer_token_is_installed_is_made_again(
 def test_a_message_given_up_after_its_retries_is_kept_as_a_dead_letter(app, clock):
     import dramatiq
 
-    from worker.actors import HANDLE_EVENTS, DeadLetterWhenGivenUp
+    from worker.actors import HANDLE_EVENTS
+    from worker.middleware.dead_letters import DeadLetterWhenGivenUp
 
     message = dramatiq.broker.MessageProxy(
         dramatiq.Message(
@@ -333,7 +334,7 @@ def test_a_message_given_up_after_its_retries_is_kept_as_a_dead_letter(app, cloc
             options={"traceback": "Traceback...\nConnectionError: Redis went away"},
         )
     )
-    DeadLetterWhenGivenUp(app.handler, app.now).after_nack(app.broker, message)
+    DeadLetterWhenGivenUp(app.store.events, app.now, HANDLE_EVENTS).after_nack(app.broker, message)
     [dead] = app.store.events.dead_letters()
     assert "gave up after its retries (ConnectionError: Redis went away)" in dead["reason"]
     assert '"id": "x"' in dead["payload"]

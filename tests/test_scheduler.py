@@ -7,16 +7,17 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from events import catalog
-from scheduler.config import SchedulerSettings
 from scheduler.scan import Scanner
 from scheduler.service import LEASE_KEY, SchedulerService
 from tests.helpers import TOKENWARDEN, wait_until
 from tests.helpers import install as install_token
+from worker.config import SchedulerSettings
 from worker.store import keys as k
 
 DEFAULT = SchedulerSettings().thresholds
@@ -137,7 +138,8 @@ def test_two_schedulers_started_together_warn_once(cli, app, clock, tmp_path, se
     for i in range(5):
         install(cli, clock, tmp_path, f"Room {i}", days_left=10, consumer="CK_" + f"{i:02d}" * 48)
     quick = SchedulerSettings(scan_interval_s=1, lease_ttl_s=3)
-    services = [SchedulerService(App(settings, clock=clock), quick) for _ in range(2)]
+    quick_settings = replace(settings, scheduler=quick)
+    services = [SchedulerService(App(quick_settings, clock=clock)) for _ in range(2)]
     for service in services:
         service.start()
     try:

@@ -4,16 +4,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from scheduler.thresholds import (
-    DEFAULT_THRESHOLDS,
-    EXPIRED,
-    ThresholdError,
-    days_left,
-    is_more_urgent,
-    level_at,
-    next_check_at,
-    parse_thresholds,
-)
+from scheduler.thresholds import EXPIRED, days_left, is_more_urgent, level_at, next_check_at
+from worker.config import DEFAULT_THRESHOLDS
 
 EXPIRES = datetime(2026, 6, 30, 12, 0, tzinfo=UTC)
 LEAP_EXPIRY = datetime(2028, 3, 1, 0, 0, tzinfo=UTC)  # 2028 is a leap year
@@ -108,20 +100,6 @@ def test_the_next_check_is_the_next_crossing(level, next_at):
 )
 def test_days_left_round_down(now, days):
     assert days_left(EXPIRES, now) == days
-
-
-@pytest.mark.parametrize(
-    ("text", "parsed"),
-    [("120,60,30", (120, 60, 30)), (" 7, 30 ,30, 1", (30, 7, 1)), ("1", (1,))],
-)
-def test_threshold_lists_are_read_largest_first(text, parsed):
-    assert parse_thresholds(text) == parsed
-
-
-@pytest.mark.parametrize("text", ["", " ", "30,,7", "30,-7", "0", "thirty", "7.5", "400"])
-def test_malformed_threshold_lists_are_refused(text):
-    with pytest.raises(ThresholdError):
-        parse_thresholds(text)
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ import structlog
 
 from worker.broker import EVENTS_QUEUE, MAX_RETRIES
 from worker.handling import EventHandler
-from worker.logs import redact_text
+from worker.middleware.dead_letters import DeadLetterWhenGivenUp
 from worker.records import from_ms
 from worker.store.event_store import DEAD_PAYLOAD_CHARS
 
@@ -96,30 +96,6 @@ def _in_place_of(data: bytes, reason: str) -> dict[str, Any]:
     }
 
 
-class DeadLetterWhenGivenUp(dramatiq.Middleware):
-    """A message the worker gave up on after its retries is kept where `events dead` shows it,
-    not only in dramatiq's own dead-letter queue (which expires after a week)."""
-
-    def __init__(self, handler: EventHandler, clock: Callable[[], datetime]):
-        self._handler = handler
-        self._clock = clock
-
-    def after_nack(self, broker, message) -> None:
-        if message.actor_name != HANDLE_EVENTS:
-            return
-        last_line = (message.options.get("traceback") or "").strip().splitlines()[-1:]
-        reason = "the worker gave up after its retries" + (
-            f" ({redact_text(last_line[0])[:300]})" if last_line else ""
-        )
-        self._handler.events.record_dead(
-            {"events": message.args[0] if message.args else None},
-            reason,
-            self._clock(),
-            message.message_id,
-        )
-        log.error("message_given_up", reason=reason)
-
-
 #: How long a batch waits for Redis to come back before its message fails, in seconds. Under
 #: the message time limit; decisions are idempotent, so the batch simply runs again.
 REDIS_PATIENCE_S = 240
@@ -180,7 +156,7 @@ def declare_actors(
         )
 
     dramatiq.set_encoder(TolerantJSONEncoder())
-    broker.add_middleware(DeadLetterWhenGivenUp(handler, clock))
+    broker.add_middleware(DeadLetterWhenGivenUp(handler.events, clock, HANDLE_EVENTS))
     return dramatiq.actor(
         handle_events,
         broker=broker,

@@ -9,18 +9,11 @@ our messages take milliseconds, so a live worker is never mistaken for a dead on
 
 from __future__ import annotations
 
-import dramatiq
-import structlog
 from dramatiq.brokers.redis import RedisBroker
-from dramatiq.middleware import (
-    AgeLimit,
-    CurrentMessage,
-    Retries,
-    ShutdownNotifications,
-    TimeLimit,
-)
+from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from worker.config import Settings
+from worker.middleware.logging_context import LogContext
 
 #: Prefix of dramatiq's Redis keys (queues, acks, heartbeats), beside tokenwarden's `tw:`.
 BROKER_NAMESPACE = "tw:queue"
@@ -42,38 +35,18 @@ MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 5 * 60 * 1000
 
 
-class LogContext(dramatiq.Middleware):
-    """Binds the message id to every log line written while a message is handled."""
-
-    def before_process_message(self, broker, message):
-        structlog.contextvars.bind_contextvars(
-            message_id=message.message_id, actor=message.actor_name
-        )
-
-    def after_process_message(self, broker, message, *, result=None, exception=None):
-        structlog.contextvars.unbind_contextvars("message_id", "actor")
-
-    after_skip_message = after_process_message
-
-
-def make_broker(
-    settings: Settings,
-    *,
-    heartbeat_timeout_s: float | None = None,
-    maintenance_chance: int = MAINTENANCE_CHANCE,
-) -> RedisBroker:
-    timeout = (
-        heartbeat_timeout_s if heartbeat_timeout_s is not None else settings.heartbeat_timeout_s
-    )
+def make_broker(settings: Settings) -> RedisBroker:
     broker = RedisBroker(
         url=settings.redis_url,
         namespace=BROKER_NAMESPACE,
-        heartbeat_timeout=int(timeout * 1000),
-        maintenance_chance=maintenance_chance,
+        heartbeat_timeout=settings.heartbeat_timeout_s * 1000,
+        maintenance_chance=MAINTENANCE_CHANCE,
+        # Only middleware that acts on our messages. Of dramatiq's defaults, AgeLimit,
+        # ShutdownNotifications, Callbacks and Pipelines act only on actors or messages that
+        # ask for it (max_age, notify_shutdown, on_success/on_failure, pipe_target), and
+        # tokenwarden's never do.
         middleware=[
-            AgeLimit(),
             TimeLimit(time_limit=MESSAGE_TIME_LIMIT_MS),
-            ShutdownNotifications(),
             Retries(
                 max_retries=MAX_RETRIES, min_backoff=MIN_BACKOFF_MS, max_backoff=MAX_BACKOFF_MS
             ),

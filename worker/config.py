@@ -1,5 +1,10 @@
-"""Settings, read once from the environment at start-up into a frozen object.
+"""Every setting, read once from the environment at start-up into one frozen object.
 
+`Settings.from_env()` is the only reader of the environment; `App` carries what it returns,
+and every part (worker, notifications, scheduler) takes its section from there. Each value is
+read by the parser for its kind (worker/environment.py); unset or blank means the default.
+
+Core
 REDIS_URL                  state and broker           default redis://127.0.0.1:6379/0
 TOKENWARDEN_DATA_DIR       local files (master.key)   default ./var
 TOKENWARDEN_MASTER_KEY     encryption at rest: keys separated by commas, the primary first;
@@ -13,21 +18,35 @@ TOKENWARDEN_POLL_INTERVAL_MS   longest an idle worker waits before it looks for
 TOKENWARDEN_HEARTBEAT_TIMEOUT  seconds without a heartbeat after which a worker is
                                presumed dead and its messages are recovered     default 8
 
-Notification settings (webhooks, SMTP): see worker/notify/config.py.
+Notifications (webhooks, e-mail)
+TOKENWARDEN_WEBHOOK_TIMEOUT         seconds a receiver has to answer          default 10
+TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE  waits before each retry, seconds          default
+                                    5,300,1800,7200,18000,36000,36000 (Standard Webhooks)
+TOKENWARDEN_WEBHOOK_RETRY_JITTER    share by which each wait may vary         default 0.1
+TOKENWARDEN_SMTP_HOST               SMTP server for e-mail; unset = no e-mail
+TOKENWARDEN_SMTP_PORT               default 587 with STARTTLS, else 25
+TOKENWARDEN_SMTP_STARTTLS           true/false                                default true
+TOKENWARDEN_SMTP_USERNAME, TOKENWARDEN_SMTP_PASSWORD   login, when both are set
+TOKENWARDEN_SMTP_FROM               sender address                  default tokenwarden@<host>
+
+Scheduler (plain data here, so that worker/ never imports scheduler/)
+TOKENWARDEN_EXPIRY_THRESHOLDS    days before expiry to warn at     default 120,60,30,14,7,3,1
+TOKENWARDEN_SCAN_INTERVAL        seconds between scans              default 3600
+TOKENWARDEN_SCHEDULER_LEASE_TTL  seconds a silent leader keeps the lease; it is renewed every
+                                 third of that, and another replica takes over within
+                                 about 1.33x it                     default 15
 """
 
 from __future__ import annotations
 
 import os
-import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from worker.crypto.sealing import Keyring
-from worker.errors import ConfigError
-from worker.notify.config import NotifySettings
+from worker.environment import Environment, redact_url
+from worker.notify.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE_S
 
 #: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -42,19 +61,55 @@ DEFAULT_WORKER_THREADS = 2
 DEFAULT_POLL_INTERVAL_MS = 50
 DEFAULT_HEARTBEAT_TIMEOUT_S = 8
 
-#: The path of a redis:// URL: nothing, or the database number.
-_DATABASE_PATH = re.compile(r"(/[0-9]{0,5})?/?")
-
-#: Query parameters of a URL whose values are secrets (redis-py reads `?password=`).
-_SECRET_QUERY_PARTS = ("pass", "secret", "token", "key")
-
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+
+#: Seconds a webhook receiver has to answer.
+DEFAULT_WEBHOOK_TIMEOUT_S = 10.0
+
+#: Longest wait between two webhook attempts, in seconds (a week).
+MAX_RETRY_WAIT_S = 7 * 86400
+
+#: Days before expiry at which a token is warned about (cert-manager renews with a third of the
+#: life left, ~120 days for a year; the best MDM products warn at 30).
+DEFAULT_THRESHOLDS = (120, 60, 30, 14, 7, 3, 1)
+
+#: Largest threshold accepted, in days (a token lives a year).
+MAX_THRESHOLD_DAYS = 366
+
+#: Seconds between two expiry scans, and the life of the scheduler's lease in seconds.
+DEFAULT_SCAN_INTERVAL_S = 3600
+DEFAULT_LEASE_TTL_S = 15
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    starttls: bool
+    sender: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    webhook_timeout_s: float = DEFAULT_WEBHOOK_TIMEOUT_S
+    retry_schedule_s: tuple[int, ...] = DEFAULT_SCHEDULE_S
+    retry_jitter: float = DEFAULT_JITTER
+    smtp: SmtpSettings | None = None
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    thresholds: tuple[int, ...] = DEFAULT_THRESHOLDS  # largest first, no duplicates
+    scan_interval_s: int = DEFAULT_SCAN_INTERVAL_S
+    lease_ttl_s: int = DEFAULT_LEASE_TTL_S
 
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     master_key: str | None = field(default=None, repr=False)
     log_level: str = "info"
@@ -64,60 +119,37 @@ class Settings:
     poll_interval_ms: int = DEFAULT_POLL_INTERVAL_MS
     heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S
     notify: NotifySettings = field(default_factory=NotifySettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    #: The variables these settings were read from (empty when built in code): the worker
+    #: processes `tokenwarden worker` starts are given them, so each reads the same settings.
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        redis_url = env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL
-        try:
-            parts = urlsplit(redis_url)
-            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-        except ValueError:
-            raise ConfigError(
-                "REDIS_URL has an invalid host or port; write it like redis://127.0.0.1:6379/0"
-            ) from None
-        if parts.scheme not in {"redis", "rediss", "unix"}:
-            raise ConfigError(
-                f"REDIS_URL {redact_url(redis_url)!r} is not a redis://, rediss:// or unix:// URL"
-            )
-        if parts.scheme != "unix" and not _DATABASE_PATH.fullmatch(parts.path):
-            raise ConfigError(
-                f"REDIS_URL {redact_url(redis_url)!r} names database {parts.path[1:]!r}; a Redis "
-                "database is a number: write it like redis://127.0.0.1:6379/0"
-            )
-        log_level = env.get("TOKENWARDEN_LOG_LEVEL", "info").strip().lower() or "info"
-        if log_level not in LOG_LEVELS:
-            raise ConfigError(
-                f"TOKENWARDEN_LOG_LEVEL {log_level!r} is not one of {', '.join(LOG_LEVELS)}"
-            )
-        log_format = env.get("TOKENWARDEN_LOG_FORMAT", "auto").strip().lower() or "auto"
-        if log_format not in LOG_FORMATS:
-            raise ConfigError(
-                f"TOKENWARDEN_LOG_FORMAT {log_format!r} is not one of {', '.join(LOG_FORMATS)}"
-            )
-        data_dir = Path(env.get("TOKENWARDEN_DATA_DIR", "").strip() or DEFAULT_DATA_DIR)
-        master_key = env.get("TOKENWARDEN_MASTER_KEY", "").strip() or None
-        if master_key:
-            Keyring.from_text(master_key, where="TOKENWARDEN_MASTER_KEY")  # fail at start-up
+    def from_env(cls, variables: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting; a value that cannot be used raises ConfigError naming it."""
+        variables = dict(os.environ if variables is None else variables)
+        env = Environment(variables)
         return cls(
-            redis_url=redis_url,
-            data_dir=data_dir.expanduser().absolute(),
-            master_key=master_key,
-            log_level=log_level,
-            log_format=log_format,
-            worker_processes=_positive_int(
-                env, "TOKENWARDEN_WORKER_PROCESSES", DEFAULT_WORKER_PROCESSES, 64
+            redis_url=env.redis_url("REDIS_URL", DEFAULT_REDIS_URL),
+            data_dir=env.path("TOKENWARDEN_DATA_DIR", DEFAULT_DATA_DIR),
+            master_key=env.master_keys("TOKENWARDEN_MASTER_KEY"),
+            log_level=env.choice("TOKENWARDEN_LOG_LEVEL", LOG_LEVELS, "info"),
+            log_format=env.choice("TOKENWARDEN_LOG_FORMAT", LOG_FORMATS, "auto"),
+            worker_processes=env.whole_number(
+                "TOKENWARDEN_WORKER_PROCESSES", DEFAULT_WORKER_PROCESSES, 1, 64
             ),
-            worker_threads=_positive_int(
-                env, "TOKENWARDEN_WORKER_THREADS", DEFAULT_WORKER_THREADS, 256
+            worker_threads=env.whole_number(
+                "TOKENWARDEN_WORKER_THREADS", DEFAULT_WORKER_THREADS, 1, 256
             ),
-            poll_interval_ms=_positive_int(
-                env, "TOKENWARDEN_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS, 60_000
+            poll_interval_ms=env.whole_number(
+                "TOKENWARDEN_POLL_INTERVAL_MS", DEFAULT_POLL_INTERVAL_MS, 1, 60_000
             ),
-            heartbeat_timeout_s=_positive_int(
-                env, "TOKENWARDEN_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, 3600
+            heartbeat_timeout_s=env.whole_number(
+                "TOKENWARDEN_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, 1, 3600
             ),
-            notify=NotifySettings.from_env(env),
+            notify=_notify(env),
+            scheduler=_scheduler(env),
+            environment=variables,
         )
 
     @property
@@ -129,45 +161,52 @@ class Settings:
         return redact_url(self.redis_url)
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int, most: int) -> int:
-    text = env.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= most:
-        raise ConfigError(f"{name} {text!r} is not a whole number from 1 to {most}")
-    return value
+def _notify(env: Environment) -> NotifySettings:
+    return NotifySettings(
+        webhook_timeout_s=env.number(
+            "TOKENWARDEN_WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT_S, 0.1, 300
+        ),
+        retry_schedule_s=env.whole_numbers(
+            "TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE",
+            DEFAULT_SCHEDULE_S,
+            1,
+            MAX_RETRY_WAIT_S,
+            unit="seconds",
+            example="5,300,1800,7200",
+        ),
+        retry_jitter=env.number("TOKENWARDEN_WEBHOOK_RETRY_JITTER", DEFAULT_JITTER, 0, 0.5),
+        smtp=_smtp(env),
+    )
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced, in the user part or the query (`?password=`), for
-    messages and logs."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "(REDIS_URL, unreadable)"
-    if parts.password is not None:
-        host = parts.hostname or ""
-        if port:
-            host = f"{host}:{port}"
-        user = f"{parts.username}:***@" if parts.username else ":***@"
-        url = urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-    before, mark, rest = url.partition("?")
-    query, hash_mark, fragment = rest.partition("#")
-    return before + mark + _redact_query(query) + hash_mark + fragment
+def _smtp(env: Environment) -> SmtpSettings | None:
+    host = env.text("TOKENWARDEN_SMTP_HOST", "")
+    if not host:
+        return None
+    starttls = env.boolean("TOKENWARDEN_SMTP_STARTTLS", True)
+    return SmtpSettings(
+        host=host,
+        port=env.whole_number("TOKENWARDEN_SMTP_PORT", 587 if starttls else 25, 1, 65535),
+        starttls=starttls,
+        sender=env.text("TOKENWARDEN_SMTP_FROM", "") or f"tokenwarden@{socket.getfqdn()}",
+        username=env.text("TOKENWARDEN_SMTP_USERNAME", "") or None,
+        password=env.secret("TOKENWARDEN_SMTP_PASSWORD"),
+    )
 
 
-def _redact_query(query: str) -> str:
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(_is_secret_parameter(name) for name, _ in pairs):
-        return query
-    redacted = [(name, "***" if _is_secret_parameter(name) else value) for name, value in pairs]
-    return urlencode(redacted, safe="*")
-
-
-def _is_secret_parameter(name: str) -> bool:
-    return any(part in name.lower() for part in _SECRET_QUERY_PARTS)
+def _scheduler(env: Environment) -> SchedulerSettings:
+    days = env.whole_numbers(
+        "TOKENWARDEN_EXPIRY_THRESHOLDS",
+        DEFAULT_THRESHOLDS,
+        1,
+        MAX_THRESHOLD_DAYS,
+        unit="days",
+        example=",".join(map(str, DEFAULT_THRESHOLDS)),
+    )
+    return SchedulerSettings(
+        thresholds=tuple(sorted(set(days), reverse=True)),
+        scan_interval_s=env.seconds(
+            "TOKENWARDEN_SCAN_INTERVAL", DEFAULT_SCAN_INTERVAL_S, 1, 604_800
+        ),
+        lease_ttl_s=env.seconds("TOKENWARDEN_SCHEDULER_LEASE_TTL", DEFAULT_LEASE_TTL_S, 3, 600),
+    )

@@ -1,16 +1,18 @@
 """Every error tokenwarden raises on purpose, under one root.
 
     TokenwardenError                 anything tokenwarden reports to a user (exit code 1)
-    ├── ConfigError                  the environment or a setting is wrong
+    ├── ConfigError                  the environment or a setting is wrong (exit code 2)
     ├── StoreUnavailable             Redis cannot be reached (exit code 3)
     ├── SecretsError                 a sealed value cannot be opened (wrong master key)
     │   └── UnknownMasterKey         sealed under a master key this process does not hold
-    ├── NotFound                     a named thing does not exist
+    ├── NotFound                     a named thing (or a part of it) does not exist
     ├── Conflict                     the request clashes with what is stored
     │   ├── DuplicateServer
     │   ├── StaleToken               an older token than the installed one
-    │   └── ConsumerKeyChanged       a token from another ASM/ABM server entry
+    │   ├── ConsumerKeyChanged       a token from another ASM/ABM server entry
+    │   └── ConcurrentChange         the state moved under a decision; it is decided again
     └── InvalidInput                 the user gave something unusable
+        ├── MalformedEvent           not a valid tokenwarden CloudEvent (raised in events/)
         ├── InvalidServerName
         ├── InvalidTime
         ├── InvalidKeyMaterial       certificate or private key unreadable or mismatched
@@ -23,16 +25,40 @@
 
 Messages are written for the person at the terminal: what was wrong, with which file or name,
 and what to do. They never contain secrets.
+
+The root, InvalidInput and MalformedEvent are defined in events/errors.py, the lowest layer, so
+that events/ raises under the root without importing worker/ (imports go scheduler -> worker ->
+events); they are re-exported here.
 """
 
 from __future__ import annotations
 
+from events.errors import InvalidInput, MalformedEvent, TokenwardenError
 
-class TokenwardenError(Exception):
-    """Root of every error tokenwarden raises on purpose."""
-
-    #: Process exit code when this error ends a CLI command.
-    exit_code = 1
+__all__ = [
+    "ConcurrentChange",
+    "ConfigError",
+    "Conflict",
+    "ConsumerKeyChanged",
+    "DuplicateServer",
+    "InvalidEvent",
+    "InvalidInput",
+    "InvalidKeyMaterial",
+    "InvalidServerName",
+    "InvalidTime",
+    "InvalidTokenPayload",
+    "MalformedEvent",
+    "NotFound",
+    "SecretsError",
+    "StaleToken",
+    "StoreUnavailable",
+    "TokenExpired",
+    "TokenFileError",
+    "TokenwardenError",
+    "UnknownMasterKey",
+    "UnsupportedCipher",
+    "WrongRecipient",
+]
 
 
 class ConfigError(TokenwardenError):
@@ -79,8 +105,9 @@ class ConsumerKeyChanged(Conflict):
     pass
 
 
-class InvalidInput(TokenwardenError):
-    """The user gave something tokenwarden cannot use."""
+class ConcurrentChange(Conflict):
+    """What a decision was based on changed before it was written: nothing was written, and
+    the caller decides again on fresh state."""
 
 
 class InvalidServerName(InvalidInput):

@@ -24,10 +24,6 @@ class StopSignals:
         self.received.append(signum)
 
     @property
-    def stopping(self) -> bool:
-        return bool(self.received)
-
-    @property
     def name(self) -> str:
         return signal.Signals(self.received[0]).name if self.received else ""
 

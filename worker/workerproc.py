@@ -7,7 +7,6 @@ SIGTERM stops them all after their current messages (what is not acknowledged is
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -95,14 +94,15 @@ def _worker_process(settings: Settings, threads: int) -> None:
 def run_worker_processes(settings: Settings, processes: int, threads: int) -> None:
     """Start `processes` worker processes and keep them running until SIGINT/SIGTERM.
 
-    Each is `python -m worker.workerproc`, reading the same environment: a fresh interpreter
-    that imports only what a worker needs (not the CLI), which keeps each process small.
+    Each is `python -m worker.workerproc`, given the environment `settings` were read from
+    (so it reads the same settings): a fresh interpreter that imports only what a worker needs
+    (not the CLI), which keeps each process small.
     """
     stop = StopSignals()
 
     # glibc gives each thread its own malloc arena; two are plenty for this work and keep a
     # worker process's memory down (some 3 MB each). An operator's own setting wins.
-    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}
+    env = {"MALLOC_ARENA_MAX": "2", **settings.environment}
 
     def spawn() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "worker.workerproc", str(threads)], env=env)

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import redis
 
-from scheduler.config import SchedulerSettings
 from scheduler.scan import Scanner
 from tests.bench.common import NOW, load_tokens, start_redis, stop_redis, write_server
 from worker.bootstrap import App
-from worker.config import Settings
+from worker.config import SchedulerSettings, Settings
 from worker.crypto.sealing import generate_master_key
 from worker.records import Server
 

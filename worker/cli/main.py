@@ -41,10 +41,6 @@ class TokenwardenGroup(click.Group):
             fail(exc.format_message(), exc.exit_code)
         except TokenwardenError as exc:
             fail(str(exc), exc.exit_code)
-        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-            fail(str(unreachable(exc)), StoreUnavailable.exit_code)
-        except redis.exceptions.InvalidResponse:
-            fail(str(not_redis()), StoreUnavailable.exit_code)
         except redis.exceptions.ResponseError as exc:
             fail(
                 f"Redis refused a command ({exc}); check it is Redis 6.2 or newer and that "
@@ -55,9 +51,17 @@ class TokenwardenGroup(click.Group):
             fail("interrupted", INTERRUPTED_EXIT)
         sys.exit(result if isinstance(result, int) else 0)
 
+    def invoke(self, ctx: click.Context):
+        """Runs the command, naming the Redis it could not use when that is what failed."""
+        try:
+            return super().invoke(ctx)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            raise unreachable(exc, ctx.obj.settings) from None
+        except redis.exceptions.InvalidResponse:
+            raise not_redis(ctx.obj.settings) from None
 
-def unreachable(exc: Exception) -> StoreUnavailable:
-    settings = Settings.from_env()
+
+def unreachable(exc: Exception, settings: Settings) -> StoreUnavailable:
     reason = str(exc).split("\n")[0] or type(exc).__name__
     return StoreUnavailable(
         f"cannot reach Redis at {settings.redis_url_display} ({reason}); start it with "
@@ -74,9 +78,9 @@ def printable(text: str) -> str:
     )
 
 
-def not_redis() -> StoreUnavailable:
+def not_redis(settings: Settings) -> StoreUnavailable:
     return StoreUnavailable(
-        f"the service at {Settings.from_env().redis_url_display} does not answer as Redis "
+        f"the service at {settings.redis_url_display} does not answer as Redis "
         "does; set REDIS_URL to the Redis server tokenwarden should use"
     )
 

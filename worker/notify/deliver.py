@@ -10,7 +10,7 @@ from datetime import datetime
 
 import structlog
 
-from worker.notify.config import NotifySettings
+from worker.config import NotifySettings
 from worker.notify.email import compose, send_email
 from worker.notify.schedule import next_attempt_at
 from worker.notify.subscriptions import ACTIVE, EMAIL, Subscription

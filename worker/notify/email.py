@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from typing import Any
 
 from events import catalog
-from worker.notify.config import SmtpSettings
+from worker.config import SmtpSettings
 from worker.notify.webhook import AttemptResult
 
 _WHY = {

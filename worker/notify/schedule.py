@@ -6,28 +6,12 @@ import random
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from worker.errors import ConfigError
-
 #: Waits before attempts 2, 3, ... (the Standard Webhooks schedule): 5 s, 5 min, 30 min, 2 h,
 #: 5 h, 10 h, 10 h. After the last, the delivery is marked failed (and kept).
 DEFAULT_SCHEDULE_S = (5, 300, 1800, 7200, 18000, 36000, 36000)
 
 #: Each wait is stretched or shrunk by up to this share, so retries do not arrive in herds.
 DEFAULT_JITTER = 0.1
-
-
-def parse_schedule(text: str) -> tuple[int, ...]:
-    """TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE: seconds, comma separated (5,300,1800)."""
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 or v > 7 * 86400 for v in values):
-        raise ConfigError(
-            f"TOKENWARDEN_WEBHOOK_RETRY_SCHEDULE {text!r} is not a list of waits in seconds "
-            "(1 to 604800), like 5,300,1800,7200"
-        )
-    return values
 
 
 def next_attempt_at(

@@ -31,6 +31,7 @@ from typing import Any
 import redis
 
 from worker.crypto.sealing import Keyring
+from worker.errors import NotFound
 from worker.notify.subscriptions import (
     ACTIVE,
     DISABLED,
@@ -187,7 +188,10 @@ class DeliveryStore:
     def open_secret(self, subscription: Subscription) -> str:
         sealed = self._redis.hget(k.subscription(subscription.id), "secret")
         if not sealed:
-            raise LookupError(f"subscription {subscription.id} has no secret")
+            raise NotFound(
+                f"subscription {subscription.id} has no secret; remove it and add it again "
+                "(`tokenwarden subscriptions remove`, then `add`)"
+            )
         return self._keyring().open(sealed, _subscription_context(subscription.id)).decode()
 
     def open_target(self, subscription: Subscription) -> str:
@@ -199,7 +203,10 @@ class DeliveryStore:
         sealed, plain = self._redis.hmget(key, ["url", "target"])
         if not sealed:  # stored before URLs were sealed
             if not plain:
-                raise LookupError(f"subscription {subscription.id} has no URL")
+                raise NotFound(
+                    f"subscription {subscription.id} has no URL; remove it and add it again "
+                    "(`tokenwarden subscriptions remove`, then `add`)"
+                )
             return plain
         context = _subscription_context(subscription.id, "url")
         return self._keyring().open(sealed, context).decode()

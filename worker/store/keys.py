@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 
-PREFIX = "tw:"
-
 #: Hash: `<org key>\x1f<name key>` -> server id. Makes names unique per organization.
 SERVERS = "tw:servers"
 
@@ -76,9 +74,6 @@ MASTER_KEY_IDS = "tw:master-key-ids"
 
 #: Hash field holding a sealed private key (in key_pair hashes).
 SEALED_PRIVATE_KEY = "private_key"
-
-#: What the sealing context of token credentials names (see credentials()).
-SEALED_CREDENTIALS = "credentials"
 
 #: (SCAN pattern, sealed field) for every place a sealed secret lives, the field None for a
 #: string key; re-encryption walks these.

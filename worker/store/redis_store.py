@@ -18,7 +18,7 @@ import redis
 from worker.crypto.keys import KeyMaterial, load_sealed_key_material
 from worker.crypto.payload import unpack_credentials
 from worker.crypto.sealing import Keyring
-from worker.errors import Conflict, DuplicateServer, NotFound, StoreUnavailable
+from worker.errors import ConcurrentChange, Conflict, DuplicateServer, NotFound, StoreUnavailable
 from worker.names import name_key, user_key
 from worker.records import (
     KEY_CURRENT,
@@ -53,10 +53,6 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
-
-
-class ConcurrentChange(Conflict):
-    """What a write depended on changed before it committed; read again and retry."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,177 @@
+"""Reading settings from environment variables: one parser per kind of value.
+
+Each parser takes the variable's name and what to use when it is unset or blank, and turns a
+value it cannot use into a ConfigError of one line that names the variable, repeats the value
+(never a secret's) and says what to write instead. worker/config.py says which variable is
+which kind.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from worker.crypto.sealing import Keyring
+from worker.errors import ConfigError
+
+#: The schemes redis-py connects to.
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+#: The path of a redis:// URL: nothing, or the database number.
+_DATABASE_PATH = re.compile(r"(/[0-9]{0,5})?/?")
+
+#: Query parameters of a URL whose values are secrets (redis-py reads `?password=`).
+_SECRET_QUERY_PARTS = ("pass", "secret", "token", "key")
+
+#: What a true or false setting may be written as.
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+class Environment:
+    """The variables settings are read from (the process environment at start-up, or a
+    mapping a test or an embedding program hands in)."""
+
+    def __init__(self, variables: Mapping[str, str]):
+        self._variables = variables
+
+    def _given(self, name: str) -> str:
+        return self._variables.get(name, "").strip()
+
+    def text(self, name: str, default: str) -> str:
+        return self._given(name) or default
+
+    def secret(self, name: str) -> str | None:
+        """A password: taken as written (spaces count), None when unset or empty."""
+        return self._variables.get(name) or None
+
+    def path(self, name: str, default: str) -> Path:
+        return Path(self.text(name, default)).expanduser().absolute()
+
+    def choice(self, name: str, choices: Collection[str], default: str) -> str:
+        value = self._given(name).lower() or default
+        if value not in choices:
+            raise ConfigError(f"{name} {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._given(name).lower()
+        if not value:
+            return default
+        if value not in _TRUE + _FALSE:
+            raise ConfigError(f"{name} {value!r} is not true or false")
+        return value in _TRUE
+
+    def whole_number(self, name: str, default: int, least: int, most: int, unit: str = "") -> int:
+        text = self._given(name)
+        if not text:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if not least <= value <= most:
+            of_unit = f" of {unit}" if unit else ""
+            raise ConfigError(
+                f"{name} {text!r} is not a whole number{of_unit} from {least} to {most}"
+            )
+        return value
+
+    def seconds(self, name: str, default: int, least: int, most: int) -> int:
+        return self.whole_number(name, default, least, most, unit="seconds")
+
+    def number(self, name: str, default: float, least: float, most: float) -> float:
+        text = self._given(name)
+        if not text:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            value = least - 1
+        if not least <= value <= most:  # also refuses nan
+            raise ConfigError(f"{name} {text!r} is not a number from {least:g} to {most:g}")
+        return value
+
+    def whole_numbers(
+        self, name: str, default: tuple[int, ...], least: int, most: int, unit: str, example: str
+    ) -> tuple[int, ...]:
+        """`5,300,1800` -> (5, 300, 1800), in the order written. Unset: the default; set but
+        blank: refused (an empty list is never meant)."""
+        text = self._variables.get(name)
+        if text is None:
+            return default
+        advice = f"write it like {example}"
+        parts = [part.strip() for part in text.split(",")]
+        if not all(parts):
+            raise ConfigError(
+                f"{name} {text!r} is not a list of {unit} separated by commas; {advice}"
+            )
+        try:
+            values = tuple(int(part) for part in parts)
+        except ValueError:
+            raise ConfigError(
+                f"{name} {text!r} holds something that is not a whole number of {unit}; {advice}"
+            ) from None
+        if not all(least <= value <= most for value in values):
+            raise ConfigError(f"{name} {text!r}: each must be {least} to {most} {unit}; {advice}")
+        return values
+
+    def master_keys(self, name: str) -> str | None:
+        """Master keys separated by commas, the primary first; checked here so that a wrong one
+        stops the program at start-up, not at the first secret."""
+        text = self._given(name)
+        if text:
+            Keyring.from_text(text, where=name)
+        return text or None
+
+    def redis_url(self, name: str, default: str) -> str:
+        url = self._given(name) or default
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            raise ConfigError(
+                f"{name} has an invalid host or port; write it like redis://127.0.0.1:6379/0"
+            ) from None
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ConfigError(
+                f"{name} {redact_url(url)!r} is not a redis://, rediss:// or unix:// URL"
+            )
+        if parts.scheme != "unix" and not _DATABASE_PATH.fullmatch(parts.path):
+            raise ConfigError(
+                f"{name} {redact_url(url)!r} names database {parts.path[1:]!r}; a Redis "
+                "database is a number: write it like redis://127.0.0.1:6379/0"
+            )
+        return url
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, in the user part or the query (`?password=`), for
+    messages and logs."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(REDIS_URL, unreadable)"
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if port:
+            host = f"{host}:{port}"
+        user = f"{parts.username}:***@" if parts.username else ":***@"
+        url = urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+    before, mark, rest = url.partition("?")
+    query, hash_mark, fragment = rest.partition("#")
+    return before + mark + _redact_query(query) + hash_mark + fragment
+
+
+def _redact_query(query: str) -> str:
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if not any(_is_secret_parameter(name) for name, _ in pairs):
+        return query
+    redacted = [(name, "***" if _is_secret_parameter(name) else value) for name, value in pairs]
+    return urlencode(redacted, safe="*")
+
+
+def _is_secret_parameter(name: str) -> bool:
+    return any(part in name.lower() for part in _SECRET_QUERY_PARTS)
