@@ -102,24 +102,7 @@ class Deliverer:
         cancel: bool = False,
     ) -> str:
         attempt = delivery.attempts + 1
-        next_at = None
-        if result.ok:
-            outcome = "delivered"
-        elif cancel:
-            outcome = "cancelled"
-        else:
-            next_at = (
-                None
-                if final
-                else next_attempt_at(
-                    attempt,
-                    now,
-                    self._settings.retry_schedule_s,
-                    self._settings.retry_jitter,
-                    self._rng,
-                )
-            )
-            outcome = "retry" if next_at else "failed"
+        outcome, next_at = self._outcome(attempt, result, now, final=final, cancel=cancel)
         recorded = self._store.record_attempt(
             delivery,
             lease=lease,
@@ -146,3 +129,19 @@ class Deliverer:
             recorded=recorded,
         )
         return outcome
+
+    def _outcome(
+        self, attempt: int, result: AttemptResult, now: datetime, *, final: bool, cancel: bool
+    ) -> tuple[str, datetime | None]:
+        """What attempt number `attempt` comes to, and when the next one is due (a retry)."""
+        if result.ok:
+            return "delivered", None
+        if cancel:
+            return "cancelled", None
+        if final:
+            return "failed", None
+        settings = self._settings
+        next_at = next_attempt_at(
+            attempt, now, settings.retry_schedule_s, settings.retry_jitter, self._rng
+        )
+        return ("retry" if next_at else "failed"), next_at
