@@ -16,18 +16,15 @@ from cryptography import x509
 
 from events import catalog
 from events.cloudevent import CloudEvent, new_event, stable_id
-from worker import outgoing
 from worker.crypto.keys import KeyMaterial, generate_key_material, import_key_material
 from worker.crypto.payload import parse_token_payload
 from worker.crypto.smime import decrypt_envelope, describe_mismatch, read_envelope
 from worker.errors import InvalidInput, NotFound, WrongRecipient
-from worker.handling import EventHandler
 from worker.names import clean_label, clean_server_name, clean_user, name_key, user_key
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, KeyPair, Server, Token
-from worker.rules.install import InstallOutcome, NewToken, decide_install
-from worker.rules.replacement import Cause, for_new_token
-from worker.store.event_store import OpenReplacement, Plan, ResolveReplacement
-from worker.store.redis_store import ConcurrentChange, DecisionFacts, RedisStore
+from worker.rules.events import decide_key_rotation
+from worker.rules.install import InstallOutcome, NewToken, check_install, decide_install
+from worker.store.redis_store import ConcurrentChange, RedisStore
 from worker.timefmt import format_rfc3339, parse_rfc3339
 
 #: Times a write that lost a race is decided again on fresh state before giving up.
@@ -149,23 +146,14 @@ def rotate_key(
         event_id=stable_id(catalog.KEY_REGENERATED, pair.id),
         subject=server.name,
     )
-    deciding = EventHandler(store)
-
-    def plan_for(staged: Server, token: Token | None) -> Plan:
-        facts = DecisionFacts(
-            user_versions={},
-            user_tokens={},
-            servers_named={name_key(staged.name): [staged]},
-            tokens={token.id: token} if token else {},
-            servers={staged.id: staged},
-            staged_certificates={staged.id: pair.cert_pem},
-        )
-        return deciding.plan_on(event, facts, received_at=now, now=now)
-
-    discarded, plan = store.stage_key(
-        server, pair, material, replace_staged=replace_staged, plan_for=plan_for
+    discarded, decision = store.stage_key(
+        server,
+        pair,
+        material,
+        replace_staged=replace_staged,
+        decide=lambda facts: decide_key_rotation(facts, event, now),
     )
-    doomed = plan.open[0].token_id if plan is not None and plan.open else None
+    doomed = decision.doomed[0].token_id if decision.doomed else None
     return Rotation(pair=pair, discarded=discarded, event=event, doomed_token_id=doomed)
 
 
@@ -191,51 +179,6 @@ class InstallResult:
     #: Types of the causes, already seen, that doom this token from the start.
     doomed_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-
-
-def install_plan(
-    server: Server,
-    token: Token,
-    old: Token | None,
-    causes: list[Cause],
-    now: datetime,
-    staged_certificate: str | None = None,
-) -> Plan:
-    """What installing `token` decides: close the old token's replacement (`replaced`), and
-    open one for the new token when a cause recorded earlier already dooms it."""
-    plan = Plan(
-        now=now,
-        audit_kind="install",
-        audit_event={
-            "server": server.name,
-            "org": server.org or None,
-            "token_id": token.id,
-            "downloaded_by": token.downloaded_by,
-            "downloaded_at": format_rfc3339(token.downloaded_at),
-            "expires_at": format_rfc3339(token.expires_at),
-            "supersedes": old.id if old else None,
-        },
-    )
-    if old is not None:
-        plan.resolve.append(
-            ResolveReplacement(
-                token_id=old.id,
-                server_name=server.name,
-                by=token.id,
-                outgoing=outgoing.replaced(server, old, token, now),
-            )
-        )
-    for need in for_new_token(token, causes, staged_certificate):
-        plan.open.append(
-            OpenReplacement(
-                token_id=token.id,
-                server_id=server.id,
-                server_name=server.name,
-                reason=outgoing.reason(need),
-                outgoing=outgoing.replacement_required(need, server, now),
-            )
-        )
-    return plan
 
 
 def download_time_from_file_name(file_name: str) -> datetime | None:
@@ -299,7 +242,7 @@ def install_token(
             downloaded_at=downloaded_at,
             downloaded_at_source=downloaded_at_source,
         )
-        outcome = decide_install(
+        outcome = check_install(
             new, installed, now=now, allow_consumer_change=allow_consumer_change, source=source
         )
         if outcome is InstallOutcome.ALREADY_INSTALLED:
@@ -327,16 +270,15 @@ def install_token(
         staged = next((p for p in candidates if p.state == KEY_STAGED), None)
         staged_cert = staged.cert_pem if staged is not None and promote is None else None
         try:
-            plan = store.install_token(
+            decision = store.install_token(
                 server,
                 token,
                 credentials.sealable(),
                 replaces=installed.id if installed else None,
                 promote_key=promote,
                 now=now,
-                plan_for=lambda causes, old, s=server, t=token, c=staged_cert: install_plan(
-                    s, t, old, causes, now, c
-                ),
+                decide=lambda facts, t=token: decide_install(facts, t, now),
+                staged_certificate=staged_cert,
             )
         except ConcurrentChange:
             continue
@@ -346,7 +288,7 @@ def install_token(
             outcome=outcome,
             promoted_key=store.get_key(promote) if promote else None,
             superseded=installed,
-            doomed_by=tuple(o.reason["type"] for o in plan.open),
+            doomed_by=tuple(d.cause_type for d in decision.doomed),
             warnings=_file_name_warnings(source, server),
         )
     raise ConcurrentChange(
