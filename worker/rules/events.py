@@ -26,7 +26,13 @@ from worker.rules.decision import (
     Guard,
     RememberCause,
 )
-from worker.rules.facts import EventFacts, Recorded, ReplacementFacts
+from worker.rules.facts import (
+    EventFacts,
+    Recorded,
+    ReplacementFacts,
+    cause_change,
+    next_version,
+)
 from worker.rules.replacement import Cause, ReplacementNeeded, for_server_cause, for_user_cause
 from worker.rules.replacing import replace_token
 
@@ -69,7 +75,7 @@ def after(facts: EventFacts, decision: Decision) -> EventFacts:
     for remembered in decision.causes:
         held = moved.users if remembered.record == USER else moved.server_causes
         recorded = held.get(remembered.ident, Recorded())
-        held[remembered.ident] = recorded.with_cause(remembered.cause)
+        held[remembered.ident] = recorded.with_cause(remembered.cause, remembered.version)
     for change in decision.replacements:
         moved.replacements[change.token_id] = change.state
     for resolution in decision.resolutions:
@@ -83,7 +89,7 @@ def _remember(
     """Keep the cause for a token installed later, when it is the latest of its kind."""
     decision.guards.append(Guard(record, ident, VERSION, recorded.version))
     if recorded.is_newer(cause):
-        version = recorded.with_cause(cause).version
+        version = next_version(recorded.version, *cause_change(cause, decision.now))
         decision.causes.append(RememberCause(record, ident, cause, version))
 
 

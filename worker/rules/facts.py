@@ -8,7 +8,9 @@ they write the record, step it (`next_version`).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 from worker.records import Server, Token
@@ -18,9 +20,22 @@ from worker.rules.replacement import Cause
 OPEN, RESOLVED = "open", "resolved"
 
 
-def next_version(version: str) -> str:
-    """The version a record is written at, after being read at `version`."""
-    return str(int(version or 0) + 1)
+def next_version(version: str, *change: str) -> str:
+    """The version a record is written at by `change` (what names the decision: its cause and
+    `now`), after being read at `version`.
+
+    Derived from both, not counted: a batch's decisions are made in a row, each on the facts
+    the one before leaves, so when one of them is refused the next must be refused too, and a
+    counter could meet the same number written by another worker's different decision. A
+    number, so a version may also be stepped by one (HINCRBY, as installs do with users').
+    """
+    digest = hashlib.sha256("\0".join((version, *change)).encode()).digest()
+    return str(int.from_bytes(digest[:7], "big"))
+
+
+def cause_change(cause: Cause, now: datetime) -> tuple[str, str, str]:
+    """What names a change a cause makes, for next_version."""
+    return cause.source, cause.id, now.isoformat()
 
 
 @dataclass(frozen=True)
@@ -35,8 +50,8 @@ class Recorded:
         known = self.causes.get(cause.type)
         return known is None or known.time < cause.time
 
-    def with_cause(self, cause: Cause) -> Recorded:
-        return Recorded(next_version(self.version), {**self.causes, cause.type: cause})
+    def with_cause(self, cause: Cause, version: str) -> Recorded:
+        return Recorded(version, {**self.causes, cause.type: cause})
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from worker.rules.decision import (
     ReplacementChange,
     Resolution,
 )
-from worker.rules.facts import OPEN, RESOLVED, ReplacementFacts, next_version
+from worker.rules.facts import OPEN, RESOLVED, ReplacementFacts, cause_change, next_version
 from worker.rules.replacement import (
     SAME,
     ReplacementNeeded,
@@ -68,7 +68,7 @@ def replace_token(
         reasons=merge.reasons,
         omitted=merge.omitted,
         certificate=need.certificate if need.certificate is not None else stored,
-        version=next_version(state.version),
+        version=next_version(state.version, *cause_change(need.cause, now)),
     )
     changed = need.certificate is not None and need.certificate != stored
     decision.replacements.append(
@@ -123,7 +123,8 @@ def resolve_replacement(
     closed: dict[str, Any] = totals(state.reasons, state.omitted)
     closed.update(reasons=state.reasons, opened_at=state.opened_at)
     event["data"]["closed_replacement"] = closed
-    after = replace(state, status=RESOLVED, version=next_version(state.version))
+    version = next_version(state.version, old.id, new.id, now.isoformat())
+    after = replace(state, status=RESOLVED, version=version)
     decision.resolutions.append(Resolution(old.id, by=new.id, state=after))
     entry["action"] = "replacement resolved"
     return after
