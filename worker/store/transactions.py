@@ -186,33 +186,16 @@ def install_token(
 
     def write(pipe: redis.client.Pipeline) -> None:
         decided.clear()
-        fresh = pipe.hgetall(server_key)
-        if not fresh:
-            raise NotFound(f"server {server.name!r} was removed meanwhile")
-        seen = Server.from_hash(fresh)
-        if _keys_and_token(seen) != _keys_and_token(server):
-            decided.append(None)
+        facts = _install_facts(pipe, server, user_hash, replaces, staged_certificate)
+        decided.append(decide(facts) if facts is not None else None)
+        if facts is None:
             return
-        old_data = pipe.hgetall(k.token(replaces)) if replaces else None
-        old = Token.from_hash(old_data) if old_data else None
-        # A cause recorded meanwhile for the user or the server changes a watched key, so the
-        # transaction starts again and sees it.
-        facts = InstallFacts(
-            server=seen,
-            replaced=old,
-            replaced_replacement=replacement_facts(
-                pipe.hgetall(k.replacement(old.id)) if old else {}
-            ),
-            causes=causes_in(fresh) + causes_in(pipe.hgetall(user_hash)),
-            staged_certificate=staged_certificate,
-        )
-        decided.append(decide(facts))
         pipe.multi()
         queue_token_writes(pipe, token, sealed_credentials, check_at=now)  # scan it at once
-        if old:
-            _supersede(pipe, old, token.id, now)
+        if facts.replaced:
+            _supersede(pipe, facts.replaced, token.id, now)
         if promote_key:
-            _promote(pipe, seen, promote_key, now)
+            _promote(pipe, facts.server, promote_key, now)
         events.queue_apply(pipe, decided[0])
 
     try:
@@ -224,6 +207,34 @@ def install_token(
             raise
         events.apply(decided[0])
     return decided[0]
+
+
+def _install_facts(
+    pipe: redis.client.Pipeline,
+    server: Server,
+    user_hash: str,
+    replaces: str | None,
+    staged_certificate: str | None,
+) -> InstallFacts | None:
+    """What the install is decided on, read under WATCH; None when the server's token or keys
+    moved since `server` was read."""
+    fresh = pipe.hgetall(k.server(server.id))
+    if not fresh:
+        raise NotFound(f"server {server.name!r} was removed meanwhile")
+    seen = Server.from_hash(fresh)
+    if _keys_and_token(seen) != _keys_and_token(server):
+        return None
+    old_data = pipe.hgetall(k.token(replaces)) if replaces else None
+    old = Token.from_hash(old_data) if old_data else None
+    # A cause recorded meanwhile for the user or the server changes a watched key, so the
+    # transaction starts again and sees it.
+    return InstallFacts(
+        server=seen,
+        replaced=old,
+        replaced_replacement=replacement_facts(pipe.hgetall(k.replacement(old.id)) if old else {}),
+        causes=causes_in(fresh) + causes_in(pipe.hgetall(user_hash)),
+        staged_certificate=staged_certificate,
+    )
 
 
 def _keys_and_token(server: Server) -> tuple[str | None, str | None, str | None]:
