@@ -22,7 +22,7 @@ from events import catalog
 from events.cloudevent import CloudEvent, MalformedEvent, check_not_future, parse_event
 from worker.names import name_key, user_key
 from worker.rules.decision import Decision
-from worker.rules.events import after, decide_event
+from worker.rules.events import advance, decide_event
 from worker.store.decisions import Applied
 from worker.store.redis_store import ConcurrentChange, RedisStore
 
@@ -111,12 +111,12 @@ class EventHandler:
         users = {user_key(e.user()) for e in events if e.type in catalog.USER_EVENTS}
         names = {name_key(e.server()[0]) for e in events if e.type in catalog.SERVER_EVENTS}
         rotated = {name_key(e.server()[0]) for e in events if e.type == catalog.KEY_REGENERATED}
-        facts = self.store.event_facts(users, names, rotated)
+        facts = self.store.event_facts(users, names, rotated)  # read for this batch alone
         decisions = []
         for event in events:
             decision = decide_event(facts, event, now, received_at=received_at)
             decisions.append(decision)
-            facts = after(facts, decision)
+            advance(facts, decision)
         return decisions
 
     def _done(self, event: CloudEvent, decision: Decision, applied: Applied) -> Outcome:

@@ -72,15 +72,20 @@ def after(facts: EventFacts, decision: Decision) -> EventFacts:
     """The facts as they stand once `decision` is applied: the next event of a batch is
     decided on them (and guarded on the versions the decision writes)."""
     moved = facts.copy()
+    advance(moved, decision)
+    return moved
+
+
+def advance(facts: EventFacts, decision: Decision) -> None:
+    """`after`, in place: for the owner of `facts` deciding a batch in a row."""
     for remembered in decision.causes:
-        held = moved.users if remembered.record == USER else moved.server_causes
+        held = facts.users if remembered.record == USER else facts.server_causes
         recorded = held.get(remembered.ident, Recorded())
         held[remembered.ident] = recorded.with_cause(remembered.cause, remembered.version)
     for change in decision.replacements:
-        moved.replacements[change.token_id] = change.state
+        facts.replacements[change.token_id] = change.state
     for resolution in decision.resolutions:
-        moved.replacements[resolution.token_id] = resolution.state
-    return moved
+        facts.replacements[resolution.token_id] = resolution.state
 
 
 def _remember(
