@@ -130,7 +130,8 @@ def encode(decision: Decision, *, seen_ttl: int, audit_max: int) -> tuple[list[s
     for resolution in decision.resolutions:
         _write_resolution(script, resolution, now_text)
     for event in decision.outgoing:
-        script.write("XADD", k.OUTBOX, "*", "type", event["type"], "event", json.dumps(event))
+        text = json.dumps(event, separators=(",", ":"))  # compact: it is stored per delivery
+        script.write("XADD", k.OUTBOX, "*", "type", event["type"], "event", text)
     if decision.audit is not None:
         script.write(
             "XADD", k.AUDIT, "MAXLEN", "~", audit_max, "*",
