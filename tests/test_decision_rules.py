@@ -14,7 +14,7 @@ from events.cloudevent import new_event
 from scheduler.expiry import decide_scan
 from worker.records import Server, Token
 from worker.rules.decision import REPLACEMENT, VERSION, Decision, Guard
-from worker.rules.events import after, decide_event
+from worker.rules.events import advance, decide_event
 from worker.rules.facts import (
     EventFacts,
     InstallFacts,
@@ -138,7 +138,8 @@ def password_change(event_id, minutes_ago=5, user="Admin@School.edu"):
 def test_events_of_a_batch_are_decided_each_on_what_the_one_before_leaves():
     facts = facts_for_user()
     first = decide_event(facts, password_change("e1"), NOW)
-    second = decide_event(after(facts, first), password_change("e2", minutes_ago=4), NOW)
+    advance(facts, first)
+    second = decide_event(facts, password_change("e2", minutes_ago=4), NOW)
     assert [e["action"] for e in first.results + second.results] == [
         "opened",
         "reason merged (nothing new to tell)",
@@ -159,7 +160,8 @@ def test_a_user_with_no_token_is_remembered_and_forgotten_in_time():
 def test_an_older_cause_than_the_one_recorded_is_not_remembered_again():
     facts = facts_for_user(tokens=())
     later = decide_event(facts, password_change("e1", minutes_ago=1), NOW)
-    earlier = decide_event(after(facts, later), password_change("e0", minutes_ago=9), NOW)
+    advance(facts, later)
+    earlier = decide_event(facts, password_change("e0", minutes_ago=9), NOW)
     assert ([c.cause.id for c in later.causes], earlier.causes) == (["e1"], [])
 
 

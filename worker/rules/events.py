@@ -68,16 +68,9 @@ def decide_key_rotation(facts: EventFacts, event: CloudEvent, now: datetime) -> 
     return decide_event(facts, event, now)
 
 
-def after(facts: EventFacts, decision: Decision) -> EventFacts:
-    """The facts as they stand once `decision` is applied: the next event of a batch is
-    decided on them (and guarded on the versions the decision writes)."""
-    moved = facts.copy()
-    advance(moved, decision)
-    return moved
-
-
 def advance(facts: EventFacts, decision: Decision) -> None:
-    """`after`, in place: for the owner of `facts` deciding a batch in a row."""
+    """Bring `facts` to where they stand once `decision` is applied, in place: the next event
+    of a batch is decided on them (and guarded on the versions the decision writes)."""
     for remembered in decision.causes:
         held = facts.users if remembered.record == USER else facts.server_causes
         recorded = held.get(remembered.ident, Recorded())

@@ -9,7 +9,7 @@ they write the record, step it (`next_version`).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -90,14 +90,6 @@ class EventFacts:
 
     def replacement(self, token_id: str) -> ReplacementFacts:
         return self.replacements.get(token_id, NO_REPLACEMENT)
-
-    def copy(self) -> EventFacts:
-        return replace(
-            self,
-            users=dict(self.users),
-            server_causes=dict(self.server_causes),
-            replacements=dict(self.replacements),
-        )
 
 
 @dataclass(frozen=True)

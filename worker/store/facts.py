@@ -4,7 +4,6 @@ a batch of events in three, a batch of due tokens in one."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -172,16 +171,3 @@ def read_scan_facts(client: redis.Redis, tokens: list[Token]) -> list[ScanFacts]
         ScanFacts(token, servers.get(token.server_id), replacement_facts(data))
         for token, data in zip(tokens, replacements, strict=True)
     ]
-
-
-def read_hashes(
-    client: redis.Redis,
-    key_of: Callable[[str], str],
-    ids: list[str],
-    build: Callable[[dict[str, str]], Any],
-) -> list[Any]:
-    """Many hashes in one round trip, each built (None where there is none)."""
-    pipe = client.pipeline(transaction=False)
-    for ident in ids:
-        pipe.hgetall(key_of(ident))
-    return [build(data) if data else None for data in pipe.execute()]

@@ -249,10 +249,6 @@ class RedisStore:
         ordered = sorted(ids)
         return {t.id: t for t in self._tokens(ordered) if t is not None}
 
-    def servers_by_id(self, ids: set[str]) -> dict[str, Server]:
-        ordered = sorted(ids)
-        return {s.id: s for s in self._servers(ordered) if s is not None}
-
     def event_facts(
         self, user_keys: set[str], name_keys: set[str], staged_for_names: set[str]
     ) -> EventFacts:
