@@ -6,7 +6,7 @@ import pytest
 
 from worker.errors import ConsumerKeyChanged, InvalidTime, StaleToken, TokenExpired
 from worker.records import Token
-from worker.rules.install import InstallOutcome, NewToken, decide_install
+from worker.rules.install import InstallOutcome, NewToken, check_install
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -35,7 +35,7 @@ def new(expires_at, consumer="c1", fingerprint="f2", downloaded_at=None):
 
 
 def decide(candidate, current, allow=False):
-    return decide_install(candidate, current, now=NOW, allow_consumer_change=allow, source="f")
+    return check_install(candidate, current, now=NOW, allow_consumer_change=allow, source="f")
 
 
 def test_a_first_token_is_installed():
@@ -96,7 +96,7 @@ def test_a_download_a_leap_year_before_expiry_is_plausible():
     expires = datetime(2028, 2, 29, 12, 0, tzinfo=UTC)
     candidate = new(expires, downloaded_at=datetime(2027, 2, 28, 12, 0, tzinfo=UTC))
     assert (
-        decide_install(
+        check_install(
             candidate,
             None,
             now=datetime(2027, 3, 1, tzinfo=UTC),

@@ -293,16 +293,16 @@ def test_a_decision_made_just_before_a_newer_token_is_installed_is_made_again(
 ):
     from events.cloudevent import new_event
 
-    # Given a decision planned while the old token was current
+    # Given a decision made while the old token was current
     event = new_event(
         catalog.PASSWORD_CHANGED,
         {"user": "Teacher@School.edu"},
         source="t",
         time=clock.now - timedelta(days=2),
     )
-    plan = app.handler.plan(event, received_at=clock.now, now=clock.now)
-    assert len(plan.open) == 1
-    # When a token downloaded after the change is installed before the plan applies
+    decision = app.handler.decide(event, received_at=clock.now, now=clock.now)
+    assert len(decision.replacements) == 1
+    # When a token downloaded after the change is installed before the decision applies
     install(
         cli,
         clock,
@@ -312,8 +312,8 @@ def test_a_decision_made_just_before_a_newer_token_is_installed_is_made_again(
         clock.now - timedelta(days=1),
         days_left=364,
     )
-    # Then the stale plan is refused, and deciding again changes nothing
-    assert app.store.events.apply(plan).outcome == "retry"
+    # Then the stale decision is refused, and deciding again changes nothing
+    assert app.store.events.apply(decision).outcome == "retry"
     outcome = app.handler.handle(event, received_at=clock.now, now=clock.now)
     assert (outcome.outcome, outcome.decisions) == ("applied", [])
     assert replacements(cli, "--all") == []

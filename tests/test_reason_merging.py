@@ -1,9 +1,5 @@
-"""The rules that keep a replacement's reasons merged and bounded, as tables. Each table runs
-against the pure rules (worker/rules/replacement.py) and against the Lua the store applies
-them with (worker/store/lua/merge_reason.lua, on the real test Redis): both must agree."""
-
-import json
-from importlib import resources
+"""The rules that keep a replacement's reasons merged and bounded, as tables, against the pure
+rules (worker/rules/replacement.py): the store applies what they decide, it merges nothing."""
 
 import pytest
 
@@ -132,31 +128,12 @@ MERGES = {
 }
 
 
-def merge_in_lua(redis_client, stored, omitted, cause, cap):
-    source = resources.files("worker.store").joinpath("lua/merge_reason.lua").read_text()
-    call = (
-        "local reasons, omitted, change = merge_reason(cjson.decode(ARGV[1]), "
-        "tonumber(ARGV[2]), cjson.decode(ARGV[3]), tonumber(ARGV[4]))\n"
-        "return cjson.encode({reasons = reasons, omitted = omitted, change = change})"
-    )
-    args = [json.dumps(stored), omitted, json.dumps(cause), cap]
-    answer = json.loads(redis_client.eval(source + "\n" + call, 0, *args))
-    return answer["reasons"] or [], answer["omitted"], answer["change"]  # cjson: [] is {}
-
-
 @pytest.mark.parametrize(
     ("stored", "omitted", "cause", "cap", "expected"), MERGES.values(), ids=MERGES
 )
 def test_merging_a_cause_into_the_reasons(stored, omitted, cause, cap, expected):
     merged = merge_reason(stored, omitted, cause, cap)
     assert (merged.reasons, merged.omitted, merged.change) == expected
-
-
-@pytest.mark.parametrize(
-    ("stored", "omitted", "cause", "cap", "expected"), MERGES.values(), ids=MERGES
-)
-def test_the_store_merges_as_the_rules_say(redis_client, stored, omitted, cause, cap, expected):
-    assert merge_in_lua(redis_client, stored, omitted, cause, cap) == expected
 
 
 def test_the_reason_a_cause_ended_in_is_the_merged_one():
@@ -204,19 +181,9 @@ LOADS = {
 }
 
 
-def load_in_lua(redis_client, stored):
-    source = resources.files("worker.store").joinpath("lua/merge_reason.lua").read_text()
-    call = (
-        "local reasons, omitted = load_reasons(cjson.decode(ARGV[1]), 0, 20)\n"
-        "return cjson.encode(reasons)"
-    )
-    return json.loads(redis_client.eval(source + "\n" + call, 0, json.dumps(stored)))
-
-
 @pytest.mark.parametrize(("stored", "expected"), LOADS.values(), ids=LOADS)
-def test_loading_stored_reasons(redis_client, stored, expected):
+def test_loading_stored_reasons(stored, expected):
     assert load_reasons(stored, 0) == (expected, 0)
-    assert load_in_lua(redis_client, stored) == expected
 
 
 # (opened, change, certificate changed) -> a new replacement_required is sent
@@ -231,16 +198,8 @@ NOTIFIES = [
 ]
 
 
-def notifies_in_lua(redis_client, opened, change, certificate_changed):
-    source = resources.files("worker.store").joinpath("lua/merge_reason.lua").read_text()
-    call = "return notifies(ARGV[1] == '1', ARGV[2], ARGV[3] == '1') and 1 or 0"
-    args = ["1" if opened else "0", change, "1" if certificate_changed else "0"]
-    return redis_client.eval(source + "\n" + call, 0, *args) == 1
-
-
 @pytest.mark.parametrize(("opened", "change", "certificate_changed", "expected"), NOTIFIES)
-def test_who_is_told_again(redis_client, opened, change, certificate_changed, expected):
+def test_who_is_told_again(opened, change, certificate_changed, expected):
     assert notifies(opened=opened, change=change, certificate_changed=certificate_changed) is (
         expected
     )
-    assert notifies_in_lua(redis_client, opened, change, certificate_changed) is expected

@@ -296,9 +296,9 @@ def test_an_install_that_lost_a_race_is_refused_by_the_store(app, clock):
         encrypt_to(key.cert_pem, credentials(clock.now + timedelta(days=300), "CK_" + "e" * 96)),
     )
     # When the slower one writes against what it read
+    from worker.errors import ConcurrentChange
     from worker.records import Token
-    from worker.store.event_store import Plan
-    from worker.store.redis_store import ConcurrentChange
+    from worker.rules.decision import Decision
 
     late = Token(
         id="tok_late",
@@ -319,7 +319,7 @@ def test_an_install_that_lost_a_race_is_refused_by_the_store(app, clock):
             replaces=None,
             promote_key=None,
             now=clock.now,
-            plan_for=lambda causes, old: Plan(now=clock.now),
+            decide=lambda facts: Decision(now=clock.now),
         )
     # Then the winner's token stands and nothing of the loser was written
     assert registry.resolve_server(app.store, "Lab").token_id == winner.token.id

@@ -1,9 +1,10 @@
-"""Handling incoming events: decode, read the facts, decide (pure rules), apply atomically.
+"""Handling incoming events: decode, read the facts, decide (worker/rules/events.py, pure),
+hand the decision to the store, which applies it atomically.
 
 This is what the actor calls; it is kept free of dramatiq so tests and the scheduler can drive
 it directly. A batch is decided in a few round trips whatever its size: the facts for all its
-events are read in three pipelined round trips, and their plans applied in one (each plan is
-atomic on its own; one that lost a race is decided again alone). A malformed event goes to the
+events are read in three pipelined round trips, and their decisions applied in one (each one
+atomic on its own; one whose facts moved is decided again alone). A malformed event goes to the
 dead letters with its reason and never stops the batch it came in.
 """
 
@@ -19,13 +20,12 @@ import structlog
 
 from events import catalog
 from events.cloudevent import CloudEvent, MalformedEvent, check_not_future, parse_event
-from worker import outgoing
+from worker.errors import ConcurrentChange
 from worker.names import name_key, user_key
-from worker.records import Server
-from worker.rules.replacement import Cause, ReplacementNeeded, for_server_cause, for_user_cause
-from worker.store import keys as k
-from worker.store.event_store import Applied, Guard, OpenReplacement, Plan, RecordCause
-from worker.store.redis_store import ConcurrentChange, DecisionFacts, RedisStore
+from worker.rules.decision import Decision
+from worker.rules.events import advance, decide_event
+from worker.store.decisions import Applied
+from worker.store.redis_store import RedisStore
 
 log = structlog.get_logger(__name__)
 
@@ -67,18 +67,18 @@ class EventHandler:
             valid.append((len(outcomes), payload, event))
             outcomes.append(None)
         try:
-            plans = self.plan_many([e for _, _, e in valid], received_at=received_at, now=now)
-            applied = self.events.apply_many(plans)
+            decisions = self.decide_many([e for _, _, e in valid], received_at=received_at, now=now)
+            applied = self.events.apply_many(decisions)
         except (redis.RedisError, ConcurrentChange):
             raise  # passing trouble: the whole message is retried, duplicates are dropped
         except Exception:
             # Something in the batch defeats batch planning: take the events one by one, so
             # only the culprit is dead-lettered.
             log.exception("batch_planning_failed")
-            plans, applied = [], []
+            decisions, applied = [], []
         for position, (index, payload, event) in enumerate(valid):
             if position < len(applied) and applied[position].outcome != "retry":
-                outcomes[index] = self._done(event, plans[position], applied[position])
+                outcomes[index] = self._done(event, decisions[position], applied[position])
                 continue
             try:
                 outcomes[index] = self.handle(event, received_at=received_at, now=now)
@@ -92,112 +92,50 @@ class EventHandler:
         return [o for o in outcomes if o is not None]
 
     def handle(self, event: CloudEvent, *, received_at: datetime, now: datetime) -> Outcome:
-        """One event alone, decided again until its plan applies on the state it read."""
+        """One event alone, decided again until it applies on the facts it was made on."""
         for _ in range(DECISION_ATTEMPTS):
-            plan = self.plan(event, received_at=received_at, now=now)
-            applied = self.events.apply(plan)
+            decision = self.decide(event, received_at=received_at, now=now)
+            applied = self.events.apply(decision)
             if applied.outcome != "retry":
-                return self._done(event, plan, applied)
+                return self._done(event, decision, applied)
         raise ConcurrentChange(f"event {event.id}: the state kept changing under the decision")
 
-    def plan(self, event: CloudEvent, *, received_at: datetime, now: datetime) -> Plan:
-        return self.plan_many([event], received_at=received_at, now=now)[0]
+    def decide(self, event: CloudEvent, *, received_at: datetime, now: datetime) -> Decision:
+        return self.decide_many([event], received_at=received_at, now=now)[0]
 
-    def plan_on(
-        self, event: CloudEvent, facts: DecisionFacts, *, received_at: datetime, now: datetime
-    ) -> Plan:
-        """One event's plan on facts the caller read (`keys rotate` decides its key_regenerated
-        inside the transaction that stages the key)."""
-        return self._plan(event, facts, received_at, now)
-
-    def plan_many(
+    def decide_many(
         self, events: Sequence[CloudEvent], *, received_at: datetime, now: datetime
-    ) -> list[Plan]:
+    ) -> list[Decision]:
+        """The decisions of a batch, read in three round trips. Each event is decided on the
+        facts as the ones before it leave them (they are applied in order), so events about
+        one user or token in a batch do not undo each other."""
         users = {user_key(e.user()) for e in events if e.type in catalog.USER_EVENTS}
         names = {name_key(e.server()[0]) for e in events if e.type in catalog.SERVER_EVENTS}
         rotated = {name_key(e.server()[0]) for e in events if e.type == catalog.KEY_REGENERATED}
-        facts = self.store.decision_facts(users, names, rotated)
-        return [self._plan(event, facts, received_at, now) for event in events]
+        facts = self.store.event_facts(users, names, rotated)  # read for this batch alone
+        decisions = []
+        for event in events:
+            decision = decide_event(facts, event, now, received_at=received_at)
+            decisions.append(decision)
+            advance(facts, decision)
+        return decisions
 
-    def _plan(
-        self, event: CloudEvent, facts: DecisionFacts, received_at: datetime, now: datetime
-    ) -> Plan:
-        cause = Cause(
-            type=event.type, id=event.id, source=event.source, time=event.occurred_at(received_at)
-        )
-        plan = Plan(
-            now=now, seen_key=k.seen(event.key), audit_kind="event", audit_event=event.to_wire()
-        )
-        if event.type in catalog.USER_EVENTS:
-            needs = self._user_needs(plan, cause, event.user(), facts)
-        else:
-            needs = self._server_needs(plan, cause, *event.server(), facts)
-        for need in needs:
-            server = facts.servers[need.token.server_id]
-            plan.open.append(
-                OpenReplacement(
-                    token_id=need.token.id,
-                    server_id=server.id,
-                    server_name=server.name,
-                    reason=outgoing.reason(need),
-                    outgoing=outgoing.replacement_required(need, server, now),
-                )
-            )
-        return plan
-
-    def _user_needs(
-        self, plan: Plan, cause: Cause, user: str, facts: DecisionFacts
-    ) -> list[ReplacementNeeded]:
-        key = user_key(user)
-        tokens = facts.user_tokens.get(key, [])
-        plan.guards.append(Guard(k.user(key), k.USER_VERSION, facts.user_versions.get(key, "")))
-        plan.causes.append(RecordCause.of_user(key, cause))
-        if not tokens:
-            plan.note = "no current token was downloaded by this user"
-        return [
-            n for n in for_user_cause(cause, user, tokens) if n.token.server_id in facts.servers
-        ]
-
-    def _server_needs(
-        self, plan: Plan, cause: Cause, name: str, org: str | None, facts: DecisionFacts
-    ) -> list[ReplacementNeeded]:
-        matches: list[Server] = facts.servers_named.get(name_key(name), [])
-        if org is not None:
-            matches = [s for s in matches if name_key(s.org) == name_key(org)]
-        if len(matches) != 1:
-            plan.note = (
-                f"no server named {name!r}"
-                if not matches
-                else f"{len(matches)} servers are named {name!r}; the event needs an org"
-            )
-            log.warning("event_server_unresolved", server=name, org=org, note=plan.note)
-            return []
-        server = matches[0]
-        # The server must still exist, and hold the token and keys decided on, when the plan
-        # applies (the cause is written into it).
-        plan.guards += [
-            Guard(k.server(server.id), "id", server.id),
-            Guard(k.server(server.id), "token", server.token_id or ""),
-            Guard(k.server(server.id), "staged_key", server.staged_key_id or ""),
-        ]
-        plan.causes.append(RecordCause(k.server(server.id), k.cause_field(cause.type), cause))
-        token = facts.tokens.get(server.token_id) if server.token_id else None
-        if token is None:
-            plan.note = "the server has no token installed"
-        return for_server_cause(cause, token, facts.staged_certificates.get(server.id))
-
-    def _done(self, event: CloudEvent, plan: Plan, applied: Applied) -> Outcome:
+    def _done(self, event: CloudEvent, decision: Decision, applied: Applied) -> Outcome:
         with structlog.contextvars.bound_contextvars(event_id=event.id, event_type=event.type):
             if applied.outcome == "duplicate":
                 log.info("event_duplicate_ignored")
             else:
-                log.info("event_handled", decisions=applied.results, note=plan.note or None)
+                if event.type in catalog.SERVER_EVENTS and not decision.guards:
+                    server, org = event.server()
+                    note = decision.note
+                    log.warning("event_server_unresolved", server=server, org=org, note=note)
+                log.info("event_handled", decisions=applied.results, note=decision.note or None)
         return Outcome(
             event_id=event.id,
             type=event.type,
             outcome=applied.outcome,
             decisions=applied.results,
-            note=plan.note,
+            note=decision.note,
         )
 
     def _dead(self, payload: Any, reason: str, now: datetime, message_id: str | None) -> Outcome:

@@ -1,6 +1,6 @@
-"""The outgoing events a decision produces, as templates the store completes atomically
-(it fills in the reason as merged, the replacement's reasons (bounded), their totals, its
-urgency and when it was opened).
+"""The outgoing events a decision produces, as templates (worker/rules/replacing.py fills in
+a replacement_required's reason as merged, the replacement's reasons (bounded), their totals,
+its urgency and when it was opened).
 
 Pure: records in, JSON-ready dicts out. Event ids are stable for the same decision, so a
 repeated decision yields the same id and receivers can de-duplicate.
@@ -20,7 +20,7 @@ from worker.timefmt import format_rfc3339
 
 def reason(need: ReplacementNeeded) -> dict[str, Any]:
     """One entry of a replacement's `reasons`, as its first cause (see the reason rules in
-    worker.rules.replacement: the store merges it with the reasons already recorded)."""
+    worker.rules.replacement: worker.rules.replacing merges it with the reasons recorded)."""
     cause = need.cause
     urgency = cause.urgency
     seen = {"id": cause.id, "source": cause.source, "time": format_rfc3339(cause.time)}

@@ -188,7 +188,8 @@ class Token:
 class Replacement:
     """The standing fact that a token must be replaced, with its reasons (merged by kind, at
     most MAX_REASONS of worker.rules.replacement; causes beyond them counted in `omitted`),
-    until a newer token for its server is installed. Written by the store's apply_plan.lua."""
+    until a newer token for its server is installed. Written by the decisions that open, extend
+    or resolve it (worker/rules/replacing.py)."""
 
     token_id: str
     server_id: str

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import PurePath
 
@@ -16,18 +16,15 @@ from cryptography import x509
 
 from events import catalog
 from events.cloudevent import CloudEvent, new_event, stable_id
-from worker import outgoing
 from worker.crypto.keys import KeyMaterial, generate_key_material, import_key_material
-from worker.crypto.payload import parse_token_payload
+from worker.crypto.payload import TokenCredentials, parse_token_payload
 from worker.crypto.smime import decrypt_envelope, describe_mismatch, read_envelope
-from worker.errors import InvalidInput, NotFound, WrongRecipient
-from worker.handling import EventHandler
+from worker.errors import ConcurrentChange, InvalidInput, NotFound, WrongRecipient
 from worker.names import clean_label, clean_server_name, clean_user, name_key, user_key
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, KeyPair, Server, Token
-from worker.rules.install import InstallOutcome, NewToken, decide_install
-from worker.rules.replacement import Cause, for_new_token
-from worker.store.event_store import OpenReplacement, Plan, ResolveReplacement
-from worker.store.redis_store import ConcurrentChange, DecisionFacts, RedisStore
+from worker.rules.events import decide_key_rotation
+from worker.rules.install import InstallOutcome, NewToken, check_install, decide_install
+from worker.store.redis_store import RedisStore
 from worker.timefmt import format_rfc3339, parse_rfc3339
 
 #: Times a write that lost a race is decided again on fresh state before giving up.
@@ -149,23 +146,14 @@ def rotate_key(
         event_id=stable_id(catalog.KEY_REGENERATED, pair.id),
         subject=server.name,
     )
-    deciding = EventHandler(store)
-
-    def plan_for(staged: Server, token: Token | None) -> Plan:
-        facts = DecisionFacts(
-            user_versions={},
-            user_tokens={},
-            servers_named={name_key(staged.name): [staged]},
-            tokens={token.id: token} if token else {},
-            servers={staged.id: staged},
-            staged_certificates={staged.id: pair.cert_pem},
-        )
-        return deciding.plan_on(event, facts, received_at=now, now=now)
-
-    discarded, plan = store.stage_key(
-        server, pair, material, replace_staged=replace_staged, plan_for=plan_for
+    discarded, decision = store.stage_key(
+        server,
+        pair,
+        material,
+        replace_staged=replace_staged,
+        decide=lambda facts: decide_key_rotation(facts, event, now),
     )
-    doomed = plan.open[0].token_id if plan is not None and plan.open else None
+    doomed = decision.doomed[0].token_id if decision.doomed else None
     return Rotation(pair=pair, discarded=discarded, event=event, doomed_token_id=doomed)
 
 
@@ -191,51 +179,6 @@ class InstallResult:
     #: Types of the causes, already seen, that doom this token from the start.
     doomed_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-
-
-def install_plan(
-    server: Server,
-    token: Token,
-    old: Token | None,
-    causes: list[Cause],
-    now: datetime,
-    staged_certificate: str | None = None,
-) -> Plan:
-    """What installing `token` decides: close the old token's replacement (`replaced`), and
-    open one for the new token when a cause recorded earlier already dooms it."""
-    plan = Plan(
-        now=now,
-        audit_kind="install",
-        audit_event={
-            "server": server.name,
-            "org": server.org or None,
-            "token_id": token.id,
-            "downloaded_by": token.downloaded_by,
-            "downloaded_at": format_rfc3339(token.downloaded_at),
-            "expires_at": format_rfc3339(token.expires_at),
-            "supersedes": old.id if old else None,
-        },
-    )
-    if old is not None:
-        plan.resolve.append(
-            ResolveReplacement(
-                token_id=old.id,
-                server_name=server.name,
-                by=token.id,
-                outgoing=outgoing.replaced(server, old, token, now),
-            )
-        )
-    for need in for_new_token(token, causes, staged_certificate):
-        plan.open.append(
-            OpenReplacement(
-                token_id=token.id,
-                server_id=server.id,
-                server_name=server.name,
-                reason=outgoing.reason(need),
-                outgoing=outgoing.replacement_required(need, server, now),
-            )
-        )
-    return plan
 
 
 def download_time_from_file_name(file_name: str) -> datetime | None:
@@ -264,33 +207,10 @@ def install_token(
 ) -> InstallResult:
     user = clean_user(downloaded_by)
     envelope = read_envelope(data, source=source)
-    downloaded_at_source = "--downloaded-at"
-    if downloaded_at is None:
-        downloaded_at = download_time_from_file_name(source)
-        downloaded_at_source = "the download time in the file name"
-    if downloaded_at is None:
-        downloaded_at, downloaded_at_source = now, "the install time"
+    downloaded_at, downloaded_at_source = _download_time(source, downloaded_at, now)
     for _ in range(WRITE_ATTEMPTS):
         server = resolve_server(store, server_name, org)
-        candidates = [
-            pair
-            for pair in (
-                store.get_key(i) for i in (server.staged_key_id, server.current_key_id) if i
-            )
-            if pair is not None
-        ]
-        materials = [(pair, store.open_key_material(pair)) for pair in candidates]
-        chosen = next(((p, m) for p, m in materials if envelope.is_for(m.certificate)), None)
-        if chosen is None:
-            _refuse_retired_key(store, server, envelope, source)
-            raise describe_mismatch(
-                envelope, source, [(p.state, m.certificate) for p, m in materials]
-            )
-        pair, material = chosen
-        credentials = parse_token_payload(
-            decrypt_envelope(envelope, material.certificate, material.private_key, source=source),
-            source=source,
-        )
+        pair, credentials, candidates = _open_token_file(store, server, envelope, source)
         installed = store.get_token(server.token_id) if server.token_id else None
         new = NewToken(
             consumer_id=credentials.consumer_id,
@@ -299,17 +219,11 @@ def install_token(
             downloaded_at=downloaded_at,
             downloaded_at_source=downloaded_at_source,
         )
-        outcome = decide_install(
+        outcome = check_install(
             new, installed, now=now, allow_consumer_change=allow_consumer_change, source=source
         )
         if outcome is InstallOutcome.ALREADY_INSTALLED:
-            warnings = ()
-            if user_key(user) != user_key(installed.downloaded_by):
-                warnings = (
-                    f"it is recorded as downloaded by {installed.downloaded_by}; "
-                    f"{user} was not recorded",
-                )
-            return InstallResult(server=server, token=installed, outcome=outcome, warnings=warnings)
+            return _already_installed(server, installed, user)
         token = Token(
             id=new_id("tok"),
             server_id=server.id,
@@ -321,37 +235,102 @@ def install_token(
             installed_at=now,
             key_id=pair.id,
         )
-        promote = pair.id if pair.state == KEY_STAGED else None
-        # A token for the current key while a new key waits: a recorded key change dooms it,
-        # and the notice carries the certificate to upload.
-        staged = next((p for p in candidates if p.state == KEY_STAGED), None)
-        staged_cert = staged.cert_pem if staged is not None and promote is None else None
         try:
-            plan = store.install_token(
-                server,
-                token,
-                credentials.sealable(),
-                replaces=installed.id if installed else None,
-                promote_key=promote,
-                now=now,
-                plan_for=lambda causes, old, s=server, t=token, c=staged_cert: install_plan(
-                    s, t, old, causes, now, c
-                ),
-            )
+            result = _store_token(store, server, token, credentials, installed, candidates, now)
         except ConcurrentChange:
             continue
-        return InstallResult(
-            server=store.get_server(server.id) or server,
-            token=token,
-            outcome=outcome,
-            promoted_key=store.get_key(promote) if promote else None,
-            superseded=installed,
-            doomed_by=tuple(o.reason["type"] for o in plan.open),
-            warnings=_file_name_warnings(source, server),
-        )
+        return replace(result, warnings=_file_name_warnings(source, server))
     raise ConcurrentChange(
         f"server {server_name!r} kept changing while the token was being installed; try again"
     )
+
+
+def _download_time(
+    source: str, downloaded_at: datetime | None, now: datetime
+) -> tuple[datetime, str]:
+    """When the token was downloaded, and where that came from (to name it in errors)."""
+    if downloaded_at is not None:
+        return downloaded_at, "--downloaded-at"
+    from_name = download_time_from_file_name(source)
+    if from_name is not None:
+        return from_name, "the download time in the file name"
+    return now, "the install time"
+
+
+def _open_token_file(
+    store: RedisStore, server: Server, envelope, source: str
+) -> tuple[KeyPair, TokenCredentials, list[KeyPair]]:
+    """The server's key the file was encrypted to (staged or current), the credentials it
+    holds, and the keys tried."""
+    candidates = [
+        pair
+        for pair in (store.get_key(i) for i in (server.staged_key_id, server.current_key_id) if i)
+        if pair is not None
+    ]
+    materials = [(pair, store.open_key_material(pair)) for pair in candidates]
+    chosen = next(((p, m) for p, m in materials if envelope.is_for(m.certificate)), None)
+    if chosen is None:
+        _refuse_retired_key(store, server, envelope, source)
+        raise describe_mismatch(envelope, source, [(p.state, m.certificate) for p, m in materials])
+    pair, material = chosen
+    credentials = parse_token_payload(
+        decrypt_envelope(envelope, material.certificate, material.private_key, source=source),
+        source=source,
+    )
+    return pair, credentials, candidates
+
+
+def _already_installed(server: Server, installed: Token, user: str) -> InstallResult:
+    warnings: tuple[str, ...] = ()
+    if user_key(user) != user_key(installed.downloaded_by):
+        warnings = (
+            f"it is recorded as downloaded by {installed.downloaded_by}; {user} was not recorded",
+        )
+    return InstallResult(
+        server=server,
+        token=installed,
+        outcome=InstallOutcome.ALREADY_INSTALLED,
+        warnings=warnings,
+    )
+
+
+def _store_token(
+    store: RedisStore,
+    server: Server,
+    token: Token,
+    credentials: TokenCredentials,
+    installed: Token | None,
+    candidates: list[KeyPair],
+    now: datetime,
+) -> InstallResult:
+    """Install `token` with what installing it decides (decide_install), in one transaction."""
+    promote = token.key_id if _state_of(token.key_id, candidates) == KEY_STAGED else None
+    # A token for the current key while a new key waits: a recorded key change dooms it,
+    # and the notice carries the certificate to upload.
+    staged = next((p for p in candidates if p.state == KEY_STAGED), None)
+    staged_cert = staged.cert_pem if staged is not None and promote is None else None
+    decision = store.install_token(
+        server,
+        token,
+        credentials.sealable(),
+        replaces=installed.id if installed else None,
+        promote_key=promote,
+        now=now,
+        decide=lambda facts: decide_install(facts, token, now),
+        staged_certificate=staged_cert,
+    )
+    return InstallResult(
+        server=store.get_server(server.id) or server,
+        token=token,
+        outcome=InstallOutcome.INSTALL,
+        promoted_key=store.get_key(promote) if promote else None,
+        superseded=installed,
+        doomed_by=tuple(d.cause_type for d in decision.doomed),
+    )
+
+
+def _state_of(key_id: str, pairs: list[KeyPair]) -> str | None:
+    return next((p.state for p in pairs if p.id == key_id), None)
 
 
 def _refuse_retired_key(store: RedisStore, server: Server, envelope, source: str) -> None:

@@ -19,7 +19,7 @@ from worker.crypto.payload import pack_credentials
 from worker.names import name_key
 from worker.records import Server, Token
 from worker.store import keys as k
-from worker.store.redis_store import queue_token_writes
+from worker.store.transactions import queue_token_writes
 
 BIN = Path(sys.executable).parent
 NOW = datetime.now(UTC).replace(microsecond=0)

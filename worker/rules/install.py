@@ -1,4 +1,5 @@
-"""Whether a decrypted token may be installed for a server, and as what.
+"""Installing a token: whether a decrypted token may be installed for a server, and as what
+(check_install), and what installing it decides (decide_install).
 
 Apple sets a token's expiry exactly one year after its download, and a new download invalidates
 the installed token, so a token that expires no later than the installed one is stale.
@@ -12,6 +13,10 @@ from datetime import datetime, timedelta
 
 from worker.errors import ConsumerKeyChanged, InvalidTime, StaleToken, TokenExpired
 from worker.records import Token
+from worker.rules.decision import AuditEntry, Decision
+from worker.rules.facts import NO_REPLACEMENT, InstallFacts
+from worker.rules.replacement import for_new_token
+from worker.rules.replacing import replace_token, resolve_replacement
 from worker.timefmt import format_rfc3339
 
 #: Longest a token lives after download: a year, plus a day for leap years and clock skew.
@@ -57,7 +62,7 @@ def check_download_time(
         )
 
 
-def decide_install(
+def check_install(
     new: NewToken,
     installed: Token | None,
     *,
@@ -90,3 +95,29 @@ def decide_install(
             "--allow-consumer-change if the server was re-created in the portal"
         )
     return InstallOutcome.INSTALL
+
+
+def decide_install(facts: InstallFacts, token: Token, now: datetime) -> Decision:
+    """What installing `token` decides: open its replacement at once when a cause recorded
+    earlier already dooms it (events can arrive before the token they doom is installed), and
+    close the replaced token's replacement (`token.replaced`)."""
+    server, old = facts.server, facts.replaced
+    decision = Decision(now=now, audit=AuditEntry("install", _install_audit(facts, token)))
+    state = NO_REPLACEMENT
+    for need in for_new_token(token, facts.causes, facts.staged_certificate):
+        state = replace_token(decision, state, need, server, now)
+    if old is not None:
+        resolve_replacement(decision, facts.replaced_replacement, server, old, token, now)
+    return decision
+
+
+def _install_audit(facts: InstallFacts, token: Token) -> dict[str, object]:
+    return {
+        "server": facts.server.name,
+        "org": facts.server.org or None,
+        "token_id": token.id,
+        "downloaded_by": token.downloaded_by,
+        "downloaded_at": format_rfc3339(token.downloaded_at),
+        "expires_at": format_rfc3339(token.expires_at),
+        "supersedes": facts.replaced.id if facts.replaced else None,
+    }

@@ -99,8 +99,7 @@ def for_new_token(
 # A reason is the JSON-ready dict the store keeps in a replacement and sends in outgoing events
 # (see worker.outgoing.reason): `type`, `subject`, `urgency`, `rank`; `id`, `source`, `time` of
 # the first event of its kind; `count`; and `last` ({`id`, `source`, `time`}) of the latest.
-# The store applies these rules atomically (worker/store/lua/merge_reason.lua does the same, and
-# tests/test_reason_merging.py runs one table of cases against both).
+# worker/rules/replacing.py applies them to a replacement (tests/test_reason_merging.py: tables).
 
 #: Distinct reasons a replacement keeps; causes beyond them are only counted (`omitted`).
 MAX_REASONS = 20
@@ -201,6 +200,11 @@ def totals(reasons: list[dict[str, Any]], omitted: int) -> dict[str, int]:
         "event_count": sum(r["count"] for r in reasons) + omitted,
         "omitted_events": omitted,
     }
+
+
+def most_urgent(reasons: list[dict[str, Any]]) -> str:
+    """The urgency of a replacement: its most urgent reason's (the first of equals)."""
+    return max(reasons, key=lambda r: r["rank"])["urgency"]
 
 
 def load_reasons(

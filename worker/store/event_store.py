@@ -1,212 +1,32 @@
-"""The Redis side of decisions: applying a plan atomically, the outbox, the audit trail, the
-dead letters, replacements, and the causes recorded per user and per server."""
+"""The Redis side of decisions: applying them atomically (see decisions.py), the outbox, the
+audit trail, the dead letters and the replacements."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 import redis
 
-from worker.records import Replacement, from_ms, to_ms
-from worker.rules.install import LONGEST_TOKEN_LIFE
-from worker.rules.replacement import MAX_REASONS, Cause, load_reasons
+from worker.records import Replacement
+from worker.rules.decision import Decision
 from worker.store import keys as k
-from worker.timefmt import format_rfc3339
-
-_LUA = resources.files("worker.store").joinpath("lua")
-#: The reason rules (merge_reason.lua) come first: Redis scripts have no imports.
-_APPLY_PLAN = "\n".join(
-    _LUA.joinpath(name).read_text() for name in ("merge_reason.lua", "apply_plan.lua")
+from worker.store.decisions import (
+    APPLY_DECISION,
+    DEFAULT_AUDIT_MAX,
+    DEFAULT_SEEN_TTL,
+    Applied,
+    encode,
 )
-
-#: How long an event's (source, id) is remembered to drop a second delivery, in seconds.
-DEFAULT_SEEN_TTL = 30 * 24 * 3600
-
-#: How long the record of a user with no current token is kept after a cause, in seconds.
-#: A cause dooms only tokens downloaded before it, and a token expires at most
-#: LONGEST_TOKEN_LIFE after download (install refuses an expired one), so after this long no
-#: token the cause could doom can be installed.
-TOKENLESS_USER_TTL = int(LONGEST_TOKEN_LIFE.total_seconds())
-
-#: Audit entries kept (approximately; older ones are trimmed).
-DEFAULT_AUDIT_MAX = 100_000
-
-#: Longest event kept whole in an audit entry, in characters of JSON. A larger one (an event
-#: may be 64 KiB) keeps what tokenwarden read from it: its attributes and the user or server.
-AUDIT_EVENT_CHARS = 4096
-
-#: What an audit entry keeps of an event too large to keep whole.
-_AUDIT_ATTRIBUTES = ("specversion", "id", "source", "type", "time", "subject")
-_AUDIT_DATA = ("user", "server", "org")
+from worker.store.facts import replacement_from_hash
+from worker.timefmt import format_rfc3339
 
 #: Dead letters kept (approximately).
 DEFAULT_DEAD_MAX = 10_000
 
 #: Longest raw payload kept with a dead letter, in characters.
 DEAD_PAYLOAD_CHARS = 4096
-
-
-@dataclass(frozen=True)
-class Guard:
-    """The decision holds only while `field` of hash `key` still reads `value` ("" = absent)."""
-
-    key: str
-    field: str
-    value: str
-
-
-@dataclass(frozen=True)
-class OpenReplacement:
-    token_id: str
-    server_id: str
-    server_name: str
-    reason: dict[str, Any]
-    outgoing: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class ResolveReplacement:
-    token_id: str
-    server_name: str
-    by: str
-    outgoing: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class RecordCause:
-    key: str
-    field: str
-    cause: Cause
-    #: Seconds after which the hash at `key` goes unless it lists a current token (a field
-    #: starting with USER_TOKEN_PREFIX); None: it stays.
-    tokenless_ttl: int | None = None
-
-    @classmethod
-    def of_user(cls, user_key: str, cause: Cause) -> RecordCause:
-        """The latest cause of its kind for a user, kept for a token installed later. A user
-        with no current token (anyone can be named in an event) is forgotten after
-        TOKENLESS_USER_TTL: no token a cause that old could doom can be installed any more."""
-        return cls(k.user(user_key), k.cause_field(cause.type), cause, TOKENLESS_USER_TTL)
-
-
-@dataclass(frozen=True)
-class Write:
-    """A plain write carried by a decision: `hset` (key, field, value), `zadd` (key, member,
-    score) or `zrem` (key, member)."""
-
-    op: str
-    key: str
-    field: str = ""
-    value: str = ""
-    member: str = ""
-    score: int = 0
-
-
-@dataclass
-class Plan:
-    now: datetime
-    seen_key: str | None = None
-    guards: list[Guard] = field(default_factory=list)
-    causes: list[RecordCause] = field(default_factory=list)
-    open: list[OpenReplacement] = field(default_factory=list)
-    resolve: list[ResolveReplacement] = field(default_factory=list)
-    writes: list[Write] = field(default_factory=list)
-    emit: list[dict[str, Any]] = field(default_factory=list)
-    audit_kind: str | None = None
-    audit_event: dict[str, Any] | None = None
-    #: Why the plan has no effect, when that is worth telling (unknown server, ...).
-    note: str = ""
-
-    def encode(self, seen_ttl: int, audit_max: int) -> str:
-        plan: dict[str, Any] = {
-            "now_ms": to_ms(self.now),
-            "now_text": format_rfc3339(self.now),
-            "outbox_key": k.OUTBOX,
-            "user_token_prefix": k.USER_TOKEN_PREFIX,
-            "audit_key": k.AUDIT,
-            "audit_max": audit_max,
-            "seen_ttl": seen_ttl,
-            "max_reasons": MAX_REASONS,
-            "guards": [g.__dict__ for g in self.guards],
-            "causes": [
-                {
-                    "key": c.key,
-                    "field": c.field,
-                    "at": to_ms(c.cause.time),
-                    "value": json.dumps(cause_to_json(c.cause)),
-                    **({"tokenless_ttl": c.tokenless_ttl} if c.tokenless_ttl else {}),
-                }
-                for c in self.causes
-            ],
-            "open": [
-                {
-                    "token": o.token_id,
-                    "server": o.server_id,
-                    "server_name": o.server_name,
-                    "reason": o.reason,
-                    "outgoing": json.dumps(o.outgoing),
-                }
-                for o in self.open
-            ],
-            "writes": [w.__dict__ for w in self.writes],
-            "emit": [{"type": e["type"], "event": json.dumps(e)} for e in self.emit],
-            "resolve": [
-                {
-                    "token": r.token_id,
-                    "server_name": r.server_name,
-                    "by": r.by,
-                    "outgoing": json.dumps(r.outgoing),
-                }
-                for r in self.resolve
-            ],
-        }
-        if self.seen_key:  # absent, not null: a JSON null is truthy in Lua
-            plan["seen_key"] = self.seen_key
-        if self.audit_kind:
-            plan["audit"] = {
-                "kind": self.audit_kind,
-                "note": self.note,
-                "event": audit_text(self.audit_event or {}),
-            }
-        return json.dumps(plan)  # ASCII: nothing a client sent can break the UTF-8 to Redis
-
-
-@dataclass(frozen=True)
-class Applied:
-    outcome: str  # applied | duplicate | retry
-    results: list[dict[str, Any]]
-
-
-def audit_text(event: dict[str, Any]) -> str:
-    """The event as an audit entry keeps it: whole, unless larger than AUDIT_EVENT_CHARS, so
-    the capped audit trail is capped in bytes too."""
-    whole = json.dumps(event)
-    if len(whole) <= AUDIT_EVENT_CHARS:
-        return whole
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
-    kept: dict[str, Any] = {name: event[name] for name in _AUDIT_ATTRIBUTES if name in event}
-    kept["data"] = {name: data[name] for name in _AUDIT_DATA if name in data}
-    kept["truncated"] = f"{len(whole)} characters; only what tokenwarden reads is kept"
-    return json.dumps(kept)
-
-
-def cause_to_json(cause: Cause) -> dict[str, Any]:
-    return {
-        "type": cause.type,
-        "id": cause.id,
-        "source": cause.source,
-        "time": format_rfc3339(cause.time),
-        "at": to_ms(cause.time),
-    }
-
-
-def cause_from_json(value: str) -> Cause:
-    data = json.loads(value)
-    return Cause(type=data["type"], id=data["id"], source=data["source"], time=from_ms(data["at"]))
 
 
 def _json_list(value: str) -> list[Any]:
@@ -227,34 +47,30 @@ class EventStore:
         self._seen_ttl = seen_ttl
         self._audit_max = audit_max
         self._dead_max = dead_max
-        self._apply = client.register_script(_APPLY_PLAN)
+        self._apply = client.register_script(APPLY_DECISION)
 
     # ---- applying decisions ------------------------------------------------------------------
 
-    def apply(self, plan: Plan) -> Applied:
-        answer = json.loads(self._apply(args=[plan.encode(self._seen_ttl, self._audit_max)]))
-        results = answer.get("results")
-        return Applied(
-            outcome=answer["outcome"], results=results if isinstance(results, list) else []
-        )
+    def apply(self, decision: Decision) -> Applied:
+        return Applied.of(decision, self._call(decision))
 
-    def apply_many(self, plans: list[Plan]) -> list[Applied]:
-        """Apply many independent plans in one round trip (each one atomic on its own)."""
+    def apply_many(self, decisions: list[Decision]) -> list[Applied]:
+        """Apply many independent decisions in one round trip (each one atomic on its own)."""
+        if not decisions:
+            return []
         pipe = self._redis.pipeline(transaction=False)
-        for plan in plans:
-            self._apply(args=[plan.encode(self._seen_ttl, self._audit_max)], client=pipe)
-        answers = [json.loads(a) for a in pipe.execute()] if plans else []
-        return [
-            Applied(
-                outcome=a["outcome"],
-                results=a["results"] if isinstance(a.get("results"), list) else [],
-            )
-            for a in answers
-        ]
+        for decision in decisions:
+            self._call(decision, pipe)
+        return [Applied.of(d, o) for d, o in zip(decisions, pipe.execute(), strict=True)]
 
-    def queue_apply(self, pipe: redis.client.Pipeline, plan: Plan) -> None:
-        """Queue the plan inside a caller's MULTI/EXEC (install uses this)."""
-        self._apply(args=[plan.encode(self._seen_ttl, self._audit_max)], client=pipe)
+    def queue_apply(self, pipe: redis.client.Pipeline, decision: Decision) -> None:
+        """Queue the decision inside a caller's MULTI/EXEC (install and key rotation use this;
+        they WATCH what its guards read, so the guards cannot move before EXEC)."""
+        self._call(decision, pipe)
+
+    def _call(self, decision: Decision, client: Any = None) -> Any:
+        keys, argument = encode(decision, seen_ttl=self._seen_ttl, audit_max=self._audit_max)
+        return self._apply(keys=keys, args=[argument], client=client)
 
     # ---- audit trail and dead letters ---------------------------------------------------------
 
@@ -326,18 +142,3 @@ class EventStore:
         return [
             json.loads(fields["event"]) for _, fields in self._redis.xrange(k.OUTBOX, count=limit)
         ]
-
-
-def replacement_from_hash(data: dict[str, str]) -> Replacement:
-    """A replacement as stored, its reasons merged if they were recorded one per event."""
-    stored = Replacement.from_hash(data)
-    reasons, omitted = load_reasons(stored.reasons, stored.omitted)
-    return replace(stored, reasons=reasons, omitted=omitted)
-
-
-def causes_in(data: dict[str, str]) -> list[Cause]:
-    return [
-        cause_from_json(value)
-        for name, value in data.items()
-        if name.startswith(k.CAUSE_FIELD_PREFIX)
-    ]

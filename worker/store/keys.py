@@ -133,13 +133,21 @@ def delivery_body(event_id: str) -> str:
 
 def user(user_key: str) -> str:
     """Hash: a Managed Apple Account's current tokens (`t:<token id>`), its version
-    (USER_VERSION, bumped whenever that set changes) and its latest cause of each kind
-    (`cause:<type>`). One that lists no current token expires a year after its latest cause."""
+    (USER_VERSION, bumped whenever that set or its causes change) and its latest cause of each
+    kind (`cause:<type>`). One that lists no current token expires a year after its latest
+    cause."""
     return f"tw:user:{user_key}"
 
 
-#: Field of the user hash that versions their set of current tokens.
+#: Field of the user hash that versions their set of current tokens and their causes.
 USER_VERSION = "v"
+
+#: Field of the server hash that versions the causes recorded in it (the fields a decision
+#: depends on besides, its token and staged key, are guarded themselves).
+SERVER_VERSION = "v"
+
+#: Field of the replacement hash that versions it (bumped by every decision that writes it).
+REPLACEMENT_VERSION = "v"
 
 #: Prefix of the fields, in user and server hashes, that hold the latest cause of each type.
 CAUSE_FIELD_PREFIX = "cause:"
@@ -150,7 +158,9 @@ def cause_field(event_type: str) -> str:
 
 
 def replacement(token_id: str) -> str:
-    """Hash: the replacement of one token (see records.Replacement). Written by apply_plan.lua."""
+    """Hash: the replacement of one token (see records.Replacement), its certificate to upload
+    and its version (REPLACEMENT_VERSION). Written by the decisions that open, extend or
+    resolve it (worker/store/decisions.py)."""
     return f"tw:replacement:{token_id}"
 
 

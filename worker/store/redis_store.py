@@ -2,6 +2,8 @@
 
 Writes that belong together go in one MULTI/EXEC, guarded by WATCH where they depend on what was
 read; a write that lost a race raises ConcurrentChange and the caller decides again on fresh state.
+Decisions are applied by the event store (decisions.py); the two writes that carry one in their
+own transaction, staging a key and installing a token, are in transactions.py.
 Secrets are sealed here, on the way in, and opened here, on demand, with the Redis key and field
 as the sealing context.
 """
@@ -9,30 +11,23 @@ as the sealing context.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import redis
 
 from worker.crypto.keys import KeyMaterial, load_sealed_key_material
 from worker.crypto.payload import unpack_credentials
 from worker.crypto.sealing import Keyring
-from worker.errors import ConcurrentChange, Conflict, DuplicateServer, NotFound, StoreUnavailable
+from worker.errors import ConcurrentChange, DuplicateServer, NotFound
 from worker.names import name_key, user_key
-from worker.records import (
-    KEY_CURRENT,
-    KEY_RETIRED,
-    KEY_STAGED,
-    TOKEN_SUPERSEDED,
-    KeyPair,
-    Server,
-    Token,
-    to_ms,
-)
-from worker.rules.replacement import Cause
+from worker.records import KEY_STAGED, KeyPair, Server, Token, to_ms
+from worker.rules.decision import Decision
+from worker.rules.facts import EventFacts, InstallFacts, ScanFacts
 from worker.store import keys as k
-from worker.store.event_store import EventStore, Plan, causes_in
+from worker.store import transactions
+from worker.store.event_store import EventStore
+from worker.store.facts import read_event_facts, read_scan_facts, token_ids_in
 
 #: Keys read per round trip when listing or re-sealing.
 BATCH = 500
@@ -67,29 +62,6 @@ def _context(redis_key: str, field: str | None) -> str:
 
 def _credentials_context(token_id: str) -> str:
     return _context(k.credentials(token_id), None)
-
-
-def token_ids_in(user_hash: dict[str, str]) -> list[str]:
-    """The current token ids listed in a user hash."""
-    return sorted(
-        f[len(k.USER_TOKEN_PREFIX) :] for f in user_hash if f.startswith(k.USER_TOKEN_PREFIX)
-    )
-
-
-def queue_token_writes(
-    pipe: redis.client.Pipeline, token: Token, sealed_credentials: str, *, check_at: datetime
-) -> None:
-    """Every write that makes `token` its server's current token, with its indexes: the one
-    place that knows them (install uses it; so does the benchmarks' bulk loader)."""
-    pipe.hset(k.token(token.id), mapping=token.to_hash())
-    pipe.set(k.credentials(token.id), sealed_credentials)
-    pipe.zadd(k.server_tokens(token.server_id), {token.id: to_ms(token.installed_at)})
-    user_hash = k.user(user_key(token.downloaded_by))
-    pipe.hset(user_hash, k.user_token_field(token.id), 1)
-    pipe.hincrby(user_hash, k.USER_VERSION, 1)
-    pipe.persist(user_hash)  # it may have been a user known only from events, set to expire
-    pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(check_at)})
-    pipe.hset(k.server(token.server_id), "token", token.id)
 
 
 class RedisStore:
@@ -197,90 +169,24 @@ class RedisStore:
         material: KeyMaterial,
         *,
         replace_staged: bool = False,
-        plan_for: Callable[[Server, Token | None], Plan] | None = None,
-    ) -> tuple[KeyPair | None, Plan | None]:
+        decide: Callable[[EventFacts], Decision],
+    ) -> tuple[KeyPair | None, Decision]:
         """Stage a new key pair, discarding one staged before only if `replace_staged`.
 
-        `plan_for(server with the key staged, its current token)` gives the decision the new
-        key causes (the key_regenerated event: the token to replace, the notice with the
-        certificate to upload), applied in the same transaction, so a key is never staged
-        without it. Returns the key discarded, if any, and the plan applied.
+        `decide(facts of the server with the key staged)` gives the decision the new key causes
+        (the key_regenerated event: the token to replace, the notice with the certificate to
+        upload), applied in the same transaction, so a key is never staged without it. Returns
+        the key discarded, if any, and the decision.
         """
         sealed = self._seal_private_key(key.id, material)
-        server_key = k.server(server.id)
-        discarded: list[KeyPair] = []
-        applied: list[Plan] = []
-
-        def write(pipe: redis.client.Pipeline) -> None:
-            discarded.clear()
-            applied.clear()
-            fresh = pipe.hgetall(server_key)
-            if not fresh:
-                raise NotFound(f"server {server.name!r} was removed meanwhile")
-            previous = fresh.get("staged_key")
-            if previous:
-                data = pipe.hgetall(k.key_pair(previous))
-                if data:
-                    discarded.append(KeyPair.from_hash(data))
-                if not replace_staged:
-                    staged = discarded[0] if discarded else None
-                    when = f" on {staged.created_at:%Y-%m-%d}" if staged else ""
-                    raise Conflict(
-                        f"server {server.name!r} already has a key staged{when}, waiting for "
-                        "its token; if its certificate was uploaded, install the token made "
-                        "for it; to discard it and stage another, add --replace-staged"
-                    )
-            if plan_for is not None:
-                # The token hash is not watched: it changes only with the server's `token`
-                # field, which is.
-                token_id = fresh.get("token")
-                token_data = pipe.hgetall(k.token(token_id)) if token_id else None
-                token = Token.from_hash(token_data) if token_data else None
-                after = replace(Server.from_hash(fresh), staged_key_id=key.id)
-                applied.append(plan_for(after, token))
-            pipe.multi()
-            if previous:
-                pipe.delete(k.key_pair(previous))
-                pipe.zrem(k.server_keys(server.id), previous)
-            pipe.hset(k.key_pair(key.id), mapping={**key.to_hash(), k.SEALED_PRIVATE_KEY: sealed})
-            pipe.zadd(k.server_keys(server.id), {key.id: to_ms(key.created_at)})
-            pipe.hset(server_key, "staged_key", key.id)
-            if applied:  # after the key is staged: the plan's guards read it
-                self.events.queue_apply(pipe, applied[0])
-
-        try:
-            self._redis.transaction(write, server_key)
-        except redis.ResponseError:
-            # EXEC ran but the plan's script failed (MULTI/EXEC does not roll back; say, the
-            # script cache was flushed between loading and EXEC): the key is staged, so apply
-            # the plan on its own, once; if that fails too, unstage the key, so a key is never
-            # left staged without its decision.
-            if not applied or self._redis.hget(server_key, "staged_key") != key.id:
-                raise
-            self._apply_or_unstage(applied[0], server.id, key.id)
-        return (discarded[0] if discarded else None), (applied[0] if applied else None)
-
-    def _apply_or_unstage(self, plan: Plan, server_id: str, key_id: str) -> None:
-        try:
-            outcome = self.events.apply(plan).outcome
-        except redis.RedisError:
-            outcome = "failed"
-        if outcome in ("applied", "duplicate"):
-            return
-        server_key = k.server(server_id)
-
-        def undo(pipe: redis.client.Pipeline) -> None:
-            if pipe.hget(server_key, "staged_key") != key_id:
-                return  # someone staged or promoted meanwhile: not ours to undo
-            pipe.multi()
-            pipe.hdel(server_key, "staged_key")
-            pipe.delete(k.key_pair(key_id))
-            pipe.zrem(k.server_keys(server_id), key_id)
-
-        self._redis.transaction(undo, server_key)
-        raise StoreUnavailable(
-            f"Redis refused to record the new key's decision ({outcome}); nothing was staged: "
-            "check Redis (memory, logs) and run the command again"
+        return transactions.stage_key(
+            self._redis,
+            self.events,
+            server,
+            key,
+            sealed,
+            replace_staged=replace_staged,
+            decide=decide,
         )
 
     def _seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
@@ -339,14 +245,15 @@ class RedisStore:
         ordered = sorted(ids)
         return {t.id: t for t in self._tokens(ordered) if t is not None}
 
-    def servers_by_id(self, ids: set[str]) -> dict[str, Server]:
-        ordered = sorted(ids)
-        return {s.id: s for s in self._servers(ordered) if s is not None}
-
-    def decision_facts(
+    def event_facts(
         self, user_keys: set[str], name_keys: set[str], staged_for_names: set[str]
-    ) -> DecisionFacts:
-        return read_decision_facts(self._redis, user_keys, name_keys, staged_for_names)
+    ) -> EventFacts:
+        """What a batch of events is decided on, in three round trips (see facts.py)."""
+        return read_event_facts(self._redis, user_keys, name_keys, staged_for_names)
+
+    def scan_facts(self, tokens: list[Token]) -> list[ScanFacts]:
+        """What the expiry scan decides due tokens on, in one round trip."""
+        return read_scan_facts(self._redis, tokens)
 
     def current_tokens_of_user(self, user: str) -> list[Token]:
         ids = token_ids_in(self._redis.hgetall(k.user(user_key(user))))
@@ -361,78 +268,32 @@ class RedisStore:
         replaces: str | None,
         promote_key: str | None,
         now: datetime,
-        plan_for: Callable[[list[Cause], Token | None], Plan],
-    ) -> Plan:
+        decide: Callable[[InstallFacts], Decision],
+        staged_certificate: str | None = None,
+    ) -> Decision:
         """Store a token as the server's current one, superseding `replaces` and, when the
         token was encrypted to the staged key, promoting that key and retiring the old one.
 
-        `plan_for(recorded causes, superseded token)` gives the decision applied in the same
-        transaction: closing the old token's replacement, and opening one for the new token
-        when a cause already seen dooms it. Returns the plan applied.
+        `decide(facts)` gives the decision applied in the same transaction: closing the old
+        token's replacement, and opening one for the new token when a cause already seen
+        dooms it. Returns the decision applied.
         Raises ConcurrentChange when the server's token or keys moved since they were read.
         """
-        server_key = k.server(server.id)
-        user_hash = k.user(user_key(token.downloaded_by))
-        sealed = self.seal_credentials(token.id, credentials_json)
-        applied: list[Plan] = []
-
-        def write(pipe: redis.client.Pipeline) -> None:
-            applied.clear()
-            fresh = pipe.hgetall(server_key)
-            if not fresh:
-                raise NotFound(f"server {server.name!r} was removed meanwhile")
-            seen = Server.from_hash(fresh)
-            if (seen.token_id, seen.current_key_id, seen.staged_key_id) != (
-                server.token_id,
-                server.current_key_id,
-                server.staged_key_id,
-            ):
-                raise ConcurrentChange("the server changed while the token was being installed")
-            old_data = pipe.hgetall(k.token(replaces)) if replaces else None
-            old = Token.from_hash(old_data) if old_data else None
-            # A cause recorded meanwhile for the user or the server changes a watched key, so
-            # the transaction starts again and sees it.
-            plan = plan_for(causes_in(fresh) + causes_in(pipe.hgetall(user_hash)), old)
-            applied.append(plan)
-            pipe.multi()
-            queue_token_writes(pipe, token, sealed, check_at=now)  # the scheduler looks now
-            if old:
-                self._supersede(pipe, old, token.id, now)
-            if promote_key:
-                self._promote(pipe, seen, promote_key, now)
-            self.events.queue_apply(pipe, plan)
-
-        try:
-            self._redis.transaction(write, server_key, user_hash)
-        except redis.ResponseError:
-            # EXEC ran but the plan's script failed (say, the script cache was flushed between
-            # loading and EXEC): the token is in, so apply the plan on its own, once.
-            if self._redis.hget(server_key, "token") != token.id:
-                raise
-            self.events.apply(applied[0])
-        return applied[0]
-
-    def _supersede(self, pipe: redis.client.Pipeline, old: Token, by: str, now: datetime) -> None:
-        superseded = replace(old, status=TOKEN_SUPERSEDED, superseded_at=now, superseded_by=by)
-        pipe.hset(k.token(old.id), mapping=superseded.to_hash())
-        # A superseded token's credentials are dead; keeping them would only widen exposure.
-        pipe.delete(k.credentials(old.id))
-        pipe.hdel(k.user(user_key(old.downloaded_by)), k.user_token_field(old.id))
-        pipe.hincrby(k.user(user_key(old.downloaded_by)), k.USER_VERSION, 1)
-        pipe.zrem(k.TOKENS_NEXT_CHECK, old.id)
-
-    def _promote(
-        self, pipe: redis.client.Pipeline, server: Server, key_id: str, now: datetime
-    ) -> None:
-        if server.current_key_id:
-            pipe.hset(
-                k.key_pair(server.current_key_id),
-                mapping={"state": KEY_RETIRED, "retired_at": to_ms(now)},
-            )
-            # A retired key decrypts nothing Apple will send again; drop it.
-            pipe.hdel(k.key_pair(server.current_key_id), k.SEALED_PRIVATE_KEY)
-        pipe.hset(k.key_pair(key_id), mapping={"state": KEY_CURRENT, "promoted_at": to_ms(now)})
-        pipe.hset(k.server(server.id), mapping={"current_key": key_id, "staged_key": ""})
+        decision = transactions.install_token(
+            self._redis,
+            self.events,
+            server,
+            token,
+            self.seal_credentials(token.id, credentials_json),
+            replaces=replaces,
+            promote_key=promote_key,
+            staged_certificate=staged_certificate,
+            now=now,
+            decide=decide,
+        )
+        if decision is None:
+            raise ConcurrentChange("the server changed while the token was being installed")
+        return decision
 
     def seal_credentials(self, token_id: str, credentials_json: bytes) -> str:
         return self._keyring().seal(credentials_json, _credentials_context(token_id))
@@ -490,89 +351,3 @@ class RedisStore:
 
 
 __all__ = ["KEY_STAGED", "ConcurrentChange", "RedisStore", "ResealReport"]
-
-
-@dataclass
-class DecisionFacts:
-    """What a batch of events is decided on, read in three pipelined round trips."""
-
-    user_versions: dict[str, str]
-    user_tokens: dict[str, list[Token]]
-    servers_named: dict[str, list[Server]]
-    tokens: dict[str, Token]
-    servers: dict[str, Server]
-    staged_certificates: dict[str, str]  # server id -> PEM of its staged key
-
-
-def read_decision_facts(
-    client: redis.Redis, user_keys: set[str], name_keys: set[str], staged_for_names: set[str]
-) -> DecisionFacts:
-    users, names = sorted(user_keys), sorted(name_keys)
-    # 1. Each user's version (read before the tokens: an install in between fails the guard,
-    #    and the decision is made again) and token ids; the servers bearing each name.
-    pipe = client.pipeline(transaction=False)
-    for key in users:
-        pipe.hgetall(k.user(key))
-    for key in names:
-        pipe.smembers(k.servers_named(key))
-    answers = pipe.execute()
-    versions = {key: answers[i].get(k.USER_VERSION, "") for i, key in enumerate(users)}
-    token_ids = {key: token_ids_in(answers[i]) for i, key in enumerate(users)}
-    server_ids = {key: sorted(answers[len(users) + i]) for i, key in enumerate(names)}
-    # 2. Those tokens and servers.
-    tokens = _read_hashes(
-        client, k.token, {t for ids in token_ids.values() for t in ids}, Token.from_hash
-    )
-    servers = _read_hashes(
-        client, k.server, {s for ids in server_ids.values() for s in ids}, Server.from_hash
-    )
-    # 3. The servers of those tokens, the tokens of those servers, and staged keys wanted.
-    more_servers = {t.server_id for t in tokens.values()} - servers.keys()
-    more_tokens = {s.token_id for s in servers.values() if s.token_id} - tokens.keys()
-    staged_ids = {
-        s.id: s.staged_key_id
-        for s in servers.values()
-        if s.staged_key_id and name_key(s.name) in staged_for_names
-    }
-    pipe = client.pipeline(transaction=False)
-    for server_id in sorted(more_servers):
-        pipe.hgetall(k.server(server_id))
-    for token_id in sorted(more_tokens):
-        pipe.hgetall(k.token(token_id))
-    for key_id in staged_ids.values():
-        pipe.hget(k.key_pair(key_id), "cert")
-    answers = iter(pipe.execute())
-    for _ in sorted(more_servers):
-        data = next(answers)
-        if data:
-            servers[data["id"]] = Server.from_hash(data)
-    for _ in sorted(more_tokens):
-        data = next(answers)
-        if data:
-            tokens[data["id"]] = Token.from_hash(data)
-    staged = {server_id: cert for server_id, cert in zip(staged_ids, answers, strict=True) if cert}
-    return DecisionFacts(
-        user_versions=versions,
-        user_tokens={
-            key: [tokens[t] for t in ids if t in tokens] for key, ids in token_ids.items()
-        },
-        servers_named={
-            key: [servers[s] for s in ids if s in servers] for key, ids in server_ids.items()
-        },
-        tokens=tokens,
-        servers=servers,
-        staged_certificates=staged,
-    )
-
-
-def _read_hashes(
-    client: redis.Redis,
-    key_of: Callable[[str], str],
-    ids: set[str],
-    build: Callable[[dict[str, str]], Any],
-) -> dict[str, Any]:
-    ordered = sorted(ids)
-    pipe = client.pipeline(transaction=False)
-    for ident in ordered:
-        pipe.hgetall(key_of(ident))
-    return {ident: build(data) for ident, data in zip(ordered, pipe.execute(), strict=True) if data}

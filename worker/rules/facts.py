@@ -1,0 +1,117 @@
+"""What decisions are made on: the facts the store reads for them, as plain records.
+
+Every fact a decision may write back over carries the version it was read at, and the decision
+is applied only if that version has not moved meanwhile (else it is made again on fresh facts).
+A version is opaque text ("" for a record never written); the rules only compare it and, when
+they write the record, step it (`next_version`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from worker.records import Server, Token
+from worker.rules.replacement import Cause
+
+#: A replacement's status while it waits for a newer token, and once one is installed.
+OPEN, RESOLVED = "open", "resolved"
+
+
+def next_version(version: str, *change: str) -> str:
+    """The version a record is written at by `change` (what names the decision: its cause and
+    `now`), after being read at `version`.
+
+    Derived from both, not counted: a batch's decisions are made in a row, each on the facts
+    the one before leaves, so when one of them is refused the next must be refused too, and a
+    counter could meet the same number written by another worker's different decision. A
+    number, so a version may also be stepped by one (HINCRBY, as installs do with users').
+    """
+    digest = hashlib.sha256("\0".join((version, *change)).encode()).digest()
+    return str(int.from_bytes(digest[:7], "big"))
+
+
+def cause_change(cause: Cause, now: datetime) -> tuple[str, str, str]:
+    """What names a change a cause makes, for next_version."""
+    return cause.source, cause.id, now.isoformat()
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The latest cause of each kind seen for a user or a server (kept for a token installed
+    later but downloaded earlier), at a version."""
+
+    version: str = ""
+    causes: dict[str, Cause] = field(default_factory=dict)
+
+    def is_newer(self, cause: Cause) -> bool:
+        known = self.causes.get(cause.type)
+        return known is None or known.time < cause.time
+
+    def with_cause(self, cause: Cause, version: str) -> Recorded:
+        return Recorded(version, {**self.causes, cause.type: cause})
+
+
+@dataclass(frozen=True)
+class ReplacementFacts:
+    """A token's replacement as read ("" status: it never had one), at a version."""
+
+    status: str = ""
+    opened_at: str | None = None
+    reasons: list[dict[str, Any]] = field(default_factory=list)
+    omitted: int = 0
+    #: PEM of the certificate to upload that travels with the replacement, if any.
+    certificate: str | None = None
+    version: str = ""
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == OPEN
+
+
+NO_REPLACEMENT = ReplacementFacts()
+
+
+@dataclass
+class EventFacts:
+    """What a batch of incoming events is decided on (keys: user keys, name keys, ids)."""
+
+    users: dict[str, Recorded] = field(default_factory=dict)
+    user_tokens: dict[str, list[Token]] = field(default_factory=dict)
+    servers_named: dict[str, list[Server]] = field(default_factory=dict)
+    servers: dict[str, Server] = field(default_factory=dict)
+    server_causes: dict[str, Recorded] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)
+    replacements: dict[str, ReplacementFacts] = field(default_factory=dict)
+    #: Server id -> PEM of its staged key's certificate (read for key changes only).
+    staged_certificates: dict[str, str] = field(default_factory=dict)
+
+    def replacement(self, token_id: str) -> ReplacementFacts:
+        return self.replacements.get(token_id, NO_REPLACEMENT)
+
+
+@dataclass(frozen=True)
+class InstallFacts:
+    """What installing a token is decided on, read inside the install's transaction."""
+
+    server: Server
+    #: The token it supersedes, and that token's replacement.
+    replaced: Token | None
+    replaced_replacement: ReplacementFacts
+    #: The latest causes recorded for the downloader and for the server.
+    causes: list[Cause]
+    #: PEM of a staged key's certificate, when the token is for the current key while a new
+    #: key waits (a recorded key change dooms it, and the notice carries the certificate).
+    staged_certificate: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanFacts:
+    """What one due token is decided on by the expiry scan."""
+
+    token: Token
+    #: None when the token's server is gone.
+    server: Server | None
+    replacement: ReplacementFacts = NO_REPLACEMENT

@@ -1,0 +1,173 @@
+"""Reading the facts decisions are made on (worker/rules/facts.py), in pipelined round trips:
+a batch of events in three, a batch of due tokens in one."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from worker.names import name_key
+from worker.records import Replacement, Server, Token, from_ms, to_ms
+from worker.rules.facts import EventFacts, Recorded, ReplacementFacts, ScanFacts
+from worker.rules.replacement import Cause, load_reasons
+from worker.store import keys as k
+from worker.timefmt import format_rfc3339
+
+
+def cause_to_json(cause: Cause) -> dict[str, Any]:
+    return {
+        "type": cause.type,
+        "id": cause.id,
+        "source": cause.source,
+        "time": format_rfc3339(cause.time),
+        "at": to_ms(cause.time),
+    }
+
+
+def cause_from_json(value: str) -> Cause:
+    data = json.loads(value)
+    return Cause(type=data["type"], id=data["id"], source=data["source"], time=from_ms(data["at"]))
+
+
+def causes_in(data: dict[str, str]) -> list[Cause]:
+    return [
+        cause_from_json(value)
+        for name, value in data.items()
+        if name.startswith(k.CAUSE_FIELD_PREFIX)
+    ]
+
+
+def recorded_in(data: dict[str, str], version_field: str) -> Recorded:
+    """The causes a user or server hash records, at its version."""
+    return Recorded(
+        version=data.get(version_field, ""), causes={c.type: c for c in causes_in(data)}
+    )
+
+
+def replacement_from_hash(data: dict[str, str]) -> Replacement:
+    """A replacement as stored, its reasons merged if they were recorded one per event."""
+    stored = Replacement.from_hash(data)
+    reasons, omitted = load_reasons(stored.reasons, stored.omitted)
+    return replace(stored, reasons=reasons, omitted=omitted)
+
+
+def replacement_facts(data: dict[str, str]) -> ReplacementFacts:
+    """A token's replacement hash as a decision reads it (empty: it never had one)."""
+    if not data:
+        return ReplacementFacts()
+    stored = replacement_from_hash(data)
+    return ReplacementFacts(
+        status=stored.status,
+        opened_at=stored.opened_at,
+        reasons=stored.reasons,
+        omitted=stored.omitted,
+        certificate=data.get("certificate") or None,
+        version=data.get(k.REPLACEMENT_VERSION, ""),
+    )
+
+
+def token_ids_in(user_hash: dict[str, str]) -> list[str]:
+    """The current token ids listed in a user hash."""
+    return sorted(
+        f[len(k.USER_TOKEN_PREFIX) :] for f in user_hash if f.startswith(k.USER_TOKEN_PREFIX)
+    )
+
+
+def read_event_facts(
+    client: redis.Redis, user_keys: set[str], name_keys: set[str], staged_for_names: set[str]
+) -> EventFacts:
+    """What a batch of events is decided on: its users, the servers bearing its names, their
+    tokens, those tokens' replacements, and the staged certificates of `staged_for_names`."""
+    users, names = sorted(user_keys), sorted(name_keys)
+    facts = EventFacts()
+    # 1. Each user's record (version, token ids, causes; read before the tokens: an install in
+    #    between fails the version guard, and the decision is made again), and each name's
+    #    servers.
+    pipe = client.pipeline(transaction=False)
+    for key in users:
+        pipe.hgetall(k.user(key))
+    for key in names:
+        pipe.smembers(k.servers_named(key))
+    answers = pipe.execute()
+    token_ids = {key: token_ids_in(answers[i]) for i, key in enumerate(users)}
+    facts.users = {key: recorded_in(answers[i], k.USER_VERSION) for i, key in enumerate(users)}
+    server_ids = {key: sorted(answers[len(users) + i]) for i, key in enumerate(names)}
+    # 2. Those tokens with their replacements, and those servers.
+    wanted_tokens = {t for ids in token_ids.values() for t in ids}
+    wanted_servers = {s for ids in server_ids.values() for s in ids}
+    _read_into(client, facts, wanted_tokens, wanted_servers, {})
+    # 3. The servers of those tokens, the tokens of those servers, and the staged keys wanted.
+    staged = {
+        s.id: s.staged_key_id
+        for s in facts.servers.values()
+        if s.staged_key_id and name_key(s.name) in staged_for_names
+    }
+    _read_into(
+        client,
+        facts,
+        {s.token_id for s in facts.servers.values() if s.token_id} - facts.tokens.keys(),
+        {t.server_id for t in facts.tokens.values()} - facts.servers.keys(),
+        staged,
+    )
+    facts.user_tokens = {
+        key: [facts.tokens[t] for t in ids if t in facts.tokens] for key, ids in token_ids.items()
+    }
+    facts.servers_named = {
+        key: [facts.servers[s] for s in ids if s in facts.servers]
+        for key, ids in server_ids.items()
+    }
+    return facts
+
+
+def _read_into(
+    client: redis.Redis,
+    facts: EventFacts,
+    token_ids: set[str],
+    server_ids: set[str],
+    staged_keys: dict[str, str],
+) -> None:
+    """One round trip: tokens with their replacements, servers, staged certificates."""
+    tokens, servers = sorted(token_ids), sorted(server_ids)
+    pipe = client.pipeline(transaction=False)
+    for token_id in tokens:
+        pipe.hgetall(k.token(token_id))
+        pipe.hgetall(k.replacement(token_id))
+    for server_id in servers:
+        pipe.hgetall(k.server(server_id))
+    for key_id in staged_keys.values():
+        pipe.hget(k.key_pair(key_id), "cert")
+    answers = iter(pipe.execute())
+    for token_id in tokens:
+        data, replacement = next(answers), next(answers)
+        if data:
+            facts.tokens[token_id] = Token.from_hash(data)
+            facts.replacements[token_id] = replacement_facts(replacement)
+    for server_id in servers:
+        data = next(answers)
+        if data:
+            facts.servers[server_id] = Server.from_hash(data)
+            facts.server_causes[server_id] = recorded_in(data, k.SERVER_VERSION)
+    for server_id, cert in zip(staged_keys, answers, strict=True):
+        if cert:
+            facts.staged_certificates[server_id] = cert
+
+
+def read_scan_facts(client: redis.Redis, tokens: list[Token]) -> list[ScanFacts]:
+    """What the expiry scan decides due tokens on: their servers and replacements, in one
+    round trip."""
+    server_ids = sorted({t.server_id for t in tokens})
+    pipe = client.pipeline(transaction=False)
+    for server_id in server_ids:
+        pipe.hgetall(k.server(server_id))
+    for token in tokens:
+        pipe.hgetall(k.replacement(token.id))
+    answers = pipe.execute()
+    servers = {i: Server.from_hash(d) for i, d in zip(server_ids, answers, strict=False) if d}
+    replacements = answers[len(server_ids) :]
+    return [
+        ScanFacts(token, servers.get(token.server_id), replacement_facts(data))
+        for token, data in zip(tokens, replacements, strict=True)
+    ]
