@@ -38,7 +38,7 @@ def handle_queued_events(app):
     queue."""
     from worker.broker import EVENTS_QUEUE
 
-    queue = f"tw:queue:{EVENTS_QUEUE}"
+    queue = k.broker_queue(EVENTS_QUEUE)
     for message in app.redis.hvals(f"{queue}.msgs"):
         app.handler.handle_batch(
             json.loads(message)["args"][0], received_at=app.now(), now=app.now()

@@ -158,8 +158,9 @@ def test_subscriptions_filter_by_type_org_and_server(cli, app, lab, receiver, wo
 def handle_queued_events(app):
     """Decide what `emit` queued, in-process (no worker running in these tests)."""
     from worker.broker import EVENTS_QUEUE
+    from worker.store import keys as k
 
-    for message in app.redis.hvals(f"tw:queue:{EVENTS_QUEUE}.msgs"):
+    for message in app.redis.hvals(k.broker_messages(EVENTS_QUEUE)):
         app.handler.handle_batch(
             json.loads(message)["args"][0], received_at=app.now(), now=app.now()
         )

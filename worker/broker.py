@@ -21,9 +21,7 @@ from dramatiq.middleware import (
 )
 
 from worker.config import Settings
-
-#: Prefix of dramatiq's Redis keys (queues, acks, heartbeats), beside tokenwarden's `tw:`.
-BROKER_NAMESPACE = "tw:queue"
+from worker.store.keys import BROKER_NAMESPACE
 
 #: The queue incoming events travel on.
 EVENTS_QUEUE = "events"
