@@ -12,10 +12,11 @@ import structlog
 
 from worker.notify.config import NotifySettings
 from worker.notify.email import compose, send_email
+from worker.notify.records import Delivery
 from worker.notify.schedule import next_attempt_at
+from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import ACTIVE, EMAIL, Subscription
 from worker.notify.webhook import AttemptResult, post_event
-from worker.store.delivery_store import Delivery, DeliveryStore
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +27,7 @@ LEASE_MARGIN_S = 10
 class Deliverer:
     def __init__(
         self,
-        store: DeliveryStore,
+        store: NotificationStore,
         settings: NotifySettings,
         clock: Callable[[], datetime],
         rng: random.Random | None = None,
