@@ -12,7 +12,7 @@ import structlog
 
 from worker.notify.config import NotifySettings
 from worker.notify.email import compose, send_email
-from worker.notify.records import Delivery
+from worker.notify.records import CANCELLED, DELIVERED, FAILED, Delivery
 from worker.notify.schedule import next_attempt_at
 from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import ACTIVE, EMAIL, Subscription
@@ -103,24 +103,7 @@ class Deliverer:
         cancel: bool = False,
     ) -> str:
         attempt = delivery.attempts + 1
-        next_at = None
-        if result.ok:
-            outcome = "delivered"
-        elif cancel:
-            outcome = "cancelled"
-        else:
-            next_at = (
-                None
-                if final
-                else next_attempt_at(
-                    attempt,
-                    now,
-                    self._settings.retry_schedule_s,
-                    self._settings.retry_jitter,
-                    self._rng,
-                )
-            )
-            outcome = "retry" if next_at else "failed"
+        outcome, next_at = self._outcome(result, attempt, now, final=final, cancel=cancel)
         recorded = self._store.record_attempt(
             delivery,
             lease=lease,
@@ -147,3 +130,19 @@ class Deliverer:
             recorded=recorded,
         )
         return outcome
+
+    def _outcome(
+        self, result: AttemptResult, attempt: int, now: datetime, *, final: bool, cancel: bool
+    ) -> tuple[str, datetime | None]:
+        """What attempt number `attempt` comes to, and when the next one is due (if any)."""
+        if result.ok:
+            return DELIVERED, None
+        if cancel:
+            return CANCELLED, None
+        next_at = None
+        if not final:
+            settings = self._settings
+            next_at = next_attempt_at(
+                attempt, now, settings.retry_schedule_s, settings.retry_jitter, self._rng
+            )
+        return ("retry", next_at) if next_at else (FAILED, None)
