@@ -65,6 +65,8 @@ class DeliveryClaims:
 
     _redis: redis.Redis
     _scripts: dict[str, Script]
+    #: Per subscription, the head of its parked queue as the latest claim_parked saw it.
+    _parked_heads: dict[str, list[str]]
 
     def claim_due(
         self,
@@ -165,14 +167,26 @@ class DeliveryClaims:
     def claim_parked(
         self, subscription_id: str, now: datetime, lease_ms: int, lease: str
     ) -> str | None:
-        """Lease the next parked delivery of a subscription (to `<lease>:<id>`), if any."""
+        """Lease the next parked delivery of a subscription (to `<lease>:<id>`), if any.
+
+        The candidates are the head of the parked queue as the previous claim for the
+        subscription left it (one round trip, as the attempts of a busy subscription go on
+        one after another), else as read now."""
         queue = k.parked_deliveries(subscription_id)
-        head = self._redis.zrange(queue, 0, PARKED_LOOKS - 1)
-        if not head:
-            return None
-        keys = [queue, k.DELIVERIES_PARKED, k.DELIVERIES_DUE, *(k.delivery(i) for i in head)]
-        args = [subscription_id, to_ms(now), lease_ms, lease, *head]
-        return self._scripts["claim_parked"](keys=keys, args=args) or None
+        head = self._parked_heads.pop(subscription_id, None)
+        if head is None:
+            head = self._redis.zrange(queue, 0, PARKED_LOOKS - 1)
+        for _ in range(2):  # the second with the head as it is now, if none was left
+            if not head:
+                return None
+            keys = [queue, k.DELIVERIES_PARKED, k.DELIVERIES_DUE, *(k.delivery(i) for i in head)]
+            args = [subscription_id, to_ms(now), lease_ms, lease, PARKED_LOOKS, *head]
+            claimed, *head = self._scripts["claim_parked"](keys=keys, args=args)
+            if claimed:
+                if head:
+                    self._parked_heads[subscription_id] = head
+                return claimed
+        return None
 
 
 def _score(candidate: _Candidate) -> float:

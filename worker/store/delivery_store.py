@@ -70,6 +70,7 @@ class DeliveryStore(SubscriptionStore, OutboxStore, DeliveryClaims):
         self._redis = client
         self._keyring = keyring
         self._scripts = {name: client.register_script(_script(name)) for name in _SCRIPTS}
+        self._parked_heads = {}
 
     def tidy(self, now: datetime) -> None:
         """Forget what is done: outbox entries dispatched more than a day ago, consumers of
