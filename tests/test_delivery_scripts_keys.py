@@ -13,7 +13,7 @@ from worker.notify.subscriptions import WEBHOOK, Subscription
 from worker.records import to_ms
 from worker.store import keys as k
 from worker.store.delivery_claims import _Candidate, _Claim
-from worker.store.delivery_store import FAILED_KEPT_MS
+from worker.store.delivery_store import FAILED_KEPT_MS, DeliveryStore
 
 LEASE_MS = 20_000
 
@@ -147,3 +147,27 @@ def test_a_claim_passes_over_a_candidate_another_claimer_took_after_it_was_read(
     assert quick == [(ident, "sub_a")]
     assert passed == [0]
     assert app.redis.hget(k.delivery(ident), "lease") == f"quick:{ident}"
+
+
+def test_the_next_parked_delivery_is_claimed_once_by_two_processes_claiming_in_turn(app):
+    # Given three deliveries parked for one subscription, and two processes' stores
+    store, now = app.deliveries, app.now()
+    other = DeliveryStore(app.redis, app.keyring)
+    sub = subscription("sub_a", now)
+    store.add_subscription(sub, "whsec_" + "A" * 43)
+    for n in range(3):
+        store.create_deliveries(
+            event(f"evt_{n}"), [sub], delivery_id, now, LEASE_MS, "L1", park={"sub_a"}
+        )
+    # When one claims, the other claims (taking what the first saw next), and the first again
+    claimed = [
+        store.claim_parked("sub_a", now, LEASE_MS, "one"),
+        other.claim_parked("sub_a", now, LEASE_MS, "other"),
+        store.claim_parked("sub_a", now, LEASE_MS, "one"),
+        other.claim_parked("sub_a", now, LEASE_MS, "other"),
+    ]
+    # Then each delivery is claimed once, and then none is left
+    assert sorted(claimed[:3]) == sorted(delivery_id(f"evt_{n}", "sub_a") for n in range(3))
+    assert claimed[3] is None
+    assert app.redis.zcard(k.parked_deliveries("sub_a")) == 0
+    assert app.redis.zscore(k.DELIVERIES_PARKED, "sub_a") is None
