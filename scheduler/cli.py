@@ -8,11 +8,12 @@ from datetime import datetime
 
 import click
 
-from scheduler import status as estate
+from scheduler import status
 from scheduler.scan import Scanner
 from scheduler.service import SchedulerService
 from worker.bootstrap import App
 from worker.cli.output import RFC3339, json_option, pass_app, print_json, print_table
+from worker.services import estate
 from worker.signals import StopSignals
 from worker.timefmt import format_rfc3339
 
@@ -21,7 +22,7 @@ from worker.timefmt import format_rfc3339
 @pass_app
 def scheduler_command(app: App) -> None:
     """Run the periodic expiry scan (one replica acts at a time) until SIGINT/SIGTERM."""
-    app.store.ping()
+    estate.check_reachable(app.store)
     stop = StopSignals()
     service = SchedulerService(app)
     service.start()
@@ -91,17 +92,11 @@ def status_command(app: App, as_json: bool) -> None:
     """
     thresholds = app.settings.scheduler.thresholds
     now = app.now()
-    rows = []
-    servers = list(app.store.iter_servers())
-    tokens = app.store.tokens_by_id({s.token_id for s in servers if s.token_id})
-    replacements = app.store.events.replacements_by_token(set(tokens))
-    for server in servers:
-        token = tokens.get(server.token_id) if server.token_id else None
-        replacement = replacements.get(token.id) if token else None
-        if replacement is not None and replacement.status != "open":
-            replacement = None
-        rows.append(estate.row_for(server, token, replacement, now, thresholds))
-    rows = estate.ordered(rows)
+    rows = [
+        status.row_for(server, token, replacement, now, thresholds)
+        for server, token, replacement in estate.current_state(app.store, app.listings)
+    ]
+    rows = status.ordered(rows)
     described = [r.describe() for r in rows]
     if as_json:
         print_json(described)
@@ -123,4 +118,4 @@ def status_command(app: App, as_json: bool) -> None:
             table,
             empty="no servers yet",
         )
-    sys.exit(estate.verdict(rows))
+    sys.exit(status.verdict(rows))

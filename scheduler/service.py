@@ -17,12 +17,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.scan import Scanner
 from worker.bootstrap import App
-from worker.store.lease import Lease
+from worker.store.lease import scheduler_lease
 
 log = structlog.get_logger(__name__)
-
-#: The Redis key of the scheduler's lease.
-LEASE_KEY = "tw:scheduler:leader"
 
 #: How often each replica takes or renews the lease, as a share of the lease's lifetime: a
 #: leader renews three times a lease, so one slow renewal never lets a second leader in.
@@ -36,7 +33,7 @@ class SchedulerService:
         self.app = app
         self.settings = app.settings.scheduler
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{id(self):x}"
-        self.lease = Lease(app.redis, LEASE_KEY, self.owner, self.settings.lease_ttl_s * 1000)
+        self.lease = scheduler_lease(app.redis, self.owner, self.settings.lease_ttl_s * 1000)
         self.scanner = Scanner(app.store, self.settings.thresholds)
         self.leader = False
         self._jobs = BackgroundScheduler(timezone=UTC)

@@ -16,7 +16,7 @@ import redis
 from cryptography.hazmat.primitives import serialization
 
 from tests.tokenfiles import credentials, encrypt_to
-from worker.broker import BROKER_NAMESPACE, EVENTS_QUEUE
+from worker.broker import EVENTS_QUEUE
 from worker.store import keys as k
 
 #: A real token issued by Apple with its key (Apache-2.0; see the README beside the files).
@@ -157,8 +157,8 @@ def nothing_left_to_send(client: redis.Redis) -> bool:
     queued or in a worker's hands, no outgoing event unread or unacknowledged by the
     dispatcher, and no delivery due, leased or waiting for a retry. Checked on durable state,
     so a count taken afterwards is final (no "wait and see if more arrives")."""
-    queued = client.llen(f"{BROKER_NAMESPACE}:{EVENTS_QUEUE}") + client.hlen(
-        f"{BROKER_NAMESPACE}:{EVENTS_QUEUE}.msgs"
+    queued = client.llen(k.broker_queue(EVENTS_QUEUE)) + client.hlen(
+        k.broker_messages(EVENTS_QUEUE)
     )
     if queued or client.zcard(k.DELIVERIES_DUE) or client.zcard(k.DELIVERIES_PARKED):
         return False

@@ -38,12 +38,11 @@ def handle_queued_events(app):
     queue."""
     from worker.broker import EVENTS_QUEUE
 
-    queue = f"tw:queue:{EVENTS_QUEUE}"
-    for message in app.redis.hvals(f"{queue}.msgs"):
+    for message in app.redis.hvals(k.broker_messages(EVENTS_QUEUE)):
         app.handler.handle_batch(
             json.loads(message)["args"][0], received_at=app.now(), now=app.now()
         )
-    app.redis.delete(queue, f"{queue}.msgs")
+    app.redis.delete(k.broker_queue(EVENTS_QUEUE), k.broker_messages(EVENTS_QUEUE))
 
 
 def subscribe(cli, url):

@@ -21,8 +21,10 @@ from tests.helpers import TOKENWARDEN, wait_until, wait_until_settled
 from tests.receiver import start_receiver
 from tests.redis_server import free_port, start_redis_server
 from worker.api import Client
+from worker.broker import EVENTS_QUEUE
 from worker.notify.subscriptions import Subscription, generate_secret
 from worker.registry import new_id
+from worker.store import keys as k
 from worker.timefmt import utc_now
 
 
@@ -108,21 +110,20 @@ def test_sigkill_one_of_two_workers_with_5000_events_in_flight(app, settings, cl
     try:
         wait_until(
             lambda: (
-                len(children_of(supervisor.pid)) == 2
-                and app.redis.zcard("tw:queue:__heartbeats__") >= 2
+                len(children_of(supervisor.pid)) == 2 and app.redis.zcard(k.BROKER_HEARTBEATS) >= 2
             ),
             30,
             "two workers",
         )
         victim = children_of(supervisor.pid)[0]
-        workers = app.redis.zrange("tw:queue:__heartbeats__", 0, -1)
+        workers = app.redis.zrange(k.BROKER_HEARTBEATS, 0, -1)
         lines = event_lines(5000, users=1500)
         (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
         # When 5,000 events go in and, once both workers hold messages, one is killed
         assert cli("emit", "--file", str(tmp_path / "events.jsonl")).exit_code == 0
 
         def held(worker_id):
-            return app.redis.scard(f"tw:queue:__acks__.{worker_id}.events")
+            return app.redis.scard(k.broker_acks(worker_id, EVENTS_QUEUE))
 
         wait_until(lambda: all(held(w) for w in workers), 30, "both workers to hold messages")
         os.kill(victim, signal.SIGKILL)
@@ -132,10 +133,10 @@ def test_sigkill_one_of_two_workers_with_5000_events_in_flight(app, settings, cl
             """Once the queue is empty the survivor idles and beats at every poll (a busy
             worker with all it may prefetch in hand does not): the one silent worker then is
             the one killed, and what it holds stays as it was at the kill until taken back."""
-            if app.redis.llen("tw:queue:events"):
+            if app.redis.llen(k.broker_queue(EVENTS_QUEUE)):
                 return None
             now_ms = time.time() * 1000
-            beats = dict(app.redis.zrange("tw:queue:__heartbeats__", 0, -1, withscores=True))
+            beats = dict(app.redis.zrange(k.BROKER_HEARTBEATS, 0, -1, withscores=True))
             silent = [w for w in workers if now_ms - beats.get(w, now_ms) > 1500]
             return silent[0] if len(silent) == 1 else None
 
@@ -146,7 +147,7 @@ def test_sigkill_one_of_two_workers_with_5000_events_in_flight(app, settings, cl
         assert stranded, "the killed worker held no message: nothing to recover"
         # Then its messages are taken back (how fast: `make bench`), and every event had its
         # effect once
-        wait_drained(app.redis, "tw:queue:events", timeout=60)
+        wait_drained(app.redis, k.broker_queue(EVENTS_QUEUE), timeout=60)
         recovered_s = time.monotonic() - killed
         assert not held(killed_id), "the killed worker's messages were never taken back"
         ids = audited_ids(app)
@@ -224,7 +225,7 @@ def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path, monkeyp
 
     publisher = threading.Thread(target=publish)
     try:
-        wait_until(lambda: app.redis.get("tw:scheduler:leader") is not None, 30, "a leader")
+        wait_until(lambda: app.redis.get(k.SCHEDULER_LEADER) is not None, 30, "a leader")
         publisher.start()
         wait_until(lambda: len(acknowledged) > 500, 60, "events flowing")
         # When Redis is restarted mid-stream
@@ -246,9 +247,9 @@ def test_a_redis_restart_mid_stream_loses_nothing_acknowledged(tmp_path, monkeyp
         assert worker.poll() is None and scheduler.poll() is None
         # the scheduler renews its lease again (its time to live climbs back), and its scan
         # (on the wall clock, to which these tokens have expired) warned about each one once
-        low = app.redis.pttl("tw:scheduler:leader")
+        low = app.redis.pttl(k.SCHEDULER_LEADER)
         wait_until(
-            lambda: app.redis.pttl("tw:scheduler:leader") > low,
+            lambda: app.redis.pttl(k.SCHEDULER_LEADER) > low,
             30,
             "the scheduler to renew its lease",
         )
@@ -286,10 +287,10 @@ def test_a_receiver_down_for_a_while_gets_every_event_once_when_back(app, settin
         lines = event_lines(60, users=50, prefix="d")
         (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
         assert cli("emit", "--file", str(tmp_path / "events.jsonl")).exit_code == 0
-        wait_drained(app.redis, "tw:queue:events", timeout=30)
+        wait_drained(app.redis, k.broker_queue(EVENTS_QUEUE), timeout=30)
         wait_until(
             lambda: (
-                app.redis.zcard("tw:deliveries") > 0
+                app.redis.zcard(k.DELIVERIES) > 0
                 and all(d.attempts >= 1 for d in app.deliveries.deliveries(limit=1000))
             ),
             30,
@@ -397,7 +398,6 @@ def test_a_hostile_burst_is_dead_lettered_while_valid_traffic_is_handled(app, se
     import dramatiq
 
     from worker.actors import HANDLE_EVENTS
-    from worker.broker import EVENTS_QUEUE
 
     load_tokens(app, 100, now=app.now())
     worker = start(["worker", "--processes", "1"], worker_env(settings, tmp_path))
@@ -435,13 +435,13 @@ def test_a_hostile_burst_is_dead_lettered_while_valid_traffic_is_handled(app, se
                 options={},
             )
         )
-        wait_drained(app.redis, "tw:queue:events", timeout=60)
+        wait_drained(app.redis, k.broker_queue(EVENTS_QUEUE), timeout=60)
         handled = audited_ids(app)
         assert sorted(handled) == sorted([e["id"] for e in valid] + [e["id"] for e in odd])
         dead = app.store.events.dead_letters(limit=1000)
         assert len(dead) == len(HOSTILE) * 3 + 1
         assert all(d["reason"] for d in dead)
         assert worker.poll() is None, "the worker died"
-        assert app.redis.zcard("tw:queue:__heartbeats__") >= 1
+        assert app.redis.zcard(k.BROKER_HEARTBEATS) >= 1
     finally:
         stop(worker)

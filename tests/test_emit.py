@@ -9,6 +9,7 @@ from tests.helpers import FIXTURE_NOW
 from worker.api import Client
 from worker.broker import EVENTS_QUEUE
 from worker.errors import InvalidEvent
+from worker.store import keys as k
 
 GOOD = {
     "specversion": "1.0",
@@ -22,7 +23,7 @@ GOOD = {
 
 def queued(app) -> list[dict]:
     """The events waiting in the queue, in order, without handling them."""
-    queue = f"tw:queue:{EVENTS_QUEUE}"
+    queue = k.broker_queue(EVENTS_QUEUE)
     ids = app.redis.lrange(queue, 0, -1)
     messages = [json.loads(app.redis.hget(f"{queue}.msgs", i)) for i in ids]
     return [event for message in messages for event in message["args"][0]]
@@ -60,7 +61,7 @@ def test_a_file_of_thousands_of_events_is_published_in_few_messages(cli, app, tm
     path.write_text("\n".join(lines) + "\n\n")
     result = cli("emit", "--file", str(path))
     assert result.stdout == "published 2500 events\n"
-    assert app.redis.hlen(f"tw:queue:{EVENTS_QUEUE}.msgs") == 25
+    assert app.redis.hlen(k.broker_messages(EVENTS_QUEUE)) == 25
     assert [e["id"] for e in queued(app)] == [f"e-{i}" for i in range(2500)]
 
 

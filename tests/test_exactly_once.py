@@ -17,6 +17,7 @@ from tests.tokenfiles import credentials, encrypt_to
 from worker import registry
 from worker.bootstrap import App
 from worker.broker import EVENTS_QUEUE
+from worker.store import keys as k
 from worker.workerproc import WorkerThreads
 
 
@@ -139,7 +140,7 @@ def test_a_worker_killed_mid_stream_loses_nothing_and_doubles_nothing(app, setti
         victim.wait(timeout=10)
         handled_when_killed = events_handled(app)
         assert handled_when_killed < len(lines), "the kill came too late to test anything"
-        in_flight = sum(app.redis.scard(key) for key in app.redis.scan_iter("tw:queue:__acks__*"))
+        in_flight = sum(app.redis.scard(key) for key in app.redis.scan_iter(k.BROKER_ACKS_PATTERN))
         assert in_flight > 0, "the killed worker held no message: nothing to recover"
         # And another worker takes over
         started = time.monotonic()

@@ -26,6 +26,7 @@ from worker.config import Settings
 from worker.crypto.smime import read_envelope
 from worker.errors import InvalidEvent, TokenFileError
 from worker.records import to_ms
+from worker.store import keys as k
 
 DEEP = "[" * 30_000 + "]" * 30_000
 
@@ -122,7 +123,7 @@ def test_a_broker_message_too_deeply_nested_to_read_is_dead_lettered_not_retried
     assert dead["reason"] == "the broker message nests JSON too deeply to be read"
     assert dead["message_id"] == message_id
     assert [e["event"]["id"] for e in app.store.events.audit()] == ["e-1"]
-    acks = [k for k in redis_client.scan_iter("tw:queue:__acks__*") if redis_client.scard(k)]
+    acks = [k for k in redis_client.scan_iter(k.BROKER_ACKS_PATTERN) if redis_client.scard(k)]
     assert acks == []
 
 
@@ -244,7 +245,7 @@ def test_a_redis_url_whose_database_is_not_a_number_is_refused(tmp_path):
 
 
 def queued(app) -> list[dict]:
-    queue = f"tw:queue:{EVENTS_QUEUE}"
+    queue = k.broker_queue(EVENTS_QUEUE)
     messages = [
         json.loads(app.redis.hget(f"{queue}.msgs", i)) for i in app.redis.lrange(queue, 0, -1)
     ]

@@ -20,7 +20,7 @@ def test_keys_rotate_with_the_broker_failing_still_records_the_replacement(
     # (a key of the wrong type where the events queue lives: every enqueue is refused)
     cli("servers", "add", "Lab")
     install(cli, clock, tmp_path, "Lab", "a@x.org", DOWNLOADED)
-    redis_client.set(f"tw:queue:{EVENTS_QUEUE}", "not a list")
+    redis_client.set(k.broker_queue(EVENTS_QUEUE), "not a list")
     # When a new key is staged, with no worker running
     rotated = cli("keys", "rotate", "Lab")
     # Then the rotation succeeded, and its key change is decided already

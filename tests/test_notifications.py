@@ -18,6 +18,7 @@ from tests.helpers import (  # noqa: F401
     wait_until_settled,
 )
 from worker.config import NotifySettings
+from worker.store import keys as k
 
 
 @pytest.fixture
@@ -159,7 +160,7 @@ def handle_queued_events(app):
     """Decide what `emit` queued, in-process (no worker running in these tests)."""
     from worker.broker import EVENTS_QUEUE
 
-    for message in app.redis.hvals(f"tw:queue:{EVENTS_QUEUE}.msgs"):
+    for message in app.redis.hvals(k.broker_messages(EVENTS_QUEUE)):
         app.handler.handle_batch(
             json.loads(message)["args"][0], received_at=app.now(), now=app.now()
         )
@@ -245,7 +246,6 @@ def test_an_unreadable_outbox_entry_is_dead_lettered_and_the_rest_delivered(
     cli, app, lab, receiver
 ):
     from worker.notify.dispatcher import Dispatcher
-    from worker.store import keys as k
 
     subscribe(cli, receiver.url)
     app.redis.xadd(k.OUTBOX, {"type": "x", "event": "{not json"})
@@ -262,7 +262,6 @@ def test_tidying_trims_the_dispatched_outbox_but_never_what_is_unread(cli, app, 
     from datetime import timedelta
 
     from worker.notify.dispatcher import Dispatcher
-    from worker.store import keys as k
     from worker.timefmt import utc_now
 
     emit(cli, "user-left", "--user", "Teacher@School.edu")

@@ -20,6 +20,7 @@ from worker.errors import (
 )
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, TOKEN_SUPERSEDED
 from worker.rules.install import InstallOutcome
+from worker.store import keys as k
 
 APPLE_EXPIRY = datetime(2026, 1, 17, 11, 2, 21, tzinfo=UTC)
 
@@ -114,8 +115,8 @@ def test_a_newer_token_supersedes_and_drops_the_old_credentials(app, clock):
         app.store.open_credentials(old)
     assert app.store.current_tokens_of_user("old@x.org") == []
     assert [t.id for t in app.store.current_tokens_of_user("NEW@x.org")] == [second.token.id]
-    assert app.redis.zrange("tw:tokens:next-check", 0, -1) == [second.token.id]
-    assert app.redis.get(f"tw:cred:{first.token.id}") is None
+    assert app.redis.zrange(k.TOKENS_NEXT_CHECK, 0, -1) == [second.token.id]
+    assert app.redis.get(k.credentials(first.token.id)) is None
     assert registry.resolve_server(app.store, "lab").token_id == second.token.id
 
 
@@ -173,7 +174,7 @@ def test_a_staged_key_becomes_current_only_when_its_token_is_installed(app, cloc
     assert (server.current_key_id, server.staged_key_id) == (staged.id, None)
     assert app.store.get_key(staged.id).state == KEY_CURRENT
     assert app.store.get_key(first_key.id).state == KEY_RETIRED
-    assert app.redis.hget(f"tw:key:{first_key.id}", "private_key") is None
+    assert app.redis.hget(k.key_pair(first_key.id), "private_key") is None
 
 
 def test_rotating_again_keeps_the_staged_key_unless_told_to_replace_it(app):
@@ -256,12 +257,10 @@ def test_removing_a_server_removes_its_keys_tokens_and_index_entries(app, fixtur
     app.store.remove_server(registry.resolve_server(app.store, "Main Campus"))
     # What stays is about people, history and keys, not the server: the user's record, the
     # audit trail, and which master key sealed secrets here.
-    assert sorted(app.redis.keys("tw:*")) == [
-        "tw:audit",
-        "tw:master-key-ids",
-        "tw:user:admin@school.edu",
-    ]
-    assert app.redis.hgetall("tw:user:admin@school.edu") == {"v": "2"}
+    assert sorted(app.redis.keys("*")) == sorted(
+        [k.AUDIT, k.MASTER_KEY_IDS, k.user("admin@school.edu")]
+    )
+    assert app.redis.hgetall(k.user("admin@school.edu")) == {"v": "2"}
 
 
 def test_the_download_time_is_read_from_the_portals_file_name(app, clock):

@@ -14,7 +14,7 @@ import pytest
 
 from events import catalog
 from scheduler.scan import Scanner
-from scheduler.service import LEASE_KEY, SchedulerService
+from scheduler.service import SchedulerService
 from tests.helpers import TOKENWARDEN, wait_until
 from tests.helpers import install as install_token
 from worker.config import SchedulerSettings
@@ -152,7 +152,7 @@ def test_two_schedulers_started_together_warn_once(cli, app, clock, tmp_path, se
         for service in services:
             service.stop()
     assert len(sent(app, catalog.EXPIRY_APPROACHING)) == 5
-    assert app.redis.get(LEASE_KEY) is None, "a clean stop hands the lease back"
+    assert app.redis.get(k.SCHEDULER_LEADER) is None, "a clean stop hands the lease back"
 
 
 @pytest.mark.slow
@@ -178,15 +178,19 @@ def test_a_leader_killed_with_sigkill_is_replaced_by_another_replica(
         for _ in range(2)
     ]
     try:
-        wait_until(lambda: redis_client.get(LEASE_KEY) is not None, 30, "a replica to lead")
-        leader = redis_client.get(LEASE_KEY)
+        wait_until(
+            lambda: redis_client.get(k.SCHEDULER_LEADER) is not None, 30, "a replica to lead"
+        )
+        leader = redis_client.get(k.SCHEDULER_LEADER)
         victim = next(p for p in replicas if p.pid == int(leader.split("-")[-2]))
         # When the leader is killed with SIGKILL, and a token becomes due meanwhile
         os.killpg(victim.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         install(cli, clock, tmp_path, "Lab", days_left=2)
         # Then the other takes the lease, and scans at once (how fast: `make bench`)
-        wait_until(lambda: redis_client.get(LEASE_KEY) not in (None, leader), 60, "a takeover")
+        wait_until(
+            lambda: redis_client.get(k.SCHEDULER_LEADER) not in (None, leader), 60, "a takeover"
+        )
         took_over = time.monotonic() - killed_at
         # (the replicas run on the wall clock: to them the token has expired)
         wait_until(

@@ -22,6 +22,7 @@ from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
 from worker.store.delivery_store import DeliveryStore
 from worker.store.keys import MASTER_KEY_IDS
+from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
 from worker.timefmt import utc_now
 
@@ -56,6 +57,10 @@ class App:
     @cached_property
     def store(self) -> RedisStore:
         return RedisStore(self.redis, self.keyring)
+
+    @cached_property
+    def listings(self) -> Listings:
+        return Listings(self.redis)
 
     @cached_property
     def broker(self) -> RedisBroker:

@@ -14,9 +14,7 @@ from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from worker.config import Settings
 from worker.middleware.logging_context import LogContext
-
-#: Prefix of dramatiq's Redis keys (queues, acks, heartbeats), beside tokenwarden's `tw:`.
-BROKER_NAMESPACE = "tw:queue"
+from worker.store.keys import BROKER_NAMESPACE
 
 #: The queue incoming events travel on.
 EVENTS_QUEUE = "events"

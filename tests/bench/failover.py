@@ -29,13 +29,14 @@ from tests.bench.common import (
 )
 from tests.bench.pipeline import event_file
 from worker.bootstrap import App
+from worker.broker import EVENTS_QUEUE
 from worker.config import Settings
 from worker.crypto.sealing import generate_master_key
 from worker.store import keys as k
 
-HEARTBEATS = "tw:queue:__heartbeats__"
-EVENTS = "tw:queue:events"
-LEASE = "tw:scheduler:leader"
+HEARTBEATS = k.BROKER_HEARTBEATS
+EVENTS = k.broker_queue(EVENTS_QUEUE)
+LEASE = k.SCHEDULER_LEADER
 
 
 def _start(args: list[str], env: dict) -> subprocess.Popen:
@@ -65,7 +66,8 @@ def _wait(predicate, timeout: float, what: str) -> None:
 def _held(client: redis.Redis) -> dict[str, int]:
     """Messages each worker holds (taken, not yet acknowledged), by worker id."""
     return {
-        key.decode(): client.scard(key) for key in client.scan_iter("tw:queue:__acks__.*.events")
+        key.decode(): client.scard(key)
+        for key in client.scan_iter(k.broker_acks("*", EVENTS_QUEUE))
     }
 
 

@@ -38,6 +38,7 @@ from worker.config import Settings
 from worker.crypto.sealing import generate_master_key
 from worker.notify.subscriptions import Subscription, generate_secret
 from worker.registry import new_id
+from worker.store import keys as k
 from worker.timefmt import utc_now
 
 
@@ -76,7 +77,7 @@ def measure(url: str, workdir: Path, rate: float, seconds: float, silence_s: flo
     )
     sent: dict[str, float] = {}
     try:
-        wait_worker_ready(redis.Redis.from_url(url), "tw:queue:__heartbeats__")
+        wait_worker_ready(redis.Redis.from_url(url), k.BROKER_HEARTBEATS)
         time.sleep(1.0)
         with Client(settings) as client:
             interval, next_at = 1.0 / rate, time.monotonic()

@@ -34,6 +34,7 @@ from tests.bench.common import (
     worker_env,
 )
 from worker.bootstrap import App
+from worker.broker import EVENTS_QUEUE
 from worker.config import Settings
 from worker.crypto.sealing import generate_master_key
 from worker.store import keys as k
@@ -116,7 +117,7 @@ def tokenwarden(
         start_new_session=True,
     )
     try:
-        wait_worker_ready(client, "tw:queue:__heartbeats__")
+        wait_worker_ready(client, k.BROKER_HEARTBEATS)
         with PeakRss(worker.pid) as rss:
             started = time.monotonic()
             subprocess.run(
@@ -125,7 +126,7 @@ def tokenwarden(
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
-            wait_drained(client, "tw:queue:events")
+            wait_drained(client, k.broker_queue(EVENTS_QUEUE))
             elapsed = time.monotonic() - started
         handled = client.xlen(k.AUDIT) - audited
         if handled < events:

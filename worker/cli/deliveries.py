@@ -6,7 +6,7 @@ import click
 
 from worker.bootstrap import App
 from worker.cli.output import json_option, pass_app, print_json, print_table
-from worker.errors import Conflict, NotFound
+from worker.services import notifications
 from worker.timefmt import utc_now
 
 
@@ -22,11 +22,7 @@ def group() -> None:
 @pass_app
 def list_deliveries(app: App, failed: bool, limit: int, as_json: bool) -> None:
     """Newest first."""
-    found = app.deliveries.deliveries(failed_only=failed, limit=limit)
-    targets = {s.id: s.shown for s in app.deliveries.subscriptions()} if found else {}
-    described = [
-        {**d.describe(), "target": targets.get(d.subscription_id, "(removed)")} for d in found
-    ]
+    described = notifications.deliveries(app.deliveries, failed_only=failed, limit=limit)
     if as_json:
         print_json(described)
         return
@@ -55,19 +51,5 @@ def list_deliveries(app: App, failed: bool, limit: int, as_json: bool) -> None:
 @pass_app
 def retry(app: App, delivery_id: str) -> None:
     """Deliver a failed delivery again, with a fresh retry schedule."""
-    delivery = app.deliveries.get_delivery(delivery_id)
-    if delivery is None:
-        raise NotFound(
-            f"no delivery {delivery_id!r}; `tokenwarden deliveries list --failed` "
-            "shows the failed ones"
-        )
-    subscription = app.deliveries.get_subscription(delivery.subscription_id)
-    if subscription is None or subscription.status != "active":
-        why = "was removed" if subscription is None else "is disabled (`subscriptions enable`)"
-        raise Conflict(f"the subscription of delivery {delivery_id} {why}; it cannot be retried")
-    if not app.deliveries.retry(delivery_id, utc_now()):
-        raise Conflict(
-            f"delivery {delivery_id} is {delivery.status}, not failed; only failed "
-            "deliveries are retried by hand"
-        )
+    notifications.retry_delivery(app.deliveries, delivery_id, utc_now())
     click.echo(f"delivery {delivery_id} will be attempted again within a second or two")

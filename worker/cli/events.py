@@ -6,6 +6,7 @@ import click
 
 from worker.bootstrap import App
 from worker.cli.output import json_option, pass_app, print_json, print_table
+from worker.services import estate
 
 limit_option = click.option(
     "--limit",
@@ -27,7 +28,7 @@ def group() -> None:
 @pass_app
 def list_events(app: App, limit: int, as_json: bool) -> None:
     """Events received and decisions made, newest first."""
-    entries = app.store.events.audit(limit)
+    entries = estate.audit(app.store, limit)
     if as_json:
         print_json(entries)
         return
@@ -66,7 +67,7 @@ def _label(kind: str, event: dict) -> str:
 @pass_app
 def dead(app: App, limit: int, as_json: bool) -> None:
     """Events that could not be handled, with the reason, newest first."""
-    entries = app.store.events.dead_letters(limit)
+    entries = estate.dead_letters(app.store, limit)
     if as_json:
         print_json(entries)
         return

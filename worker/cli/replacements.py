@@ -6,7 +6,8 @@ import click
 
 from worker.bootstrap import App
 from worker.cli.output import json_option, pass_app, print_json, print_table
-from worker.records import Replacement
+from worker.records import Replacement, Server, Token
+from worker.services import estate
 from worker.timefmt import format_rfc3339
 
 
@@ -21,9 +22,8 @@ def group() -> None:
 @pass_app
 def list_replacements(app: App, include_all: bool, as_json: bool) -> None:
     """Open replacements (with --all, resolved ones too), oldest first."""
-    described = [
-        describe(app, r) for r in app.store.events.replacements(include_resolved=include_all)
-    ]
+    found = estate.replacements(app.store, include_resolved=include_all)
+    described = [describe(r, server, token) for r, server, token in found]
     if as_json:
         print_json(described)
         return
@@ -45,9 +45,7 @@ def list_replacements(app: App, include_all: bool, as_json: bool) -> None:
     )
 
 
-def describe(app: App, replacement: Replacement) -> dict:
-    server = app.store.get_server(replacement.server_id)
-    token = app.store.get_token(replacement.token_id)
+def describe(replacement: Replacement, server: Server | None, token: Token | None) -> dict:
     reasons = [{k: v for k, v in r.items() if k != "rank"} for r in replacement.reasons]
     return {
         "server": server.name if server else None,

@@ -16,6 +16,7 @@ from worker.cli.output import json_option, note, pass_app, print_json
 from worker.crypto.masterkey import write_key_file
 from worker.crypto.sealing import generate_master_key
 from worker.errors import ConfigError
+from worker.services import estate
 
 
 @click.group("secrets")
@@ -59,7 +60,7 @@ def status(app: App, as_json: bool) -> None:
 @pass_app
 def reencrypt(app: App) -> None:
     """Re-seal every stored secret under the primary master key."""
-    report = app.store.reseal_all()
+    report = estate.reseal_all(app.store)
     click.echo(
         f"re-sealed {report.resealed} of {report.examined} stored secrets under key "
         f"{app.keyring().primary.key_id}"
@@ -80,7 +81,7 @@ def rotate_key(app: App) -> None:
     old_keys = _key_file_lines(path, app)
     write_key_file(path, [generate_master_key(), *old_keys])
     keyring = app.reload_keyring()
-    report = app.store.reseal_all()
+    report = estate.reseal_all(app.store)
     click.echo(
         f"new primary key {keyring.primary.key_id}; re-sealed {report.resealed} of "
         f"{report.examined} stored secrets"
@@ -98,7 +99,7 @@ def prune_keys(app: App) -> None:
     if app.settings.master_key:
         raise ConfigError("the master keys come from TOKENWARDEN_MASTER_KEY; remove old keys there")
     keyring = app.keyring()
-    app.store.reseal_all()
+    estate.reseal_all(app.store)
     still_used = set(_sealed_key_ids(app)) - {keyring.primary.key_id}
     if still_used:
         raise ConfigError(
@@ -121,5 +122,4 @@ def _key_file_lines(path, app: App) -> list[str]:
 
 
 def _sealed_key_ids(app: App):
-    for _, _, sealed in app.store.sealed_values():
-        yield sealed.split(":", 2)[1]
+    return estate.sealed_key_ids(app.store)

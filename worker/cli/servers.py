@@ -14,6 +14,7 @@ from worker.cli.output import json_option, note, org_option, pass_app, print_jso
 from worker.crypto.keys import MAX_KEY_FILE_BYTES, format_fingerprint
 from worker.errors import InvalidInput
 from worker.records import Server
+from worker.services import estate
 from worker.timefmt import format_rfc3339
 
 
@@ -58,7 +59,9 @@ def add(
 @pass_app
 def list_servers(app: App, as_json: bool) -> None:
     """Every registered server with its key and token."""
-    servers = sorted(app.store.iter_servers(), key=lambda s: (s.org.casefold(), s.name.casefold()))
+    servers = sorted(
+        estate.servers(app.listings), key=lambda s: (s.org.casefold(), s.name.casefold())
+    )
     described = [describe_server(app, s) for s in servers]
     if as_json:
         print_json(described)
@@ -126,15 +129,14 @@ def remove(app: App, name: str, org: str | None, yes: bool) -> None:
                 "pass --yes to confirm"
             )
         click.confirm(f"Remove {server.name!r} with its private keys and tokens?", abort=True)
-    app.store.remove_server(server)
+    estate.remove_server(app.store, server)
     click.echo(f"removed server {server.name!r}")
 
 
 def describe_server(app: App, server: Server, *, with_history: bool = False) -> dict:
     now = app.now()
-    keys = app.store.keys_of(server.id)
+    keys, token = estate.keys_and_token(app.store, server)
     by_id = {pair.id: pair for pair in keys}
-    token = app.store.get_token(server.token_id) if server.token_id else None
     described = {
         "name": server.name,
         "org": server.org,

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
-from events.cloudevent import outgoing_event
 from worker.bootstrap import App
 from worker.cli.output import json_option, note, pass_app, print_json, print_table
-from worker.errors import InvalidInput, NotFound
+from worker.errors import InvalidInput
 from worker.names import name_key
-from worker.notify.email import compose, send_email
 from worker.notify.subscriptions import (
     EMAIL,
     Subscription,
@@ -21,12 +18,9 @@ from worker.notify.subscriptions import (
     parse_target,
     parse_types,
 )
-from worker.notify.webhook import post_event
 from worker.registry import new_id
+from worker.services import estate, notifications
 from worker.timefmt import format_rfc3339, utc_now
-
-#: The type of the event `subscriptions test` sends.
-TEST_EVENT_TYPE = "tokenwarden.subscription.test"
 
 
 @click.group("subscriptions")
@@ -81,7 +75,7 @@ def add(
         server=(server or "").strip(),
     )
     _warn_unknown_filters(app, subscription)
-    app.deliveries.add_subscription(subscription, chosen)
+    notifications.add_subscription(app.deliveries, subscription, chosen)
     described = describe(subscription)
     if as_json:
         print_json({**described, **({"secret": chosen} if chosen and not secret else {})})
@@ -100,7 +94,7 @@ def add(
 @pass_app
 def list_subscriptions(app: App, as_json: bool) -> None:
     """Every subscription (secrets and webhook URLs' paths are never shown)."""
-    described = [describe(s) for s in app.deliveries.subscriptions()]
+    described = [describe(s) for s in notifications.subscriptions(app.deliveries)]
     if as_json:
         print_json(described)
         return
@@ -133,10 +127,10 @@ def list_subscriptions(app: App, as_json: bool) -> None:
 @pass_app
 def show(app: App, subscription_id: str, reveal_url: bool, as_json: bool) -> None:
     """One subscription; its webhook URL without the path unless --reveal-url."""
-    subscription = _get(app, subscription_id)
+    subscription = notifications.subscription(app.deliveries, subscription_id)
     described = describe(subscription)
     if reveal_url:
-        described["target"] = app.deliveries.open_target(subscription)
+        described["target"] = notifications.full_target(app.deliveries, subscription)
     if as_json:
         print_json(described)
         return
@@ -151,10 +145,7 @@ def show(app: App, subscription_id: str, reveal_url: bool, as_json: bool) -> Non
 @pass_app
 def remove(app: App, subscription_id: str) -> None:
     """Remove a subscription; its pending deliveries are cancelled."""
-    if not app.deliveries.remove_subscription(subscription_id):
-        raise NotFound(
-            f"no subscription {subscription_id!r}; `tokenwarden subscriptions list` shows them"
-        )
+    notifications.remove_subscription(app.deliveries, subscription_id)
     click.echo(f"removed subscription {subscription_id}")
 
 
@@ -163,8 +154,7 @@ def remove(app: App, subscription_id: str) -> None:
 @pass_app
 def enable(app: App, subscription_id: str) -> None:
     """Enable a subscription again (one disabled after its receiver answered 410 Gone)."""
-    _get(app, subscription_id)
-    app.deliveries.enable_subscription(subscription_id)
+    notifications.enable_subscription(app.deliveries, subscription_id)
     click.echo(f"enabled subscription {subscription_id}")
 
 
@@ -173,34 +163,10 @@ def enable(app: App, subscription_id: str) -> None:
 @pass_app
 def test(app: App, subscription_id: str) -> None:
     """Send a signed test event now and say what the receiver answered."""
-    subscription = _get(app, subscription_id)
-    now = utc_now()
-    event = outgoing_event(
-        TEST_EVENT_TYPE,
-        event_id=new_id("test"),
-        subject="test",
-        time=now,
-        data={"subscription": subscription.id, "message": "a test from tokenwarden"},
+    subscription = notifications.subscription(app.deliveries, subscription_id)
+    result = notifications.send_test_event(
+        app.deliveries, app.settings.notify, subscription, new_id("test"), utc_now()
     )
-    body = json.dumps(event, separators=(",", ":"))
-    settings = app.settings.notify
-    if subscription.kind == EMAIL:
-        if settings.smtp is None:
-            raise InvalidInput("TOKENWARDEN_SMTP_HOST is not set; e-mail cannot be sent")
-        result = send_email(
-            settings.smtp,
-            compose(event, settings.smtp.sender, subscription.target),
-            settings.webhook_timeout_s,
-        )
-    else:
-        result = post_event(
-            app.deliveries.open_target(subscription),
-            app.deliveries.open_secret(subscription),
-            event["id"],
-            body,
-            now,
-            settings.webhook_timeout_s,
-        )
     if not result.ok:
         raise InvalidInput(
             f"the test to {subscription.id} failed: {result.error} after {result.latency_ms:.0f} ms"
@@ -210,22 +176,14 @@ def test(app: App, subscription_id: str) -> None:
 
 def _warn_unknown_filters(app: App, subscription: Subscription) -> None:
     """A filter naming nothing known yet is allowed (the server may come later), but said."""
-    servers = list(app.store.iter_servers()) if subscription.org or subscription.server else []
+    wanted = subscription.org or subscription.server
+    servers = estate.servers(app.listings) if wanted else []
     if subscription.org and not any(name_key(s.org) == name_key(subscription.org) for s in servers):
         note(f"warning: no server belongs to organization {subscription.org!r} yet")
     if subscription.server and not any(
         name_key(s.name) == name_key(subscription.server) for s in servers
     ):
         note(f"warning: there is no server named {subscription.server!r} yet")
-
-
-def _get(app: App, subscription_id: str) -> Subscription:
-    subscription = app.deliveries.get_subscription(subscription_id)
-    if subscription is None:
-        raise NotFound(
-            f"no subscription {subscription_id!r}; `tokenwarden subscriptions list` shows them"
-        )
-    return subscription
 
 
 def describe(subscription: Subscription) -> dict:

@@ -22,6 +22,7 @@ from worker.crypto.keys import format_fingerprint
 from worker.crypto.smime import MAX_TOKEN_FILE_BYTES
 from worker.records import TOKEN_CURRENT
 from worker.rules.install import InstallOutcome
+from worker.services import estate
 
 
 @click.group("tokens")
@@ -122,12 +123,7 @@ def install(
 def list_tokens(app: App, include_all: bool, as_json: bool) -> None:
     """Installed tokens, soonest expiry first."""
     now = app.now()
-    servers = list(app.store.iter_servers())
-    if include_all:
-        tokens = [t for s in servers for t in app.store.tokens_of_server(s.id)]
-    else:  # the current tokens of every server, in one round trip
-        tokens = list(app.store.tokens_by_id({s.token_id for s in servers if s.token_id}).values())
-    by_id = {s.id: s for s in servers}
+    tokens, by_id = estate.tokens(app.store, app.listings, include_superseded=include_all)
     described = [registry.describe_token(t, by_id.get(t.server_id), now) for t in tokens]
     described.sort(
         key=lambda d: (

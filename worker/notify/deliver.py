@@ -12,10 +12,11 @@ import structlog
 
 from worker.config import NotifySettings
 from worker.notify.email import compose, send_email
+from worker.notify.records import CANCELLED, DELIVERED, FAILED, Delivery
 from worker.notify.schedule import next_attempt_at
+from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import ACTIVE, EMAIL, Subscription
 from worker.notify.webhook import AttemptResult, post_event
-from worker.store.delivery_store import Delivery, DeliveryStore
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +27,7 @@ LEASE_MARGIN_S = 10
 class Deliverer:
     def __init__(
         self,
-        store: DeliveryStore,
+        store: NotificationStore,
         settings: NotifySettings,
         clock: Callable[[], datetime],
         rng: random.Random | None = None,
@@ -102,7 +103,7 @@ class Deliverer:
         cancel: bool = False,
     ) -> str:
         attempt = delivery.attempts + 1
-        outcome, next_at = self._outcome(attempt, result, now, final=final, cancel=cancel)
+        outcome, next_at = self._outcome(result, attempt, now, final=final, cancel=cancel)
         recorded = self._store.record_attempt(
             delivery,
             lease=lease,
@@ -131,17 +132,17 @@ class Deliverer:
         return outcome
 
     def _outcome(
-        self, attempt: int, result: AttemptResult, now: datetime, *, final: bool, cancel: bool
+        self, result: AttemptResult, attempt: int, now: datetime, *, final: bool, cancel: bool
     ) -> tuple[str, datetime | None]:
-        """What attempt number `attempt` comes to, and when the next one is due (a retry)."""
+        """What attempt number `attempt` comes to, and when the next one is due (if any)."""
         if result.ok:
-            return "delivered", None
+            return DELIVERED, None
         if cancel:
-            return "cancelled", None
-        if final:
-            return "failed", None
-        settings = self._settings
-        next_at = next_attempt_at(
-            attempt, now, settings.retry_schedule_s, settings.retry_jitter, self._rng
-        )
-        return ("retry" if next_at else "failed"), next_at
+            return CANCELLED, None
+        next_at = None
+        if not final:
+            settings = self._settings
+            next_at = next_attempt_at(
+                attempt, now, settings.retry_schedule_s, settings.retry_jitter, self._rng
+            )
+        return ("retry", next_at) if next_at else (FAILED, None)

@@ -33,8 +33,9 @@ import structlog
 
 from worker.errors import TokenwardenError
 from worker.notify.deliver import Deliverer
+from worker.notify.records import OutboxEntry
+from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import Subscription
-from worker.store.delivery_store import DeliveryStore, OutboxEntry
 
 log = structlog.get_logger(__name__)
 
@@ -100,7 +101,7 @@ class SubscriptionSlots:
 class Dispatcher:
     def __init__(
         self,
-        store: DeliveryStore,
+        store: NotificationStore,
         clock: Callable[[], datetime],
         send: Callable[[str, str, str], None],
         consumer: str | None = None,
@@ -206,7 +207,7 @@ class DeliveryLoop:
 
     def __init__(
         self,
-        store: DeliveryStore,
+        store: NotificationStore,
         deliverer: Deliverer,
         clock: Callable[[], datetime],
         threads: int,

@@ -188,3 +188,34 @@ def seen(event_key: str) -> str:
 
 def server_qualifier(org_key: str, name_key: str) -> str:
     return f"{org_key}{QUALIFIER_SEPARATOR}{name_key}"
+
+
+# ---- keys of the other parts, named here too so nothing else spells one -----------------------
+
+#: String with a TTL: the owner id of the scheduler replica that acts now (see store/lease.py).
+SCHEDULER_LEADER = "tw:scheduler:leader"
+
+#: Namespace of dramatiq's keys, given to its RedisBroker. dramatiq names the keys in it; the
+#: names below are the ones it makes (tests and benchmarks read them).
+BROKER_NAMESPACE = "tw:queue"
+
+#: Sorted set: dramatiq worker ids by their latest heartbeat (ms).
+BROKER_HEARTBEATS = f"{BROKER_NAMESPACE}:__heartbeats__"
+
+#: SCAN pattern of the sets of messages in workers' hands (see broker_acks).
+BROKER_ACKS_PATTERN = f"{BROKER_NAMESPACE}:__acks__.*"
+
+
+def broker_queue(queue_name: str) -> str:
+    """List: ids of the messages waiting on a dramatiq queue."""
+    return f"{BROKER_NAMESPACE}:{queue_name}"
+
+
+def broker_messages(queue_name: str) -> str:
+    """Hash: message id -> message, for every message of a queue not yet acknowledged."""
+    return f"{BROKER_NAMESPACE}:{queue_name}.msgs"
+
+
+def broker_acks(worker_id: str, queue_name: str) -> str:
+    """Set: ids of a queue's messages in one worker's hands."""
+    return f"{BROKER_NAMESPACE}:__acks__.{worker_id}.{queue_name}"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import redis
 
+from worker.store import keys as k
+
 # Take the lease if free, or renew it if ours; answer whether we hold it.
 _ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
@@ -48,3 +50,8 @@ class Lease:
 
     def holder(self) -> str | None:
         return self._redis.get(self.key)
+
+
+def scheduler_lease(client: redis.Redis, owner: str, ttl_ms: int) -> Lease:
+    """The lease of the scheduler replica that acts (k.SCHEDULER_LEADER)."""
+    return Lease(client, k.SCHEDULER_LEADER, owner, ttl_ms)
