@@ -240,6 +240,9 @@ class RedisStore:
     def set_scheduler_thresholds(self, text: str) -> None:
         self._redis.set(k.SCHEDULER_THRESHOLDS, text)
 
+    def servers_by_id(self, ids: set[str]) -> dict[str, Server]:
+        return {s.id: s for s in self._servers(sorted(ids)) if s is not None}
+
     def tokens_by_id(self, ids: set[str]) -> dict[str, Token]:
         """Many tokens in one round trip."""
         ordered = sorted(ids)
