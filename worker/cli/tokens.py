@@ -79,15 +79,15 @@ def install(
     )
     for warning in result.warnings:
         note(f"warning: {warning}")
-    if as_json:
-        print_json(
-            {
-                "outcome": result.outcome.value,
-                **registry.describe_token(result.token, result.server, now),
-            }
-        )
-        return
     token = registry.describe_token(result.token, result.server, now)
+    if as_json:
+        print_json({"outcome": result.outcome.value, **token})
+        return
+    _say_installed(result, token)
+
+
+def _say_installed(result: registry.InstallResult, token: dict) -> None:
+    """What `tokens install` tells a person: what was installed, and what follows."""
     if result.outcome is InstallOutcome.ALREADY_INSTALLED:
         click.echo(f"this token is already installed for {result.server.name!r}; nothing changed")
         return
