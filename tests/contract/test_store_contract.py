@@ -13,8 +13,7 @@ import pytest
 from events import catalog
 from events.cloudevent import new_event
 from scheduler.scan import Scanner
-from tests.helpers import FIXTURE_NOW
-from tests.tokenfiles import credentials, encrypt_to
+from tests.helpers import FIXTURE_NOW, install_on
 from worker import registry
 from worker.errors import ConcurrentChange, Conflict, DuplicateServer, NotFound
 from worker.handling import EventHandler
@@ -35,17 +34,8 @@ def add(store, name="Lab", org=None):
 
 
 def install(store, name="Lab", user="admin@x.org", *, now=NOW, days=300, downloaded_at=None):
-    server = registry.resolve_server(store, name)
-    pair = store.get_key(server.staged_key_id or server.current_key_id)
-    data = encrypt_to(pair.cert_pem, credentials(now + timedelta(days=days), CONSUMER))
-    return registry.install_token(
-        store,
-        name,
-        data,
-        source="token.p7m",
-        downloaded_by=user,
-        now=now,
-        downloaded_at=downloaded_at,
+    return install_on(
+        store, name, user, now=now, days=days, downloaded_at=downloaded_at, consumer=CONSUMER
     )
 
 
