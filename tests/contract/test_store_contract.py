@@ -357,3 +357,60 @@ def test_secrets_sealed_under_the_primary_key_need_no_resealing(store):
     report = store.reseal_all()
     assert (report.examined, report.resealed) == (2, 0)
     assert len(list(store.sealed_values())) == 2
+
+
+def test_writes_for_a_removed_server_are_refused(store):
+    server = add(store)
+    store.remove_server(server)
+    with pytest.raises(NotFound):
+        registry.rotate_key(store, server, now=NOW)
+    token = Token(
+        id="tok_orphan",
+        server_id=server.id,
+        consumer_id="c",
+        fingerprint="f",
+        downloaded_by="a@x.org",
+        downloaded_at=NOW,
+        expires_at=NOW + timedelta(days=200),
+        installed_at=NOW,
+        key_id=server.current_key_id,
+    )
+    with pytest.raises(NotFound):
+        store.install_token(
+            server,
+            token,
+            b"{}",
+            replaces=None,
+            promote_key=None,
+            now=NOW,
+            decide=lambda facts: Decision(now=NOW),
+        )
+    assert store.get_token("tok_orphan") is None and store.get_key(server.current_key_id) is None
+
+
+def test_a_key_change_brings_its_certificate_to_the_open_replacement(store):
+    add(store)
+    token = install(store).token
+    handle(store, user_event(catalog.USER_LEFT, "admin@x.org"))
+    later = LATER + timedelta(minutes=5)
+    rotation = registry.rotate_key(store, registry.resolve_server(store, "Lab"), now=later)
+    [replacement] = store.events.replacements()
+    assert replacement.token_id == token.id and replacement.event_count == 2
+    [_, with_certificate] = sent(store, catalog.REPLACEMENT_REQUIRED)
+    assert with_certificate["data"]["certificate"] == rotation.pair.cert_pem
+    facts = store.event_facts(set(), {"lab"}, {"lab"})
+    assert facts.staged_certificates == {rotation.pair.server_id: rotation.pair.cert_pem}
+    assert facts.replacement(token.id).certificate == rotation.pair.cert_pem
+    assert store.event_facts(set(), {"lab"}, set()).staged_certificates == {}
+
+
+def test_a_decision_made_before_a_removal_is_refused(store):
+    server = add(store)
+    install(store)
+    facts = store.event_facts({"admin@x.org"}, set(), set())
+    stale = decide_event(
+        facts, user_event(catalog.USER_LEFT, "admin@x.org"), LATER, received_at=LATER
+    )
+    store.remove_server(server)
+    assert store.events.apply(stale).outcome == "retry"
+    assert sent(store) == [] and store.events.replacements(include_resolved=True) == []
