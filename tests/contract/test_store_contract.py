@@ -1,7 +1,8 @@
 """One contract for every Store (worker/store/protocol.py): each test runs against the
 RedisStore on the test Redis and against the InMemoryStore (the `store` fixture), so the two
 cannot drift. Facts are set up through the services that use the store (registry, handling,
-the scan), and checked through the protocol's operations.
+the scan), and checked through the protocol's operations. The scan's operations are in
+test_store_contract_scan.py.
 """
 
 from __future__ import annotations
@@ -12,20 +13,18 @@ import pytest
 
 from events import catalog
 from events.cloudevent import new_event
-from scheduler.scan import Scanner
 from tests.helpers import FIXTURE_NOW, install_on
 from worker import registry
 from worker.errors import ConcurrentChange, Conflict, DuplicateServer, NotFound
 from worker.handling import EventHandler
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, TOKEN_SUPERSEDED, Token
-from worker.rules.decision import AuditEntry, Decision, NextCheck
+from worker.rules.decision import AuditEntry, Decision
 from worker.rules.events import decide_event
 
 NOW = FIXTURE_NOW
 #: When events happen, by default: after the tokens installed at NOW were downloaded.
 LATER = NOW + timedelta(hours=1)
 CONSUMER = "CK_" + "c" * 96
-THRESHOLDS = (60, 30, 14, 7, 1)
 
 
 def add(store, name="Lab", org=None):
@@ -289,74 +288,6 @@ def test_the_audit_trail_and_dead_letters_are_newest_first(store):
         "event": {"n": 1},
         "decisions": [{"a": 1}],
     }
-
-
-# ---- the scan --------------------------------------------------------------------------------
-
-
-def test_due_tokens_come_soonest_first_in_pages(store):
-    tokens = []
-    for index, name in enumerate(("A", "B", "C")):
-        add(store, name)
-        tokens.append(install(store, name, now=NOW + timedelta(minutes=index)).token)
-    assert store.tokens_due_for_check(NOW - timedelta(minutes=1), 10) == (0, [])
-    assert store.tokens_due_for_check(NOW + timedelta(hours=1), 10) == (3, tokens)
-    assert store.tokens_due_for_check(NOW + timedelta(hours=1), 2, 1) == (2, tokens[1:])
-
-
-def test_a_vanished_token_in_the_index_is_tidied_away(store):
-    store.events.apply(Decision(now=NOW, next_checks=[NextCheck("tok_gone", NOW)]))
-    assert store.tokens_due_for_check(NOW, 10, tidy=False) == (1, [])
-    assert store.tokens_due_for_check(NOW, 10) == (1, [])
-    assert store.tokens_due_for_check(NOW, 10) == (0, [])
-
-
-def test_the_scan_warns_once_per_threshold_and_then_never_for_a_superseded_token(store):
-    server = add(store)
-    token = install(store, days=20).token
-    scanner = Scanner(store, THRESHOLDS)
-    first = scanner.scan(NOW)
-    assert [w.level for w in first.warnings] == [30]
-    assert scanner.scan(NOW).warnings == []
-    assert store.get_token(token.id).warned == 30
-    [facts] = store.scan_facts([token])
-    assert facts.server == store.get_server(server.id) and facts.replacement.is_open
-    assert [w.level for w in scanner.scan(NOW + timedelta(days=7)).warnings] == [14]
-    install(store, now=NOW + timedelta(days=8), days=360)
-    assert scanner.scan(NOW + timedelta(days=40)).warnings == []
-
-
-def test_thresholds_are_kept_and_checks_brought_forward(store):
-    add(store)
-    token = install(store, days=200).token
-    Scanner(store, THRESHOLDS).scan(NOW)
-    assert store.scheduler_thresholds() == ",".join(map(str, THRESHOLDS))
-    assert store.tokens_due_for_check(NOW + timedelta(days=100), 10) == (0, [])
-    moved = store.bring_checks_forward(lambda t: t.expires_at - timedelta(days=120))
-    assert moved == 1
-    assert store.tokens_due_for_check(NOW + timedelta(days=100), 10)[1] == [
-        store.get_token(token.id)
-    ]
-    assert store.bring_checks_forward(lambda t: t.expires_at) == 0
-    store.set_scheduler_thresholds("90,30")
-    assert store.scheduler_thresholds() == "90,30"
-
-
-def test_the_facts_of_unknown_users_and_names_are_empty(store):
-    facts = store.event_facts({"nobody@x.org"}, {"nowhere"}, {"nowhere"})
-    assert facts.users["nobody@x.org"].version == ""
-    assert facts.user_tokens == {"nobody@x.org": []}
-    assert facts.servers_named == {"nowhere": []}
-    assert facts.tokens == {} and facts.staged_certificates == {}
-    store.ping()
-
-
-def test_secrets_sealed_under_the_primary_key_need_no_resealing(store):
-    add(store)
-    install(store)
-    report = store.reseal_all()
-    assert (report.examined, report.resealed) == (2, 0)
-    assert len(list(store.sealed_values())) == 2
 
 
 def test_writes_for_a_removed_server_are_refused(store):
