@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from scheduler.expiry import Warning, decide_scan
-from worker.store.redis_store import RedisStore
+from worker.store.protocol import Store
 
 #: Tokens read and decided per round trip.
 BATCH = 1000
@@ -32,7 +32,7 @@ class ScanReport:
 
 
 class Scanner:
-    def __init__(self, store: RedisStore, thresholds: Sequence[int], batch: int = BATCH):
+    def __init__(self, store: Store, thresholds: Sequence[int], batch: int = BATCH):
         self._store = store
         self._thresholds = tuple(thresholds)
         self._batch = batch

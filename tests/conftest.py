@@ -15,7 +15,8 @@ from tests.helpers import FIXTURE_NOW, FIXTURES, quiet_logging, worker_threads
 from tests.redis_server import RedisDidNotStart, start_redis_server
 from worker.bootstrap import App
 from worker.config import Settings
-from worker.crypto.sealing import generate_master_key
+from worker.crypto.sealing import Keyring, generate_master_key
+from worker.store.memory import InMemoryStore
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -72,6 +73,22 @@ def app(settings, redis_client, clock):
     application = App(settings, clock=clock)
     yield application
     application.close()
+
+
+@pytest.fixture(params=["redis", "memory"])
+def store(request, settings):
+    """Each implementation of worker.store.protocol.Store in turn: the RedisStore on the test
+    Redis (flushed), and an InMemoryStore sealing with the same master key."""
+    if request.param == "redis":
+        return request.getfixturevalue("app").store
+    keyring = Keyring.from_text(settings.master_key, where="the test settings")
+    return InMemoryStore(lambda: keyring)
+
+
+@pytest.fixture
+def listings(request, store):
+    """The listing of every server that goes with `store`."""
+    return store if isinstance(store, InMemoryStore) else request.getfixturevalue("app").listings
 
 
 @pytest.fixture

@@ -66,6 +66,20 @@ def install(
     return result
 
 
+def install_on(store, name, user, *, now, days=300, downloaded_at=None, consumer="CK_" + "c" * 96):
+    """Install a token made for the server's waiting key (staged, else current) through the
+    registry service, on any Store."""
+    from worker import registry
+
+    server = registry.resolve_server(store, name)
+    pair = store.get_key(server.staged_key_id or server.current_key_id)
+    data = encrypt_to(pair.cert_pem, credentials(now + timedelta(days=days), consumer))
+    return registry.install_token(
+        store, name, data, source="token.p7m", downloaded_by=user, now=now,
+        downloaded_at=downloaded_at,
+    )  # fmt: skip
+
+
 def emit(cli, *args):
     result = cli("emit", *args)
     assert result.exit_code == 0, result.output

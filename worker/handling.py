@@ -24,8 +24,7 @@ from worker.errors import ConcurrentChange
 from worker.names import name_key, user_key
 from worker.rules.decision import Decision
 from worker.rules.events import advance, decide_event
-from worker.store.decisions import Applied
-from worker.store.redis_store import RedisStore
+from worker.store.protocol import Applied, Store
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +42,7 @@ class Outcome:
 
 
 class EventHandler:
-    def __init__(self, store: RedisStore):
+    def __init__(self, store: Store):
         self.store = store
         self.events = store.events
 

@@ -24,7 +24,7 @@ from worker.names import clean_label, clean_server_name, clean_user, name_key, u
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, KeyPair, Server, Token
 from worker.rules.events import decide_key_rotation
 from worker.rules.install import InstallOutcome, NewToken, check_install, decide_install
-from worker.store.redis_store import RedisStore
+from worker.store.protocol import Store
 from worker.timefmt import format_rfc3339, parse_rfc3339
 
 #: Times a write that lost a race is decided again on fresh state before giving up.
@@ -44,7 +44,7 @@ def new_id(prefix: str) -> str:
 # ---- servers ---------------------------------------------------------------------------------
 
 
-def resolve_server(store: RedisStore, name: str, org: str | None = None) -> Server:
+def resolve_server(store: Store, name: str, org: str | None = None) -> Server:
     """The server with this name (and organization, when several share the name)."""
     matches = store.servers_named(name)
     if org is not None:
@@ -63,7 +63,7 @@ def resolve_server(store: RedisStore, name: str, org: str | None = None) -> Serv
 
 
 def add_server(
-    store: RedisStore,
+    store: Store,
     raw_name: str,
     *,
     org: str | None,
@@ -118,7 +118,7 @@ class Rotation:
 
 
 def rotate_key(
-    store: RedisStore,
+    store: Store,
     server: Server,
     *,
     now: datetime,
@@ -157,7 +157,7 @@ def rotate_key(
     return Rotation(pair=pair, discarded=discarded, event=event, doomed_token_id=doomed)
 
 
-def certificate_to_upload(store: RedisStore, server: Server) -> KeyPair:
+def certificate_to_upload(store: Store, server: Server) -> KeyPair:
     """The staged key's certificate if one is waiting, else the current one."""
     key_id = server.staged_key_id or server.current_key_id
     pair = store.get_key(key_id) if key_id else None
@@ -194,7 +194,7 @@ def download_time_from_file_name(file_name: str) -> datetime | None:
 
 
 def install_token(
-    store: RedisStore,
+    store: Store,
     server_name: str,
     data: bytes,
     *,
@@ -258,7 +258,7 @@ def _download_time(
 
 
 def _open_token_file(
-    store: RedisStore, server: Server, envelope, source: str
+    store: Store, server: Server, envelope, source: str
 ) -> tuple[KeyPair, TokenCredentials, list[KeyPair]]:
     """The server's key the file was encrypted to (staged or current), the credentials it
     holds, and the keys tried."""
@@ -295,7 +295,7 @@ def _already_installed(server: Server, installed: Token, user: str) -> InstallRe
 
 
 def _store_token(
-    store: RedisStore,
+    store: Store,
     server: Server,
     token: Token,
     credentials: TokenCredentials,
@@ -333,7 +333,7 @@ def _state_of(key_id: str, pairs: list[KeyPair]) -> str | None:
     return next((p.state for p in pairs if p.id == key_id), None)
 
 
-def _refuse_retired_key(store: RedisStore, server: Server, envelope, source: str) -> None:
+def _refuse_retired_key(store: Store, server: Server, envelope, source: str) -> None:
     """A token made for a key this server no longer uses gets its own, plainer error."""
     for pair in store.keys_of(server.id):
         certificate = x509.load_pem_x509_certificate(pair.cert_pem.encode())

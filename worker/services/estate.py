@@ -9,31 +9,30 @@ from collections.abc import Iterator
 from typing import Any
 
 from worker.records import KeyPair, Replacement, Server, Token
-from worker.store.listings import Listings
-from worker.store.redis_store import RedisStore, ResealReport
+from worker.store.protocol import ResealReport, ServerListing, Store
 
 
-def check_reachable(store: RedisStore) -> None:
+def check_reachable(store: Store) -> None:
     """Redis answers (else a redis.ConnectionError, which the CLI reports with exit code 3)."""
     store.ping()
 
 
-def servers(listings: Listings) -> list[Server]:
+def servers(listings: ServerListing) -> list[Server]:
     return listings.servers()
 
 
-def keys_and_token(store: RedisStore, server: Server) -> tuple[list[KeyPair], Token | None]:
+def keys_and_token(store: Store, server: Server) -> tuple[list[KeyPair], Token | None]:
     """A server's key pairs, oldest first, and its current token."""
     token = store.get_token(server.token_id) if server.token_id else None
     return store.keys_of(server.id), token
 
 
-def remove_server(store: RedisStore, server: Server) -> None:
+def remove_server(store: Store, server: Server) -> None:
     store.remove_server(server)
 
 
 def tokens(
-    store: RedisStore, listings: Listings, *, include_superseded: bool
+    store: Store, listings: ServerListing, *, include_superseded: bool
 ) -> tuple[list[Token], dict[str, Server]]:
     """The current tokens of every server (with superseded ones too if asked), and the servers
     by id."""
@@ -46,7 +45,7 @@ def tokens(
 
 
 def current_state(
-    store: RedisStore, listings: Listings
+    store: Store, listings: ServerListing
 ) -> list[tuple[Server, Token | None, Replacement | None]]:
     """Every server with its current token and that token's open replacement."""
     every_server = listings.servers()
@@ -63,7 +62,7 @@ def current_state(
 
 
 def replacements(
-    store: RedisStore, *, include_resolved: bool
+    store: Store, *, include_resolved: bool
 ) -> list[tuple[Replacement, Server | None, Token | None]]:
     """Open replacements (resolved ones too if asked), oldest first, each with its server and
     token."""
@@ -73,20 +72,20 @@ def replacements(
     return [(r, by_server.get(r.server_id), by_token.get(r.token_id)) for r in found]
 
 
-def audit(store: RedisStore, limit: int) -> list[dict[str, Any]]:
+def audit(store: Store, limit: int) -> list[dict[str, Any]]:
     return store.events.audit(limit)
 
 
-def dead_letters(store: RedisStore, limit: int) -> list[dict[str, Any]]:
+def dead_letters(store: Store, limit: int) -> list[dict[str, Any]]:
     return store.events.dead_letters(limit)
 
 
-def reseal_all(store: RedisStore) -> ResealReport:
+def reseal_all(store: Store) -> ResealReport:
     """Every stored secret sealed again under the primary master key."""
     return store.reseal_all()
 
 
-def sealed_key_ids(store: RedisStore) -> Iterator[str]:
+def sealed_key_ids(store: Store) -> Iterator[str]:
     """The master key id of each stored sealed value."""
     for _, _, sealed in store.sealed_values():
         yield sealed.split(":", 2)[1]

@@ -8,7 +8,6 @@ This is the only place that knows which keys and fields a decision writes.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -83,16 +82,6 @@ def audit_text(event: dict[str, Any]) -> str:
     kept["data"] = {name: data[name] for name in _AUDIT_DATA if name in data}
     kept["truncated"] = f"{len(whole)} characters; only what tokenwarden reads is kept"
     return json.dumps(kept)
-
-
-@dataclass(frozen=True)
-class Applied:
-    outcome: str  # applied | duplicate | retry
-    results: list[dict[str, Any]]
-
-    @classmethod
-    def of(cls, decision: Decision, outcome: str) -> Applied:
-        return cls(outcome, decision.results if outcome == "applied" else [])
 
 
 class _Script:

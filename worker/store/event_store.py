@@ -16,10 +16,10 @@ from worker.store.decisions import (
     APPLY_DECISION,
     DEFAULT_AUDIT_MAX,
     DEFAULT_SEEN_TTL,
-    Applied,
     encode,
 )
 from worker.store.facts import replacement_from_hash
+from worker.store.protocol import Applied
 from worker.timefmt import format_rfc3339
 
 #: Dead letters kept (approximately).
@@ -32,6 +32,20 @@ DEAD_PAYLOAD_CHARS = 4096
 def _json_list(value: str) -> list[Any]:
     decoded = json.loads(value) if value else []
     return decoded if isinstance(decoded, list) else []  # Lua's cjson writes [] as {}
+
+
+def dead_letter(payload: Any, reason: str, now: datetime, message_id: str | None) -> dict[str, str]:
+    """What a dead letter keeps: the reason, and the payload (escaped, cut to a bound)."""
+    raw = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
+    # Lone surrogates and the like cannot be sent to Redis as UTF-8: escape them.
+    raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
+    return {
+        "at": format_rfc3339(now),
+        "reason": reason[:1000],
+        "message_id": message_id or "",
+        "payload": raw[:DEAD_PAYLOAD_CHARS],
+        "truncated": "1" if len(raw) > DEAD_PAYLOAD_CHARS else "0",
+    }
 
 
 class EventStore:
@@ -92,18 +106,9 @@ class EventStore:
     def record_dead(
         self, payload: Any, reason: str, now: datetime, message_id: str | None = None
     ) -> None:
-        raw = payload if isinstance(payload, str) else json.dumps(payload, default=repr)
-        # Lone surrogates and the like cannot be sent to Redis as UTF-8: escape them.
-        raw = raw.encode("utf-8", "backslashreplace").decode("utf-8")
         self._redis.xadd(
             k.DEAD,
-            {
-                "at": format_rfc3339(now),
-                "reason": reason[:1000],
-                "message_id": message_id or "",
-                "payload": raw[:DEAD_PAYLOAD_CHARS],
-                "truncated": "1" if len(raw) > DEAD_PAYLOAD_CHARS else "0",
-            },
+            dead_letter(payload, reason, now, message_id),
             maxlen=self._dead_max,
             approximate=True,
         )

@@ -11,7 +11,6 @@ as the sealing context.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 import redis
@@ -28,6 +27,7 @@ from worker.store import keys as k
 from worker.store import transactions
 from worker.store.event_store import EventStore
 from worker.store.facts import read_event_facts, read_scan_facts, token_ids_in
+from worker.store.protocol import ResealReport
 
 #: Keys read per round trip when listing or re-sealing.
 BATCH = 500
@@ -48,12 +48,6 @@ if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
-
-
-@dataclass(frozen=True)
-class ResealReport:
-    examined: int
-    resealed: int
 
 
 def _context(redis_key: str, field: str | None) -> str:
