@@ -60,7 +60,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
     while not predicate():
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(0.002)
 
 
 def _held(client: redis.Redis) -> dict[str, int]:
@@ -83,20 +83,25 @@ def worker_recovery(url: str, workdir: Path, events: int) -> dict:
     env = worker_env(url, master_key, workdir, TOKENWARDEN_WORKER_THREADS="2")
     path = workdir / "failover-events.jsonl"
     event_file(path, events, users=events)
-    workers = [_start(["worker", "--processes", "1"], env) for _ in range(2)]
+    # Started one after the other, so the victim's broker id is the first heartbeat.
+    workers = [_start(["worker", "--processes", "1"], env)]
     try:
-        _wait(lambda: client.zcard(HEARTBEATS) >= 2, 60, "two workers")
+        _wait(lambda: client.zcard(HEARTBEATS) == 1, 60, "the first worker")
+        [victim_id] = [i.decode() for i in client.zrange(HEARTBEATS, 0, -1)]
+        workers.append(_start(["worker", "--processes", "1"], env))
+        _wait(lambda: client.zcard(HEARTBEATS) == 2, 60, "the second worker")
         subprocess.run(
             [str(BIN / "tokenwarden"), "emit", "--file", str(path)],
             env=env,
             check=True,
             stdout=subprocess.DEVNULL,
         )
-        _wait(lambda: len([n for n in _held(client).values() if n]) >= 2, 60, "both to hold")
+        victim_acks = k.broker_acks(victim_id, EVENTS_QUEUE)
+        _wait(lambda: client.scard(victim_acks) > 0, 60, "the first worker to hold messages")
         os.killpg(workers[0].pid, signal.SIGKILL)
         killed = time.monotonic()
         workers[0].wait(timeout=10)
-        stranded = sum(_held(client).values())
+        stranded = client.scard(victim_acks)
         wait_drained(client, EVENTS, timeout=120)
         recovered_s = time.monotonic() - killed
         decided = client.xlen(k.AUDIT)
