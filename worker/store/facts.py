@@ -156,18 +156,26 @@ def _read_into(
 
 
 def read_scan_facts(client: redis.Redis, tokens: list[Token]) -> list[ScanFacts]:
-    """What the expiry scan decides due tokens on: their servers and replacements, in one
-    round trip."""
+    """What the expiry scan decides due tokens on: their servers and replacements, in two
+    round trips. Most due tokens never had a replacement: the index (which holds every
+    replacement hash, opened and resolved) says which did, and only those are read."""
+    if not tokens:
+        return []
     server_ids = sorted({t.server_id for t in tokens})
     pipe = client.pipeline(transaction=False)
     for server_id in server_ids:
         pipe.hgetall(k.server(server_id))
-    for token in tokens:
-        pipe.hgetall(k.replacement(token.id))
-    answers = pipe.execute()
-    servers = {i: Server.from_hash(d) for i, d in zip(server_ids, answers, strict=False) if d}
-    replacements = answers[len(server_ids) :]
+    pipe.zmscore(k.REPLACEMENTS, [t.id for t in tokens])
+    *answers, scores = pipe.execute()
+    servers = {i: Server.from_hash(d) for i, d in zip(server_ids, answers, strict=True) if d}
+    had = [t.id for t, score in zip(tokens, scores, strict=True) if score is not None]
+    pipe = client.pipeline(transaction=False)
+    for token_id in had:
+        pipe.hgetall(k.replacement(token_id))
+    replacements = dict(zip(had, pipe.execute(), strict=True)) if had else {}
     return [
-        ScanFacts(token, servers.get(token.server_id), replacement_facts(data))
-        for token, data in zip(tokens, replacements, strict=True)
+        ScanFacts(
+            token, servers.get(token.server_id), replacement_facts(replacements.get(token.id, {}))
+        )
+        for token in tokens
     ]
