@@ -6,7 +6,7 @@ two cannot drift.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -226,3 +226,20 @@ def test_tidy_forgets_failed_deliveries_after_30_days_and_keeps_younger_ones(not
     assert notifications.get_delivery("evt_1.sub_a") is None
     assert [d.id for d in notifications.deliveries(failed_only=True)] == ["evt_1.sub_b"]
     assert '"evt_1"' in notifications.get_delivery("evt_1.sub_b").event
+
+
+def test_tidy_trims_the_outbox_up_to_the_first_entry_not_yet_dispatched(store, notifications):
+    notifications.ensure_dispatch_group()
+    emit(store, event("evt_1"), event("evt_2"), event("evt_3"))
+    first, second = notifications.read_outbox("c1", 2, 1)
+    notifications.ack_outbox([first.entry_id])
+    # entry ids carry the wall clock (a Redis stream's do): two days on, all are old enough
+    two_days_on = datetime.now(UTC) + timedelta(days=2)
+    notifications.tidy(two_days_on)
+    assert [e["id"] for e in store.events.outbox()] == ["evt_2", "evt_3"]
+    notifications.ack_outbox([second.entry_id])
+    notifications.ack_outbox([e.entry_id for e in notifications.read_outbox("c1", 10, 1)])
+    notifications.tidy(NOW)  # too early for anything
+    assert len(store.events.outbox()) == 2
+    notifications.tidy(two_days_on)
+    assert store.events.outbox() == []

@@ -88,8 +88,10 @@ class InMemoryEvents:
         state = self._state
         state.outbox_last += 1
         state.outbox[state.outbox_last] = json.dumps(event, separators=(",", ":"))
+        state.outbox_written[state.outbox_last] = round(time.time() * 1000)
         if len(state.outbox) > OUTBOX_KEPT:  # bounded: the oldest go
-            del state.outbox[next(iter(state.outbox))]
+            oldest = next(iter(state.outbox))
+            del state.outbox[oldest], state.outbox_written[oldest]
 
     def _seen(self, event_key: str) -> bool:
         lapses = self._state.seen.get(event_key)

@@ -55,7 +55,6 @@ class InMemoryNotificationStore(InMemoryDeliveries):
         self._subscriptions: dict[str, _Sealed] = {}
         self._group: _Group | None = None
         self.dead: list[dict[str, str]] = []
-        self._outbox_born: dict[int, int] = {}  # entry -> when first seen (ms), for tidying
 
     # ---- subscriptions -----------------------------------------------------------------------
 
@@ -169,16 +168,16 @@ class InMemoryNotificationStore(InMemoryDeliveries):
         self.tidy_deliveries(now)
 
     def tidy_outbox(self, now: datetime) -> None:
-        """Forget entries seen more than OUTBOX_KEPT_MS ago that were dispatched (handed out and
-        acknowledged)."""
+        """Forget the entries, oldest first, written more than OUTBOX_KEPT_MS ago and dispatched
+        (handed out and acknowledged), up to the first that is not (as XTRIM MINID does)."""
         with self._lock, self._state.lock:
-            group = self._group
-            for number in list(self._state.outbox):
-                born = self._outbox_born.setdefault(number, to_ms(now))
-                handled = group is not None and number <= group.last and number not in group.pending
-                if handled and born <= to_ms(now) - OUTBOX_KEPT_MS:
-                    del self._state.outbox[number]
-                    del self._outbox_born[number]
+            state, group = self._state, self._group
+            for number in list(state.outbox):
+                young = state.outbox_written[number] > to_ms(now) - OUTBOX_KEPT_MS
+                unread = group is None or number > group.last
+                if young or unread or number in group.pending:
+                    break
+                del state.outbox[number], state.outbox_written[number]
 
     def _require_group(self) -> _Group:
         if self._group is None:  # as Redis answers NOGROUP

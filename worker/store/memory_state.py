@@ -100,6 +100,8 @@ class MemoryState:
     #: The outgoing events, by entry number (in order): written by applied decisions
     #: (memory_events), read into deliveries (memory_notify).
     outbox: dict[int, str] = field(default_factory=dict)
+    #: Entry number -> when it was written (wall clock ms, as a Redis stream id says).
+    outbox_written: dict[int, int] = field(default_factory=dict)
     outbox_last: int = 0
 
     # ---- reading ---------------------------------------------------------------------------
