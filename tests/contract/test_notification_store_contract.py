@@ -23,7 +23,7 @@ SECRET = "whsec_" + "A" * 43
 
 
 def webhook(ident="sub_a", **fields) -> Subscription:
-    return Subscription(ident, WEBHOOK, URL, ("tokenwarden.*",), NOW, **fields)
+    return Subscription(ident, WEBHOOK, URL, ("tokenwarden.",), NOW, **fields)
 
 
 def event(ident="evt_1", event_type="tokenwarden.token.replacement_required") -> dict:
