@@ -6,6 +6,7 @@ two cannot drift.
 
 from __future__ import annotations
 
+import inspect
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,8 +14,10 @@ import pytest
 from tests.helpers import FIXTURE_NOW
 from worker.errors import NotFound
 from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING
+from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import DISABLED, EMAIL, WEBHOOK, Subscription
 from worker.rules.decision import Decision
+from worker.store.memory_notify import InMemoryNotificationStore
 
 NOW = FIXTURE_NOW
 LEASE_MS = 30_000
@@ -243,3 +246,15 @@ def test_tidy_trims_the_outbox_up_to_the_first_entry_not_yet_dispatched(store, n
     assert len(store.events.outbox()) == 2
     notifications.tidy(two_days_on)
     assert store.events.outbox() == []
+
+
+def test_the_in_memory_store_has_each_operation_of_the_protocol_with_its_parameters():
+    operations = [
+        name
+        for name, _ in inspect.getmembers(NotificationStore, inspect.isfunction)
+        if not name.startswith("_")
+    ]
+    for name in operations:
+        wanted = inspect.signature(getattr(NotificationStore, name)).parameters
+        offered = inspect.signature(getattr(InMemoryNotificationStore, name)).parameters
+        assert list(offered) == list(wanted), name
