@@ -121,7 +121,10 @@ def test_an_unreadable_outbox_entry_goes_to_the_dead_letters(store, notification
     emit(store, {"id": 7, "type": "x"})
     [entry] = notifications.read_outbox("c1", 10, 1)
     assert entry.event is None
-    notifications.dead_outbox_entry(entry, NOW)  # does not raise; acked by the caller
+    notifications.dead_outbox_entry(entry, NOW)
+    [letter] = store.events.dead_letters()
+    assert letter["reason"] == "an outbox entry is not a readable event"
+    assert (letter["message_id"], letter["payload"]) == (entry.entry_id, entry.raw)
     notifications.ack_outbox([entry.entry_id])
     assert notifications.claim_stale_outbox("c1", 0, 10) == []
 

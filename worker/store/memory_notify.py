@@ -20,7 +20,7 @@ from worker.records import to_ms
 from worker.store import keys as k
 from worker.store.memory import InMemoryStore
 from worker.store.memory_deliveries import InMemoryDeliveries
-from worker.store.outbox_store import DEAD_KEPT, OUTBOX_KEPT_MS, _entry
+from worker.store.outbox_store import OUTBOX_KEPT_MS, _entry
 
 
 @dataclass
@@ -50,11 +50,11 @@ def _now_ms() -> float:
 class InMemoryNotificationStore(InMemoryDeliveries):
     def __init__(self, events: InMemoryStore, keyring: Callable[[], Keyring]):
         super().__init__()
+        self._events = events
         self._state = events._state  # the outbox its applied decisions write
         self._keyring = keyring
         self._subscriptions: dict[str, _Sealed] = {}
         self._group: _Group | None = None
-        self.dead: list[dict[str, str]] = []
 
     # ---- subscriptions -----------------------------------------------------------------------
 
@@ -153,15 +153,9 @@ class InMemoryNotificationStore(InMemoryDeliveries):
                 group.pending.pop(int(entry_id.partition("-")[0]), None)
 
     def dead_outbox_entry(self, entry: OutboxEntry, now: datetime) -> None:
-        with self._lock:
-            self.dead.append(
-                {
-                    "reason": "an outbox entry is not a readable event",
-                    "message_id": entry.entry_id,
-                    "payload": entry.raw[:4096],
-                }
-            )
-            del self.dead[:-DEAD_KEPT]
+        """Into the dead letters of the event store (one stream in Redis too)."""
+        reason = "an outbox entry is not a readable event"
+        self._events.events.record_dead(entry.raw[:4096], reason, now, entry.entry_id)
 
     def tidy(self, now: datetime) -> None:
         self.tidy_outbox(now)
