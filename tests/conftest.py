@@ -17,6 +17,7 @@ from worker.bootstrap import App
 from worker.config import Settings
 from worker.crypto.sealing import Keyring, generate_master_key
 from worker.store.memory import InMemoryStore
+from worker.store.memory_notify import InMemoryNotificationStore
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -83,6 +84,17 @@ def store(request, settings):
         return request.getfixturevalue("app").store
     keyring = Keyring.from_text(settings.master_key, where="the test settings")
     return InMemoryStore(lambda: keyring)
+
+
+@pytest.fixture
+def notifications(request, store, settings):
+    """The notification store (worker.notify.store.NotificationStore) beside each `store`: the
+    Redis DeliveryStore of the test App, or an InMemoryNotificationStore reading the outbox the
+    InMemoryStore writes."""
+    if not isinstance(store, InMemoryStore):
+        return request.getfixturevalue("app").deliveries
+    keyring = Keyring.from_text(settings.master_key, where="the test settings")
+    return InMemoryNotificationStore(store, lambda: keyring)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from worker.store.memory_state import MemoryState, ReplacementRow
 from worker.store.protocol import Applied
 from worker.timefmt import format_rfc3339
 
-#: Outgoing events kept (the oldest are dropped: nothing here reads the outbox to empty it).
+#: Outgoing events kept (the oldest are dropped; memory_notify reads them into deliveries).
 OUTBOX_KEPT = 100_000
 
 
@@ -52,7 +52,6 @@ class InMemoryEvents:
         self._seen_ttl = seen_ttl
         self._audit: deque[dict[str, Any]] = deque(maxlen=audit_max)
         self._dead: deque[dict[str, Any]] = deque(maxlen=dead_max)
-        self._outbox: deque[str] = deque(maxlen=OUTBOX_KEPT)
         self._sequence = itertools.count(1)
 
     # ---- applying decisions ------------------------------------------------------------------
@@ -80,10 +79,19 @@ class InMemoryEvents:
         for resolution in decision.resolutions:
             self._write_resolution(resolution, decision.now)
         for event in decision.outgoing:
-            self._outbox.append(json.dumps(event, separators=(",", ":")))
+            self._add_outgoing(event)
         if decision.audit is not None:
             self._audit.append(self._audit_entry(decision))
         return "applied"
+
+    def _add_outgoing(self, event: dict[str, Any]) -> None:
+        state = self._state
+        state.outbox_last += 1
+        state.outbox[state.outbox_last] = json.dumps(event, separators=(",", ":"))
+        state.outbox_written[state.outbox_last] = round(time.time() * 1000)
+        if len(state.outbox) > OUTBOX_KEPT:  # bounded: the oldest go
+            oldest = next(iter(state.outbox))
+            del state.outbox[oldest], state.outbox_written[oldest]
 
     def _seen(self, event_key: str) -> bool:
         lapses = self._state.seen.get(event_key)
@@ -208,7 +216,8 @@ class InMemoryEvents:
 
     def outbox(self, limit: int = 1000) -> list[dict[str, Any]]:
         with self._state.lock:
-            return [json.loads(text) for text in itertools.islice(self._outbox, limit)]
+            texts = itertools.islice(self._state.outbox.values(), limit)
+            return [json.loads(text) for text in texts]
 
 
 def _record(row: ReplacementRow) -> Replacement:

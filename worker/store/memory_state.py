@@ -97,6 +97,12 @@ class MemoryState:
     #: Event key -> when its duplicate marker lapses (wall clock, as a Redis TTL).
     seen: dict[str, float] = field(default_factory=dict)
     thresholds: str | None = None
+    #: The outgoing events, by entry number (in order): written by applied decisions
+    #: (memory_events), read into deliveries (memory_notify).
+    outbox: dict[int, str] = field(default_factory=dict)
+    #: Entry number -> when it was written (wall clock ms, as a Redis stream id says).
+    outbox_written: dict[int, int] = field(default_factory=dict)
+    outbox_last: int = 0
 
     # ---- reading ---------------------------------------------------------------------------
 
