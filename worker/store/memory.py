@@ -48,6 +48,12 @@ class InMemoryStore:
     def lock(self) -> threading.RLock:
         return self._state.lock
 
+    @property
+    def state(self) -> MemoryState:
+        """The records themselves, shared with the in-memory notification store (the outbox
+        its applied decisions write is the one deliveries are made from)."""
+        return self._state
+
     # ---- servers ---------------------------------------------------------------------------
 
     def get_server(self, server_id: str) -> Server | None:

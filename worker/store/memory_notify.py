@@ -51,7 +51,7 @@ class InMemoryNotificationStore(InMemoryDeliveries):
     def __init__(self, events: InMemoryStore, keyring: Callable[[], Keyring]):
         super().__init__()
         self._events = events
-        self._state = events._state  # the outbox its applied decisions write
+        self._state = events.state  # the outbox its applied decisions write
         self._keyring = keyring
         self._subscriptions: dict[str, _Sealed] = {}
         self._group: _Group | None = None
