@@ -91,6 +91,17 @@ class EventFacts:
     def replacement(self, token_id: str) -> ReplacementFacts:
         return self.replacements.get(token_id, NO_REPLACEMENT)
 
+    def link(self, token_ids: dict[str, list[str]], server_ids: dict[str, list[str]]) -> None:
+        """Fill the per-user and per-name lists from the ids a store read, keeping only the
+        tokens and servers it found (one may go between two reads)."""
+        self.user_tokens = {
+            key: [self.tokens[t] for t in ids if t in self.tokens] for key, ids in token_ids.items()
+        }
+        self.servers_named = {
+            key: [self.servers[s] for s in ids if s in self.servers]
+            for key, ids in server_ids.items()
+        }
+
 
 @dataclass(frozen=True)
 class InstallFacts:

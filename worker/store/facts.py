@@ -112,13 +112,7 @@ def read_event_facts(
         {t.server_id for t in facts.tokens.values()} - facts.servers.keys(),
         staged,
     )
-    facts.user_tokens = {
-        key: [facts.tokens[t] for t in ids if t in facts.tokens] for key, ids in token_ids.items()
-    }
-    facts.servers_named = {
-        key: [facts.servers[s] for s in ids if s in facts.servers]
-        for key, ids in server_ids.items()
-    }
+    facts.link(token_ids, server_ids)
     return facts
 
 

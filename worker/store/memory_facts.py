@@ -41,13 +41,7 @@ def event_facts(
         pair = state.keys.get(key_id)
         if pair is not None:
             facts.staged_certificates[server_id] = pair.cert_pem
-    facts.user_tokens = {
-        key: [facts.tokens[t] for t in ids if t in facts.tokens] for key, ids in token_ids.items()
-    }
-    facts.servers_named = {
-        key: [facts.servers[s] for s in ids if s in facts.servers]
-        for key, ids in server_ids.items()
-    }
+    facts.link(token_ids, server_ids)
     return facts
 
 
