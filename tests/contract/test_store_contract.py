@@ -38,6 +38,34 @@ def install(store, name="Lab", user="admin@x.org", *, now=NOW, days=300, downloa
     )
 
 
+def bare_token(server, token_id, user):
+    """A token record for `server`, as an install would write it (no file behind it)."""
+    return Token(
+        id=token_id,
+        server_id=server.id,
+        consumer_id="c",
+        fingerprint="f",
+        downloaded_by=user,
+        downloaded_at=NOW,
+        expires_at=NOW + timedelta(days=200),
+        installed_at=NOW,
+        key_id=server.current_key_id,
+    )
+
+
+def install_undecided(store, server, token):
+    """Install `token` on the server as `server` was read, with a decision that does nothing."""
+    return store.install_token(
+        server,
+        token,
+        b"{}",
+        replaces=None,
+        promote_key=None,
+        now=NOW,
+        decide=lambda facts: Decision(now=NOW),
+    )
+
+
 def user_event(kind, user, *, at=LATER, event_id=None):
     return new_event(kind, {"user": user}, source="urn:test", time=at, event_id=event_id)
 
@@ -171,27 +199,9 @@ def test_an_install_on_a_server_that_moved_is_refused_and_writes_nothing(store):
     server = add(store)
     seen = store.get_server(server.id)
     installed = install(store).token
-    late = Token(
-        id="tok_late",
-        server_id=server.id,
-        consumer_id="c",
-        fingerprint="f",
-        downloaded_by="late@x.org",
-        downloaded_at=NOW,
-        expires_at=NOW + timedelta(days=200),
-        installed_at=NOW,
-        key_id=server.current_key_id,
-    )
+    late = bare_token(server, "tok_late", "late@x.org")
     with pytest.raises(ConcurrentChange):
-        store.install_token(
-            seen,
-            late,
-            b"{}",
-            replaces=None,
-            promote_key=None,
-            now=NOW,
-            decide=lambda facts: Decision(now=NOW),
-        )
+        install_undecided(store, seen, late)
     assert store.get_token("tok_late") is None
     assert store.get_server(server.id).token_id == installed.id
     assert store.current_tokens_of_user("late@x.org") == []
@@ -295,27 +305,9 @@ def test_writes_for_a_removed_server_are_refused(store):
     store.remove_server(server)
     with pytest.raises(NotFound):
         registry.rotate_key(store, server, now=NOW)
-    token = Token(
-        id="tok_orphan",
-        server_id=server.id,
-        consumer_id="c",
-        fingerprint="f",
-        downloaded_by="a@x.org",
-        downloaded_at=NOW,
-        expires_at=NOW + timedelta(days=200),
-        installed_at=NOW,
-        key_id=server.current_key_id,
-    )
+    token = bare_token(server, "tok_orphan", "a@x.org")
     with pytest.raises(NotFound):
-        store.install_token(
-            server,
-            token,
-            b"{}",
-            replaces=None,
-            promote_key=None,
-            now=NOW,
-            decide=lambda facts: Decision(now=NOW),
-        )
+        install_undecided(store, server, token)
     assert store.get_token("tok_orphan") is None and store.get_key(server.current_key_id) is None
 
 
