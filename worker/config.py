@@ -35,6 +35,13 @@ TOKENWARDEN_SCAN_INTERVAL        seconds between scans              default 3600
 TOKENWARDEN_SCHEDULER_LEASE_TTL  seconds a silent leader keeps the lease; it is renewed every
                                  third of that, and another replica takes over within
                                  about 1.33x it                     default 15
+
+Apple's device enrollment service
+TOKENWARDEN_APPLE_URL               its base URL            default https://mdmenrollment.apple.com
+TOKENWARDEN_APPLE_CHECK_INTERVAL    seconds between two checks of each token, spread over the
+                                    interval; 0 turns the scheduled checks off    default 21600
+TOKENWARDEN_APPLE_CONCURRENCY       checks at once, at most                        default 4
+TOKENWARDEN_APPLE_TIMEOUT           seconds Apple has to answer a request          default 10
 """
 
 from __future__ import annotations
@@ -81,6 +88,12 @@ MAX_THRESHOLD_DAYS = 366
 DEFAULT_SCAN_INTERVAL_S = 3600
 DEFAULT_LEASE_TTL_S = 15
 
+#: Apple's device enrollment service, and how often and how hard tokenwarden asks it.
+DEFAULT_APPLE_URL = "https://mdmenrollment.apple.com"
+DEFAULT_APPLE_CHECK_INTERVAL_S = 21_600
+DEFAULT_APPLE_CONCURRENCY = 4
+DEFAULT_APPLE_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -108,6 +121,15 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class AppleSettings:
+    url: str = DEFAULT_APPLE_URL
+    #: 0: no scheduled checks (an air-gapped lab); `tokens check` still asks on demand.
+    check_interval_s: int = DEFAULT_APPLE_CHECK_INTERVAL_S
+    concurrency: int = DEFAULT_APPLE_CONCURRENCY
+    timeout_s: float = DEFAULT_APPLE_TIMEOUT_S
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
     data_dir: Path = Path(DEFAULT_DATA_DIR)
@@ -120,6 +142,7 @@ class Settings:
     heartbeat_timeout_s: int = DEFAULT_HEARTBEAT_TIMEOUT_S
     notify: NotifySettings = field(default_factory=NotifySettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    apple: AppleSettings = field(default_factory=AppleSettings)
     #: The variables these settings were read from (empty when built in code): the worker
     #: processes `tokenwarden worker` starts are given them, so each reads the same settings.
     environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -149,6 +172,7 @@ class Settings:
             ),
             notify=_notify(env),
             scheduler=_scheduler(env),
+            apple=_apple(env),
             environment=variables,
         )
 
@@ -209,4 +233,21 @@ def _scheduler(env: Environment) -> SchedulerSettings:
             "TOKENWARDEN_SCAN_INTERVAL", DEFAULT_SCAN_INTERVAL_S, 1, 604_800
         ),
         lease_ttl_s=env.seconds("TOKENWARDEN_SCHEDULER_LEASE_TTL", DEFAULT_LEASE_TTL_S, 3, 600),
+    )
+
+
+def _apple(env: Environment) -> AppleSettings:
+    return AppleSettings(
+        url=env.http_url("TOKENWARDEN_APPLE_URL", DEFAULT_APPLE_URL),
+        check_interval_s=env.whole_number(
+            "TOKENWARDEN_APPLE_CHECK_INTERVAL",
+            DEFAULT_APPLE_CHECK_INTERVAL_S,
+            0,
+            604_800,
+            "seconds",
+        ),
+        concurrency=env.whole_number(
+            "TOKENWARDEN_APPLE_CONCURRENCY", DEFAULT_APPLE_CONCURRENCY, 1, 256
+        ),
+        timeout_s=env.number("TOKENWARDEN_APPLE_TIMEOUT", DEFAULT_APPLE_TIMEOUT_S, 0.1, 300),
     )

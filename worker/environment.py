@@ -145,6 +145,23 @@ class Environment:
             )
         return url
 
+    def http_url(self, name: str, default: str) -> str:
+        """A service's base URL (http or https), without a trailing slash."""
+        url = self._given(name) or default
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"{name} {redact_url(url)!r} is not an http:// or https:// URL; "
+                f"write it like {default}"
+            )
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{name} {redact_url(url)!r} must not have a query or fragment")
+        return url.rstrip("/")
+
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, in the user part or the query (`?password=`), for
@@ -153,7 +170,7 @@ def redact_url(url: str) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return "(REDIS_URL, unreadable)"
+        return "(an unreadable URL)"
     if parts.password is not None:
         host = parts.hostname or ""
         if port:
