@@ -3,6 +3,11 @@
     TokenwardenError                 anything tokenwarden reports to a user (exit code 1)
     ├── ConfigError                  the environment or a setting is wrong (exit code 2)
     ├── StoreUnavailable             Redis cannot be reached (exit code 3)
+    ├── AppleError                   Apple's enrollment service said no, or could not be asked
+    │   ├── AppleRejected            Apple refuses the token: it is dead
+    │   ├── AppleTermsNotAccepted    new terms wait to be accepted in the portal
+    │   ├── AppleUnreachable         timeouts, connection errors, 429, 5xx (exit code 3)
+    │   └── AppleMalformed           an answer that cannot be understood
     ├── SecretsError                 a sealed value cannot be opened (wrong master key)
     │   └── UnknownMasterKey         sealed under a master key this process does not hold
     ├── NotFound                     a named thing (or a part of it) does not exist
@@ -36,6 +41,11 @@ from __future__ import annotations
 from events.errors import InvalidInput, MalformedEvent, TokenwardenError
 
 __all__ = [
+    "AppleError",
+    "AppleMalformed",
+    "AppleRejected",
+    "AppleTermsNotAccepted",
+    "AppleUnreachable",
     "ConcurrentChange",
     "ConfigError",
     "Conflict",
@@ -71,6 +81,31 @@ class StoreUnavailable(TokenwardenError):
     """Redis cannot be reached or answered with an error."""
 
     exit_code = 3
+
+
+class AppleError(TokenwardenError):
+    """Apple's enrollment service refused a token or could not be asked. `code` is Apple's
+    error code or what went wrong on the way; the message never holds a credential."""
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.code = code
+
+
+class AppleRejected(AppleError):
+    """Apple refuses the token (revoked, replaced, expired, bad signature, unknown consumer)."""
+
+
+class AppleTermsNotAccepted(AppleError):
+    """Someone with the right role must accept Apple's new terms in the portal."""
+
+
+class AppleUnreachable(AppleError):
+    """Apple could not be reached, or stayed busy (429, 5xx) through the retries."""
+
+
+class AppleMalformed(AppleError):
+    """Apple answered something tokenwarden cannot understand."""
 
 
 class SecretsError(TokenwardenError):
