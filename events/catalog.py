@@ -17,6 +17,15 @@ REPLACEMENT_REQUIRED = "tokenwarden.token.replacement_required"
 REPLACED = "tokenwarden.token.replaced"
 EXPIRY_APPROACHING = "tokenwarden.token.expiry_approaching"
 EXPIRED = "tokenwarden.token.expired"
+#: Apple's enrollment service refused the installed token (its replacement opens at once).
+TOKEN_REJECTED = "tokenwarden.token.rejected"
+#: New terms and conditions wait in the portal (no replacement: accepting them is enough),
+#: and, once a check passes again, they were accepted.
+TERMS_NOT_ACCEPTED = "tokenwarden.server.terms_not_accepted"
+TERMS_ACCEPTED = "tokenwarden.server.terms_accepted"
+
+#: The cause a replacement records when Apple refused the token (a reason, not an event type).
+REJECTED_BY_APPLE = "tokenwarden.apple.rejected_by_apple"
 
 #: Incoming types whose data names a user (`{"user": ...}`).
 USER_EVENTS = frozenset({PASSWORD_CHANGED, USER_LEFT})
@@ -25,13 +34,25 @@ USER_EVENTS = frozenset({PASSWORD_CHANGED, USER_LEFT})
 SERVER_EVENTS = frozenset({KEY_REGENERATED, TOKEN_GENERATED})
 
 INCOMING_TYPES = USER_EVENTS | SERVER_EVENTS
-OUTGOING_TYPES = frozenset({REPLACEMENT_REQUIRED, REPLACED, EXPIRY_APPROACHING, EXPIRED})
+OUTGOING_TYPES = frozenset(
+    {
+        REPLACEMENT_REQUIRED,
+        REPLACED,
+        EXPIRY_APPROACHING,
+        EXPIRED,
+        TOKEN_REJECTED,
+        TERMS_NOT_ACCEPTED,
+        TERMS_ACCEPTED,
+    }
+)
 
 #: `source` of the events tokenwarden itself creates.
 SOURCE_CLI = "urn:tokenwarden:cli"
 SOURCE_API = "urn:tokenwarden:api"
 SOURCE_WORKER = "urn:tokenwarden:worker"
 SOURCE_SCHEDULER = "urn:tokenwarden:scheduler"
+#: `source` of what tokenwarden learned by asking Apple's enrollment service.
+SOURCE_APPLE = "urn:tokenwarden:apple"
 
 
 @dataclass(frozen=True)
@@ -58,4 +79,6 @@ URGENCY_BY_TYPE = {
     # The scheduler's own causes: a token near its limit, and one past it.
     EXPIRY_APPROACHING: PLANNED,
     EXPIRED: IMMEDIATE,
+    # Apple itself refused the token.
+    REJECTED_BY_APPLE: IMMEDIATE,
 }

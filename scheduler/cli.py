@@ -93,7 +93,9 @@ def status_command(app: App, as_json: bool) -> None:
     thresholds = app.settings.scheduler.thresholds
     now = app.now()
     rows = [
-        status.row_for(server, token, replacement, now, thresholds)
+        status.row_for(
+            server, token, replacement, now, thresholds, app.settings.apple.check_interval_s
+        )
         for server, token, replacement in estate.current_state(app.store, app.listings)
     ]
     rows = status.ordered(rows)
@@ -109,13 +111,31 @@ def status_command(app: App, as_json: bool) -> None:
                 d["expires_at"] or "-",
                 "-" if d["days_left"] is None else d["days_left"],
                 d["downloaded_by"] or "-",
+                _apple_cell(d["apple"]),
                 (d["replacement"] or {}).get("because") or "-",
             )
             for d in described
         ]
         print_table(
-            ("SERVER", "ORG", "STATE", "EXPIRES", "DAYS", "DOWNLOADED BY", "REPLACE BECAUSE"),
+            (
+                "SERVER",
+                "ORG",
+                "STATE",
+                "EXPIRES",
+                "DAYS",
+                "DOWNLOADED BY",
+                "APPLE (LAST CONFIRMED)",
+                "REPLACE BECAUSE",
+            ),
             table,
             empty="no servers yet",
         )
     sys.exit(status.verdict(rows))
+
+
+def _apple_cell(apple: dict | None) -> str:
+    if apple is None:
+        return "-"
+    verdict = apple["verdict"].replace("_", " ")
+    confirmed = apple["last_confirmed_at"]
+    return f"{verdict} ({confirmed})" if confirmed else verdict

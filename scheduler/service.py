@@ -1,8 +1,10 @@
 """`tokenwarden scheduler`: the periodic expiry scan, run by whichever replica holds the lease.
 
-APScheduler runs two jobs: every few seconds the lease is taken or renewed; every
+APScheduler runs three jobs: every few seconds the lease is taken or renewed; every
 TOKENWARDEN_SCAN_INTERVAL seconds (and at start-up, and whenever this replica becomes the
-leader) the leader scans. A scan is idempotent, so two overlapping never warn twice.
+leader) the leader scans; and every APPLE_TICK seconds the leader asks Apple about the tokens
+whose check is due (each token once per TOKENWARDEN_APPLE_CHECK_INTERVAL, spread over it).
+Scans and checks are idempotent, so two overlapping never warn twice.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.scan import Scanner
+from worker.apple.verdicts import Verdict
 from worker.bootstrap import App
 from worker.store.lease import scheduler_lease
 
@@ -24,6 +27,14 @@ log = structlog.get_logger(__name__)
 #: How often each replica takes or renews the lease, as a share of the lease's lifetime: a
 #: leader renews three times a lease, so one slow renewal never lets a second leader in.
 RENEW_SHARE = 1 / 3
+
+#: Seconds between two looks at the Apple check schedule, at most (and a twentieth of the
+#: interval when that is shorter): a check is due at most this late.
+APPLE_TICK_S = 30
+
+
+def apple_tick_s(interval_s: int) -> float:
+    return max(1.0, min(APPLE_TICK_S, interval_s / 20))
 
 
 class SchedulerService:
@@ -55,6 +66,15 @@ class SchedulerService:
             max_instances=1,
             coalesce=True,
         )
+        if self.app.settings.apple.check_interval_s:
+            self._jobs.add_job(
+                self.check_apple_if_leader,
+                "interval",
+                seconds=apple_tick_s(self.app.settings.apple.check_interval_s),
+                id="apple",
+                max_instances=1,
+                coalesce=True,
+            )
         self._jobs.start()
         self._keep_lease()  # at start-up: take the lease if free, and scan if we got it
         log.info(
@@ -63,6 +83,7 @@ class SchedulerService:
             leader=self.leader,
             thresholds=list(self.settings.thresholds),
             scan_interval_s=self.settings.scan_interval_s,
+            apple_check_interval_s=self.app.settings.apple.check_interval_s,
         )
 
     def stop(self) -> None:
@@ -81,6 +102,8 @@ class SchedulerService:
             log.info("scheduler_leader", owner=self.owner)
             self.leader = True
             self._jobs.modify_job("scan", next_run_time=datetime.now(UTC))  # catch up at once
+            if self.app.settings.apple.check_interval_s:
+                self._jobs.modify_job("apple", next_run_time=datetime.now(UTC))
         elif self.leader and not holding:
             log.warning("scheduler_lease_lost", owner=self.owner, holder=self.lease.holder())
             self.leader = False
@@ -100,6 +123,30 @@ class SchedulerService:
             warnings=len(report.warnings),
             duration_ms=round((time.perf_counter() - started) * 1000, 1),
         )
+
+    def check_apple_if_leader(self) -> None:
+        """Ask Apple about the tokens due (filling the schedule first with tokens installed
+        before there was one), while this replica leads."""
+        if not self.leader:
+            return
+        started = time.perf_counter()
+        checker = self.app.apple_checker
+        try:
+            self.app.store.apple.backfill(self.app.now(), self.app.settings.apple.check_interval_s)
+            report = checker.run_due(self.app.now, still_leader=lambda: self.leader)
+        except Exception:
+            log.exception("apple_checks_failed")
+            return
+        if report.claimed:
+            log.info(
+                "apple_checks_done",
+                checked=len(report.checked),
+                skipped=report.skipped,
+                rejected=report.count(Verdict.REJECTED),
+                terms_not_accepted=report.count(Verdict.TERMS_NOT_ACCEPTED),
+                unreachable=report.count(Verdict.UNREACHABLE),
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
 
 
 def component(app: App) -> SchedulerService:

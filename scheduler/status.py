@@ -10,6 +10,8 @@ from typing import Any
 
 from events import catalog
 from scheduler.thresholds import days_left, level_at
+from worker.apple.verdicts import standing
+from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
 from worker.records import Replacement, Server, Token
 from worker.timefmt import format_rfc3339
 
@@ -25,6 +27,7 @@ class Row:
     token: Token | None
     replacement: Replacement | None
     now: datetime
+    apple_interval_s: int = DEFAULT_APPLE_CHECK_INTERVAL_S
 
     def describe(self) -> dict[str, Any]:
         token, replacement = self.token, self.replacement
@@ -47,6 +50,7 @@ class Row:
             "expires_at": format_rfc3339(token.expires_at) if token else None,
             "days_left": days_left(token.expires_at, self.now) if token else None,
             "downloaded_by": token.downloaded_by if token else None,
+            "apple": self._apple(),
             "replacement": None
             if replacement is None
             else {
@@ -58,6 +62,16 @@ class Row:
             },
         }
 
+    def _apple(self) -> dict[str, Any] | None:
+        """Apple's verdict on the token as it stands, and when Apple last confirmed it."""
+        if self.token is None:
+            return None
+        state = self.token.apple
+        return {
+            "verdict": standing(state, self.server.terms_since, self.now, self.apple_interval_s),
+            "last_confirmed_at": format_rfc3339(state.confirmed_at) if state.confirmed_at else None,
+        }
+
 
 def row_for(
     server: Server,
@@ -65,8 +79,12 @@ def row_for(
     replacement: Replacement | None,
     now: datetime,
     thresholds: Sequence[int],
+    apple_interval_s: int = DEFAULT_APPLE_CHECK_INTERVAL_S,
 ) -> Row:
-    return Row(severity_of(token, replacement, now, thresholds), server, token, replacement, now)
+    severity = severity_of(token, replacement, now, thresholds)
+    if token is not None and server.terms_since is not None:
+        severity = max(severity, DUE)  # someone must accept Apple's new terms in the portal
+    return Row(severity, server, token, replacement, now, apple_interval_s)
 
 
 def severity_of(

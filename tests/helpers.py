@@ -69,12 +69,12 @@ def install(
 def install_on(store, name, user, *, now, days=300, downloaded_at=None, consumer="CK_" + "c" * 96):
     """Install a token made for the server's waiting key (staged, else current) through the
     registry service, on any Store."""
-    from worker import registry
+    from worker import installing, registry
 
     server = registry.resolve_server(store, name)
     pair = store.get_key(server.staged_key_id or server.current_key_id)
     data = encrypt_to(pair.cert_pem, credentials(now + timedelta(days=days), consumer))
-    return registry.install_token(
+    return installing.install_token(
         store, name, data, source="token.p7m", downloaded_by=user, now=now,
         downloaded_at=downloaded_at,
     )  # fmt: skip

@@ -14,7 +14,7 @@ import pytest
 from events import catalog
 from tests.helpers import FIXTURE_NOW, start_worker
 from tests.tokenfiles import credentials, encrypt_to
-from worker import registry
+from worker import installing, registry
 from worker.bootstrap import App
 from worker.broker import EVENTS_QUEUE
 from worker.store import keys as k
@@ -26,7 +26,7 @@ def servers_with_tokens(app, count):
     for i in range(count):
         _, key = registry.add_server(app.store, f"Room {i}", org=None, now=app.now())
         data = encrypt_to(key.cert_pem, credentials(FIXTURE_NOW + timedelta(days=300)))
-        registry.install_token(
+        installing.install_token(
             app.store,
             f"Room {i}",
             data,

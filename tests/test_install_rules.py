@@ -73,7 +73,7 @@ def test_a_token_not_newer_than_the_installed_one_is_stale(delta):
 def test_a_token_from_another_consumer_needs_the_flag():
     current = installed(NOW + timedelta(days=100), consumer="c1")
     candidate = new(NOW + timedelta(days=365), consumer="c2")
-    with pytest.raises(ConsumerKeyChanged, match="--allow-consumer-change"):
+    with pytest.raises(ConsumerKeyChanged, match="--allow-server-change"):
         decide(candidate, current)
     assert decide(candidate, current, allow=True) is InstallOutcome.INSTALL
 

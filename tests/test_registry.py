@@ -6,7 +6,7 @@ import pytest
 
 from tests.helpers import FIXTURE_NOW
 from tests.tokenfiles import credentials, encrypt_to, with_crlf, with_lf
-from worker import registry
+from worker import installing, registry
 from worker.errors import (
     Conflict,
     ConsumerKeyChanged,
@@ -37,7 +37,7 @@ def add_apple_server(app, fixture_files, name="Main Campus", org="Springfield"):
 
 
 def install_file(app, name, data, user="admin@school.edu", source="token.p7m", **options):
-    return registry.install_token(
+    return installing.install_token(
         app.store, name, data, source=source, downloaded_by=user, now=app.now(), **options
     )
 
@@ -137,7 +137,7 @@ def test_a_token_from_another_consumer_needs_confirmation(app, clock):
     cert = current_cert(app, "Lab")
     kept = install_file(app, "Lab", encrypt_to(cert, credentials(clock.now + timedelta(days=200))))
     other = encrypt_to(cert, credentials(clock.now + timedelta(days=300)))
-    with pytest.raises(ConsumerKeyChanged, match="--allow-consumer-change"):
+    with pytest.raises(ConsumerKeyChanged, match="--allow-server-change"):
         install_file(app, "Lab", other)
     assert registry.resolve_server(app.store, "Lab").token_id == kept.token.id
     replaced = install_file(app, "Lab", other, allow_consumer_change=True)

@@ -14,12 +14,14 @@ from functools import cached_property
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
+from worker.apple.client import AppleClient
 from worker.broker import make_broker
 from worker.config import Settings
 from worker.crypto.masterkey import LiveKeyring, load_keyring
 from worker.crypto.sealing import Keyring
 from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
+from worker.services.apple_checks import AppleChecker
 from worker.store.delivery_store import DeliveryStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
@@ -80,6 +82,15 @@ class App:
         # timeouts and retry schedules are about when bytes move, not about token lifetimes.
         return Deliverer(self.deliveries, self.settings.notify, utc_now)
 
+    @cached_property
+    def apple(self) -> AppleClient:
+        """The client of Apple's enrollment service (one connection pool, shared by threads)."""
+        return AppleClient(self.settings.apple)
+
+    @cached_property
+    def apple_checker(self) -> AppleChecker:
+        return AppleChecker(self.store, self.apple, self.settings.apple)
+
     def keyring(self) -> LiveKeyring:
         """Loaded on first use, so commands that touch no secret never create a key file."""
         with self._keyring_lock:
@@ -108,6 +119,8 @@ class App:
         return self.clock()
 
     def close(self) -> None:
+        if "apple" in self.__dict__:
+            self.apple.close()
         if "broker" in self.__dict__:
             self.broker.close()
         if "redis" in self.__dict__:

@@ -103,6 +103,8 @@ class AppleTermsNotAccepted(AppleError):
 class AppleUnreachable(AppleError):
     """Apple could not be reached, or stayed busy (429, 5xx) through the retries."""
 
+    exit_code = 3
+
 
 class AppleMalformed(AppleError):
     """Apple answered something tokenwarden cannot understand."""

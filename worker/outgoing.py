@@ -79,3 +79,51 @@ def replaced(server: Server, old: Token, new: Token, now: datetime) -> dict[str,
         time=now,
         data=data,
     )
+
+
+def rejected(
+    server: Server, token: Token, code: str | None, now: datetime, detail: str
+) -> dict[str, Any]:
+    """Apple refused the installed token: sent once per token, the first time."""
+    data = _token_facts(server, token)
+    data.update(
+        {
+            "apple_code": code,
+            "detail": detail,
+            "first_seen_at": format_rfc3339(now),
+            "server_uuid": token.apple.server_uuid,
+        }
+    )
+    return outgoing_event(
+        catalog.TOKEN_REJECTED,
+        event_id=stable_id(catalog.TOKEN_REJECTED, token.id),
+        subject=server.name,
+        time=now,
+        data=data,
+        source=catalog.SOURCE_APPLE,
+    )
+
+
+def terms(
+    event_type: str, server: Server, token: Token, since: datetime, now: datetime
+) -> dict[str, Any]:
+    """New terms wait in the portal since `since` (terms_not_accepted), or the first check
+    after them passed (terms_accepted): one of each per episode, named by when it began."""
+    data = {
+        "server": server.name,
+        "org": server.org or None,
+        "server_id": server.id,
+        "server_uuid": token.apple.server_uuid,
+        "apple_org": server.apple_org,
+        "since": format_rfc3339(since),
+    }
+    if event_type == catalog.TERMS_ACCEPTED:
+        data["accepted_by"] = format_rfc3339(now)
+    return outgoing_event(
+        event_type,
+        event_id=stable_id(event_type, server.id, format_rfc3339(since)),
+        subject=server.name,
+        time=now,
+        data=data,
+        source=catalog.SOURCE_APPLE,
+    )

@@ -26,6 +26,11 @@ def from_ms(value: str | int | None) -> datetime | None:
     return datetime.fromtimestamp(int(value) / 1000, UTC)
 
 
+def ms_field(moment: datetime | None) -> str:
+    """A time as a hash field holds it ("" when unset), e.g. for a guard to compare."""
+    return str(to_ms(moment)) if moment else ""
+
+
 def _opt(value: str | None) -> str | None:
     return value or None
 
@@ -39,9 +44,14 @@ class Server:
     current_key_id: str | None = None
     staged_key_id: str | None = None
     token_id: str | None = None
+    #: What Apple's enrollment service calls the server and its organization.
+    apple_name: str | None = None
+    apple_org: str | None = None
+    #: Since when new terms wait to be accepted in the portal (None: none that we know of).
+    terms_since: datetime | None = None
 
     def to_hash(self) -> dict[str, str | int]:
-        return {
+        fields = {
             "id": self.id,
             "name": self.name,
             "org": self.org,
@@ -50,6 +60,12 @@ class Server:
             "staged_key": self.staged_key_id or "",
             "token": self.token_id or "",
         }
+        apple = {
+            "apple_name": self.apple_name or "",
+            "apple_org": self.apple_org or "",
+            "terms_since": to_ms(self.terms_since) if self.terms_since else "",
+        }
+        return fields | {name: value for name, value in apple.items() if value != ""}
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> Server:
@@ -61,6 +77,9 @@ class Server:
             current_key_id=_opt(data.get("current_key")),
             staged_key_id=_opt(data.get("staged_key")),
             token_id=_opt(data.get("token")),
+            apple_name=_opt(data.get("apple_name")),
+            apple_org=_opt(data.get("apple_org")),
+            terms_since=from_ms(data.get("terms_since")),
         )
 
 
@@ -122,6 +141,49 @@ class KeyPair:
 
 
 @dataclass(frozen=True)
+class AppleState:
+    """What asking Apple's enrollment service about a token found (decided by
+    worker/rules/apple.py). Kept in the token's hash under the field names of `to_fields`."""
+
+    #: A worker.apple.verdicts.Verdict value; None: Apple was never asked.
+    verdict: str | None = None
+    #: Apple's error code, or what went wrong on the way, for the verdict.
+    code: str | None = None
+    #: When Apple was last asked, and when it last gave an answer about the token.
+    checked_at: datetime | None = None
+    confirmed_at: datetime | None = None
+    #: When Apple first refused the token (set once: the alarm is raised once).
+    rejected_at: datetime | None = None
+    #: The MDM server entry in ASM/ABM the token belongs to, as Apple names it.
+    server_uuid: str | None = None
+
+    def to_fields(self) -> dict[str, str | int]:
+        """Every field, "" for the unknown ones (a write must clear an old code)."""
+        return {
+            "a_verdict": self.verdict or "",
+            "a_code": self.code or "",
+            "a_checked": to_ms(self.checked_at) if self.checked_at else "",
+            "a_confirmed": to_ms(self.confirmed_at) if self.confirmed_at else "",
+            "a_rejected": to_ms(self.rejected_at) if self.rejected_at else "",
+            "server_uuid": self.server_uuid or "",
+        }
+
+    @classmethod
+    def from_hash(cls, data: dict[str, str]) -> AppleState:
+        return cls(
+            verdict=_opt(data.get("a_verdict")),
+            code=_opt(data.get("a_code")),
+            checked_at=from_ms(data.get("a_checked")),
+            confirmed_at=from_ms(data.get("a_confirmed")),
+            rejected_at=from_ms(data.get("a_rejected")),
+            server_uuid=_opt(data.get("server_uuid")),
+        )
+
+
+NEVER_ASKED = AppleState()
+
+
+@dataclass(frozen=True)
 class Token:
     """An installed server token's public facts; its four credentials stay sealed."""
 
@@ -139,6 +201,7 @@ class Token:
     superseded_by: str | None = None
     #: The expiry level last warned about (threshold days, 0 = expired), by the scheduler.
     warned: int | None = None
+    apple: AppleState = NEVER_ASKED
 
     def to_hash(self) -> dict[str, str | int]:
         """Only the fields that hold something: small hashes stay in Redis's compact form."""
@@ -156,6 +219,7 @@ class Token:
             "superseded_at": to_ms(self.superseded_at) if self.superseded_at else "",
             "superseded_by": self.superseded_by or "",
             "warned": "" if self.warned is None else self.warned,
+            **self.apple.to_fields(),
         }
         return {name: value for name, value in fields.items() if value != ""}
 
@@ -175,6 +239,7 @@ class Token:
             superseded_at=from_ms(data.get("superseded_at")),
             superseded_by=_opt(data.get("superseded_by")),
             warned=int(data["warned"]) if data.get("warned") else None,
+            apple=AppleState.from_hash(data),
         )
 
     def status_at(self, now: datetime) -> str:

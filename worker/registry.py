@@ -6,35 +6,24 @@ writes to the store. Nothing here reads the clock or the environment.
 
 from __future__ import annotations
 
-import re
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import PurePath
-
-from cryptography import x509
 
 from events import catalog
 from events.cloudevent import CloudEvent, new_event, stable_id
+from worker.apple.verdicts import standing
+from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
 from worker.crypto.keys import KeyMaterial, generate_key_material, import_key_material
-from worker.crypto.payload import TokenCredentials, parse_token_payload
-from worker.crypto.smime import decrypt_envelope, describe_mismatch, read_envelope
-from worker.errors import ConcurrentChange, InvalidInput, NotFound, WrongRecipient
-from worker.names import clean_label, clean_server_name, clean_user, name_key, user_key
-from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED, KeyPair, Server, Token
+from worker.errors import InvalidInput, NotFound
+from worker.names import clean_label, clean_server_name, name_key
+from worker.records import KEY_CURRENT, KEY_STAGED, KeyPair, Server, Token
 from worker.rules.events import decide_key_rotation
-from worker.rules.install import InstallOutcome, NewToken, check_install, decide_install
 from worker.store.protocol import Store
-from worker.timefmt import format_rfc3339, parse_rfc3339
+from worker.timefmt import format_rfc3339
 
 #: Times a write that lost a race is decided again on fresh state before giving up.
 WRITE_ATTEMPTS = 5
-
-# `<ServerName>_Token_<YYYY-MM-DDTHH-MM-SSZ>_smime.p7m`, as the portal names a download.
-_DOWNLOAD_NAME = re.compile(
-    r"^(?P<server>.+)_Token_(?P<date>\d{4}-\d{2}-\d{2})T(?P<h>\d{2})-(?P<m>\d{2})-(?P<s>\d{2})Z"
-    r"_smime\.p7m$"
-)
 
 
 def new_id(prefix: str) -> str:
@@ -169,193 +158,12 @@ def certificate_to_upload(store: Store, server: Server) -> KeyPair:
 # ---- tokens ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class InstallResult:
-    server: Server
-    token: Token
-    outcome: InstallOutcome
-    promoted_key: KeyPair | None = None
-    superseded: Token | None = None
-    #: Types of the causes, already seen, that doom this token from the start.
-    doomed_by: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-
-def download_time_from_file_name(file_name: str) -> datetime | None:
-    """The portal names a download after the moment it was made; use it when it is there."""
-    match = _DOWNLOAD_NAME.match(PurePath(file_name).name)
-    if match is None:
-        return None
-    stamp = f"{match['date']}T{match['h']}:{match['m']}:{match['s']}Z"
-    try:
-        return parse_rfc3339(stamp)
-    except InvalidInput:
-        return None
-
-
-def install_token(
-    store: Store,
-    server_name: str,
-    data: bytes,
-    *,
-    source: str,
-    downloaded_by: str,
-    now: datetime,
-    org: str | None = None,
-    downloaded_at: datetime | None = None,
-    allow_consumer_change: bool = False,
-) -> InstallResult:
-    user = clean_user(downloaded_by)
-    envelope = read_envelope(data, source=source)
-    downloaded_at, downloaded_at_source = _download_time(source, downloaded_at, now)
-    for _ in range(WRITE_ATTEMPTS):
-        server = resolve_server(store, server_name, org)
-        pair, credentials, candidates = _open_token_file(store, server, envelope, source)
-        installed = store.get_token(server.token_id) if server.token_id else None
-        new = NewToken(
-            consumer_id=credentials.consumer_id,
-            fingerprint=credentials.fingerprint,
-            expires_at=credentials.expires_at,
-            downloaded_at=downloaded_at,
-            downloaded_at_source=downloaded_at_source,
-        )
-        outcome = check_install(
-            new, installed, now=now, allow_consumer_change=allow_consumer_change, source=source
-        )
-        if outcome is InstallOutcome.ALREADY_INSTALLED:
-            return _already_installed(server, installed, user)
-        token = Token(
-            id=new_id("tok"),
-            server_id=server.id,
-            consumer_id=credentials.consumer_id,
-            fingerprint=credentials.fingerprint,
-            downloaded_by=user,
-            downloaded_at=downloaded_at,
-            expires_at=credentials.expires_at,
-            installed_at=now,
-            key_id=pair.id,
-        )
-        try:
-            result = _store_token(store, server, token, credentials, installed, candidates, now)
-        except ConcurrentChange:
-            continue
-        return replace(result, warnings=_file_name_warnings(source, server))
-    raise ConcurrentChange(
-        f"server {server_name!r} kept changing while the token was being installed; try again"
-    )
-
-
-def _download_time(
-    source: str, downloaded_at: datetime | None, now: datetime
-) -> tuple[datetime, str]:
-    """When the token was downloaded, and where that came from (to name it in errors)."""
-    if downloaded_at is not None:
-        return downloaded_at, "--downloaded-at"
-    from_name = download_time_from_file_name(source)
-    if from_name is not None:
-        return from_name, "the download time in the file name"
-    return now, "the install time"
-
-
-def _open_token_file(
-    store: Store, server: Server, envelope, source: str
-) -> tuple[KeyPair, TokenCredentials, list[KeyPair]]:
-    """The server's key the file was encrypted to (staged or current), the credentials it
-    holds, and the keys tried."""
-    candidates = [
-        pair
-        for pair in (store.get_key(i) for i in (server.staged_key_id, server.current_key_id) if i)
-        if pair is not None
-    ]
-    materials = [(pair, store.open_key_material(pair)) for pair in candidates]
-    chosen = next(((p, m) for p, m in materials if envelope.is_for(m.certificate)), None)
-    if chosen is None:
-        _refuse_retired_key(store, server, envelope, source)
-        raise describe_mismatch(envelope, source, [(p.state, m.certificate) for p, m in materials])
-    pair, material = chosen
-    credentials = parse_token_payload(
-        decrypt_envelope(envelope, material.certificate, material.private_key, source=source),
-        source=source,
-    )
-    return pair, credentials, candidates
-
-
-def _already_installed(server: Server, installed: Token, user: str) -> InstallResult:
-    warnings: tuple[str, ...] = ()
-    if user_key(user) != user_key(installed.downloaded_by):
-        warnings = (
-            f"it is recorded as downloaded by {installed.downloaded_by}; {user} was not recorded",
-        )
-    return InstallResult(
-        server=server,
-        token=installed,
-        outcome=InstallOutcome.ALREADY_INSTALLED,
-        warnings=warnings,
-    )
-
-
-def _store_token(
-    store: Store,
-    server: Server,
+def describe_token(
     token: Token,
-    credentials: TokenCredentials,
-    installed: Token | None,
-    candidates: list[KeyPair],
+    server: Server | None,
     now: datetime,
-) -> InstallResult:
-    """Install `token` with what installing it decides (decide_install), in one transaction."""
-    promote = token.key_id if _state_of(token.key_id, candidates) == KEY_STAGED else None
-    # A token for the current key while a new key waits: a recorded key change dooms it,
-    # and the notice carries the certificate to upload.
-    staged = next((p for p in candidates if p.state == KEY_STAGED), None)
-    staged_cert = staged.cert_pem if staged is not None and promote is None else None
-    decision = store.install_token(
-        server,
-        token,
-        credentials.sealable(),
-        replaces=installed.id if installed else None,
-        promote_key=promote,
-        now=now,
-        decide=lambda facts: decide_install(facts, token, now),
-        staged_certificate=staged_cert,
-    )
-    return InstallResult(
-        server=store.get_server(server.id) or server,
-        token=token,
-        outcome=InstallOutcome.INSTALL,
-        promoted_key=store.get_key(promote) if promote else None,
-        superseded=installed,
-        doomed_by=tuple(d.cause_type for d in decision.doomed),
-    )
-
-
-def _state_of(key_id: str, pairs: list[KeyPair]) -> str | None:
-    return next((p.state for p in pairs if p.id == key_id), None)
-
-
-def _refuse_retired_key(store: Store, server: Server, envelope, source: str) -> None:
-    """A token made for a key this server no longer uses gets its own, plainer error."""
-    for pair in store.keys_of(server.id):
-        certificate = x509.load_pem_x509_certificate(pair.cert_pem.encode())
-        if pair.state == KEY_RETIRED and envelope.is_for(certificate):
-            retired = f" on {pair.retired_at:%Y-%m-%d}" if pair.retired_at else ""
-            raise WrongRecipient(
-                f"{source} is encrypted to a key of {server.name!r} that was replaced{retired}; "
-                "it was downloaded before the new key: download a new token"
-            )
-
-
-def _file_name_warnings(source: str, server: Server) -> tuple[str, ...]:
-    match = _DOWNLOAD_NAME.match(PurePath(source).name)
-    if match and name_key(match["server"]) != name_key(server.name):
-        return (
-            f"the file name says it was downloaded for server {match['server']!r}, "
-            f"but it was installed for {server.name!r}, whose key opened it",
-        )
-    return ()
-
-
-def describe_token(token: Token, server: Server | None, now: datetime) -> dict[str, object]:
+    apple_interval_s: int = DEFAULT_APPLE_CHECK_INTERVAL_S,
+) -> dict[str, object]:
     """The public facts of a token, as `tokens list --json` shows them."""
     return {
         "server": server.name if server else None,
@@ -370,4 +178,30 @@ def describe_token(token: Token, server: Server | None, now: datetime) -> dict[s
         "consumer_id": token.consumer_id,
         "key_id": token.key_id,
         "superseded_at": format_rfc3339(token.superseded_at) if token.superseded_at else None,
+        "apple": describe_apple(token, server, now, apple_interval_s),
+    }
+
+
+def describe_apple(
+    token: Token, server: Server | None, now: datetime, interval_s: int
+) -> dict[str, object]:
+    """What Apple said of the token: its verdict as it stands, and when it was last asked and
+    last confirmed."""
+    state = token.apple
+    terms = server.terms_since if server else None
+
+    def when(moment: datetime | None) -> str | None:
+        return format_rfc3339(moment) if moment else None
+
+    return {
+        "verdict": standing(state, terms, now, interval_s),
+        "last_answer": state.verdict,
+        "code": state.code,
+        "last_checked_at": when(state.checked_at),
+        "last_confirmed_at": when(state.confirmed_at),
+        "rejected_at": when(state.rejected_at),
+        "terms_pending_since": when(terms),
+        "server_uuid": state.server_uuid,
+        "server_name": server.apple_name if server else None,
+        "org_name": server.apple_org if server else None,
     }

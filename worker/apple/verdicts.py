@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, fields
+from datetime import datetime, timedelta
 from typing import Any
+
+from worker.records import AppleState
 
 
 class Verdict(enum.StrEnum):
@@ -91,3 +94,26 @@ class CheckResult:
     def confirmed(self) -> bool:
         """Apple gave an answer about the token (accepted, rejected or terms)."""
         return self.verdict in (Verdict.ACCEPTED, Verdict.REJECTED, Verdict.TERMS_NOT_ACCEPTED)
+
+
+#: A token Apple has not confirmed for this many check intervals is shown as unknown.
+STALE_INTERVALS = 3
+
+
+def standing(
+    state: AppleState, terms_since: datetime | None, now: datetime, interval_s: int
+) -> str:
+    """Apple's verdict on a token as a person should read it now: `rejected` (for good),
+    `terms_not_accepted`, `accepted`, or `unknown` (never confirmed, or not for
+    STALE_INTERVALS intervals: transient failures are not alarms, but they are not news of
+    health either)."""
+    if state.rejected_at is not None:
+        return Verdict.REJECTED.value
+    confirmed = state.confirmed_at
+    if confirmed is None:
+        return "unknown"
+    if interval_s and now - confirmed > timedelta(seconds=STALE_INTERVALS * interval_s):
+        return "unknown"
+    if terms_since is not None:
+        return Verdict.TERMS_NOT_ACCEPTED.value
+    return Verdict.ACCEPTED.value

@@ -110,8 +110,26 @@ def show(app: App, name: str, org: str | None, as_json: bool) -> None:
             f"({token['days_left']} days), downloaded by {token['downloaded_by']} "
             f"at {token['downloaded_at']}"
         )
+        click.echo(f"apple:        {apple_line(token['apple'])}")
     else:
         click.echo("token:        none installed")
+
+
+def apple_line(apple: dict) -> str:
+    """Apple's verdict on a token in one line: what it is, since when, and Apple's names."""
+    verdict = str(apple["verdict"]).replace("_", " ")
+    if apple["rejected_at"]:
+        verdict += f" since {apple['rejected_at']} ({apple['code']})"
+    elif apple["terms_pending_since"] and apple["verdict"] != "unknown":
+        verdict += f" since {apple['terms_pending_since']}: accept them in the portal"
+    confirmed = apple["last_confirmed_at"]
+    verdict += f", last confirmed {confirmed}" if confirmed else ", never confirmed"
+    if apple["last_answer"] in ("unreachable", "malformed"):
+        verdict += f" (last check {apple['last_checked_at']}: {apple['last_answer']})"
+    names = [n for n in (apple["server_name"], apple["org_name"]) if n]
+    if apple["server_uuid"]:
+        names.append(apple["server_uuid"])
+    return verdict + (f"; Apple: {', '.join(names)}" if names else "")
 
 
 @group.command("remove")
@@ -148,7 +166,11 @@ def describe_server(app: App, server: Server, *, with_history: bool = False) -> 
         "staged_key": by_id[server.staged_key_id].describe()
         if server.staged_key_id in by_id
         else None,
-        "token": registry.describe_token(token, server, now) if token else None,
+        "token": (
+            registry.describe_token(token, server, now, app.settings.apple.check_interval_s)
+            if token
+            else None
+        ),
     }
     if with_history:
         described["keys"] = [pair.describe() for pair in keys]

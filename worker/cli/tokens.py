@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 
 import click
 
-from worker import registry
+from worker import installing, registry
+from worker.apple.verdicts import Verdict
 from worker.bootstrap import App
 from worker.cli.files import read_input_file
 from worker.cli.output import (
@@ -35,9 +37,10 @@ def group() -> None:
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option(
     "--downloaded-by",
-    required=True,
+    default=None,
     metavar="USER",
-    help="Managed Apple Account that downloaded the token.",
+    help="Managed Apple Account that downloaded the token; default: the one Apple names "
+    "(required with --offline, or when Apple cannot be reached).",
 )
 @click.option(
     "--downloaded-at",
@@ -46,9 +49,16 @@ def group() -> None:
     help="When it was downloaded (RFC 3339); default: the time in the file name, else now.",
 )
 @click.option(
+    "--allow-server-change",
     "--allow-consumer-change",
+    "allow_consumer_change",
     is_flag=True,
     help="Accept a token from a different MDM server entry in ASM/ABM.",
+)
+@click.option(
+    "--offline",
+    is_flag=True,
+    help="Do not ask Apple about the token (who downloaded it, whether it is accepted).",
 )
 @org_option
 @json_option
@@ -57,16 +67,17 @@ def install(
     app: App,
     name: str,
     file: str,
-    downloaded_by: str,
+    downloaded_by: str | None,
     downloaded_at: datetime | None,
     allow_consumer_change: bool,
+    offline: bool,
     org: str | None,
     as_json: bool,
 ) -> None:
     """Decrypt FILE (the *_smime.p7m download) with NAME's key and install it."""
     data, source = read_input_file(file, "token file", MAX_TOKEN_FILE_BYTES)
     now = app.now()
-    result = registry.install_token(
+    result = installing.install_token(
         app.store,
         name,
         data,
@@ -76,17 +87,20 @@ def install(
         org=org,
         downloaded_at=downloaded_at,
         allow_consumer_change=allow_consumer_change,
+        apple=None if offline else app.apple,
     )
     for warning in result.warnings:
         note(f"warning: {warning}")
-    token = registry.describe_token(result.token, result.server, now)
+    token = registry.describe_token(
+        result.token, result.server, now, app.settings.apple.check_interval_s
+    )
     if as_json:
         print_json({"outcome": result.outcome.value, **token})
         return
     _say_installed(result, token)
 
 
-def _say_installed(result: registry.InstallResult, token: dict) -> None:
+def _say_installed(result: installing.InstallResult, token: dict) -> None:
     """What `tokens install` tells a person: what was installed, and what follows."""
     if result.outcome is InstallOutcome.ALREADY_INSTALLED:
         click.echo(f"this token is already installed for {result.server.name!r}; nothing changed")
@@ -124,7 +138,8 @@ def list_tokens(app: App, include_all: bool, as_json: bool) -> None:
     """Installed tokens, soonest expiry first."""
     now = app.now()
     tokens, by_id = estate.tokens(app.store, app.listings, include_superseded=include_all)
-    described = [registry.describe_token(t, by_id.get(t.server_id), now) for t in tokens]
+    interval = app.settings.apple.check_interval_s
+    described = [registry.describe_token(t, by_id.get(t.server_id), now, interval) for t in tokens]
     described.sort(
         key=lambda d: (
             d["status"] != TOKEN_CURRENT and d["status"] != "expired",
@@ -152,3 +167,66 @@ def list_tokens(app: App, include_all: bool, as_json: bool) -> None:
         rows,
         empty="no tokens installed; install one with `tokenwarden tokens install`",
     )
+
+
+#: `tokens check` exit codes: all accepted; any rejected or terms waiting; Apple unreachable.
+CHECK_ALL_ACCEPTED, CHECK_REFUSED, CHECK_UNREACHABLE = 0, 1, 3
+
+
+@group.command("check")
+@click.argument("servers", nargs=-1, metavar="[SERVER]...")
+@org_option
+@json_option
+@pass_app
+def check(app: App, servers: tuple[str, ...], org: str | None, as_json: bool) -> None:
+    """Ask Apple now about the current token of each SERVER (default: every server).
+
+    Exit 0 when Apple accepts every token, 1 when it rejects one or new terms wait to be
+    accepted, 3 when Apple could not be asked about one."""
+    tokens, by_id = estate.current_tokens(app.store, app.listings, servers, org)
+    verdicts = app.apple_checker.check_tokens(tokens, app.now)
+    now = app.now()
+    interval = app.settings.apple.check_interval_s
+    rows = []
+    for verdict in verdicts:
+        token = app.store.get_token(verdict.token.id) or verdict.token
+        server = app.store.get_server(token.server_id) or by_id.get(token.server_id)
+        described = registry.describe_token(token, server, now, interval)
+        account = verdict.result.account
+        described["check"] = {
+            "verdict": verdict.result.verdict.value,
+            "code": verdict.result.code,
+            "detail": verdict.result.detail,
+            "admin_id": account.admin_id if account else None,
+        }
+        rows.append(described)
+    if as_json:
+        print_json(rows)
+    else:
+        _print_checks(rows)
+    sys.exit(_check_exit_code([v.result.verdict for v in verdicts]))
+
+
+def _print_checks(rows: list[dict]) -> None:
+    print_table(
+        ("SERVER", "ORG", "VERDICT", "DOWNLOADED BY", "DETAIL"),
+        [
+            (
+                d["server"],
+                d["org"] or "-",
+                d["check"]["verdict"].replace("_", " "),
+                d["downloaded_by"],
+                d["check"]["detail"] or "-",
+            )
+            for d in rows
+        ],
+        empty="no tokens installed; install one with `tokenwarden tokens install`",
+    )
+
+
+def _check_exit_code(verdicts: list[Verdict]) -> int:
+    if any(v in (Verdict.REJECTED, Verdict.TERMS_NOT_ACCEPTED) for v in verdicts):
+        return CHECK_REFUSED
+    if any(v in (Verdict.UNREACHABLE, Verdict.MALFORMED) for v in verdicts):
+        return CHECK_UNREACHABLE
+    return CHECK_ALL_ACCEPTED

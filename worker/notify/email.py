@@ -17,6 +17,7 @@ _WHY = {
     catalog.USER_LEFT: "{user}, who downloaded it, left the organization",
     catalog.KEY_REGENERATED: "a new key was made for the server",
     catalog.TOKEN_GENERATED: "a new token was downloaded for the server in the portal",
+    catalog.REJECTED_BY_APPLE: "Apple's device enrollment service refused the token",
 }
 
 _BY_WHEN = {
@@ -48,10 +49,50 @@ def compose(event: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
             f'A new server token was installed for the MDM server "{server}"; it expires '
             f"{data.get('new_expires_at')}. Nothing more to do.\n\n-- tokenwarden\n"
         )
+    elif event["type"] in _APPLE_NOTICES:
+        subject, text = _APPLE_NOTICES[event["type"]]
+        message["Subject"] = subject.format(server=server)
+        message.set_content(text.format(server=server, **_apple_fields(data)))
     else:
         message["Subject"] = f"tokenwarden: {event['type']} for {server}"
         message.set_content(f'{event["type"]} for the MDM server "{server}".\n\n-- tokenwarden\n')
     return message
+
+
+_APPLE_NOTICES = {
+    catalog.TOKEN_REJECTED: (
+        "Apple rejected the server token of {server}: replace it now",
+        'Apple\'s device enrollment service refused the server token of the MDM server "{server}"'
+        "{where} ({apple_code}), first at {first_seen_at}. Devices cannot enroll until a new "
+        "token is installed.\n\nWhat to do:\n"
+        "1. Sign in to Apple School Manager or Apple Business Manager.\n"
+        '2. Open the MDM server "{server}" and download a new server token.\n'
+        '3. Install it: tokenwarden tokens install "{server}" <the downloaded file>\n'
+        "\n-- tokenwarden\n",
+    ),
+    catalog.TERMS_NOT_ACCEPTED: (
+        "New Apple terms wait to be accepted for {server}",
+        'Apple\'s device enrollment service refuses to work for the MDM server "{server}"{where} '
+        "until new terms and conditions are accepted (since {since}).\n\n"
+        "What to do: someone with the Administrator role signs in to Apple School Manager or "
+        "Apple Business Manager and accepts the new terms there. A new token does not help; "
+        "the installed token works again once the terms are accepted.\n\n-- tokenwarden\n",
+    ),
+    catalog.TERMS_ACCEPTED: (
+        "Apple terms accepted for {server}",
+        'Apple\'s device enrollment service answers again for the MDM server "{server}"{where}: '
+        "the terms waiting since {since} were accepted. Nothing more to do.\n\n-- tokenwarden\n",
+    ),
+}
+
+
+def _apple_fields(data: dict[str, Any]) -> dict[str, str]:
+    return {
+        "where": f" ({data['org']})" if data.get("org") else "",
+        "apple_code": str(data.get("apple_code") or "refused"),
+        "first_seen_at": str(data.get("first_seen_at") or "?"),
+        "since": str(data.get("since") or "?"),
+    }
 
 
 def _replacement_text(data: dict[str, Any]) -> str:

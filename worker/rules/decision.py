@@ -11,21 +11,25 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from worker.records import AppleState
 from worker.rules.facts import ReplacementFacts
 from worker.rules.replacement import Cause
 
 #: The records a guard names.
 USER, SERVER, TOKEN, REPLACEMENT = "user", "server", "token", "replacement"
 
-#: The facts a guard names: a record's version; a server's existence, installed token and
-#: staged key; a token's status and the expiry level last warned about.
-VERSION, EXISTS, INSTALLED_TOKEN, STAGED_KEY, STATUS, WARNED = (
+#: The facts a guard names: a record's version; a server's existence, installed token,
+#: staged key and pending terms; a token's status, the expiry level last warned about, and
+#: when Apple first refused it.
+VERSION, EXISTS, INSTALLED_TOKEN, STAGED_KEY, TERMS, STATUS, WARNED, REJECTED = (
     "version",
     "exists",
     "token",
     "staged_key",
+    "terms",
     "status",
     "warned",
+    "rejected",
 )
 
 
@@ -89,6 +93,40 @@ class Warned:
 
 
 @dataclass(frozen=True)
+class AppleChecked:
+    """What asking Apple about a token found, as the token keeps it from now on."""
+
+    token_id: str
+    state: AppleState
+
+
+@dataclass(frozen=True)
+class ServerSeenByApple:
+    """What Apple calls a server and its organization, and since when new terms wait to be
+    accepted for it (None: none)."""
+
+    server_id: str
+    apple_name: str | None
+    apple_org: str | None
+    terms_since: datetime | None
+
+
+@dataclass(frozen=True)
+class DownloaderCorrected:
+    """Apple names another person as the one who downloaded a token: the token moves from
+    one user's record to the other's, each written at a new version."""
+
+    token_id: str
+    user: str  # as Apple gives it
+    old_key: str
+    new_key: str
+    old_version: str
+    new_version: str
+    #: The old user holds no other current token: their record is forgotten in time.
+    forget_old: bool
+
+
+@dataclass(frozen=True)
 class Doomed:
     """A token a cause dooms (whether or not its replacement had news to tell)."""
 
@@ -120,6 +158,9 @@ class Decision:
     outgoing: list[dict[str, Any]] = field(default_factory=list)
     next_checks: list[NextCheck] = field(default_factory=list)
     warned: list[Warned] = field(default_factory=list)
+    apple: list[AppleChecked] = field(default_factory=list)
+    servers_seen: list[ServerSeenByApple] = field(default_factory=list)
+    downloaders: list[DownloaderCorrected] = field(default_factory=list)
     audit: AuditEntry | None = None
     #: What was done, one entry per action, as the audit trail and the logs show it.
     results: list[dict[str, Any]] = field(default_factory=list)

@@ -126,3 +126,19 @@ class ScanFacts:
     #: None when the token's server is gone.
     server: Server | None
     replacement: ReplacementFacts = NO_REPLACEMENT
+
+
+@dataclass(frozen=True)
+class AppleCheckFacts:
+    """What the answer of Apple about one token is decided on."""
+
+    token: Token
+    #: None when the token's server is gone.
+    server: Server | None
+    replacement: ReplacementFacts = NO_REPLACEMENT
+    #: The record of the user the token is recorded as downloaded by, and the ids of the
+    #: current tokens it lists.
+    downloader: Recorded = field(default_factory=Recorded)
+    downloader_tokens: tuple[str, ...] = ()
+    #: The record of the user Apple names, when that is someone else (read for them only).
+    named: Recorded | None = None

@@ -39,6 +39,8 @@ class NewToken:
     downloaded_at: datetime
     #: Where the download time came from, to name it in errors.
     downloaded_at_source: str = "downloaded-at"
+    #: The MDM server entry in ASM/ABM the token belongs to, when Apple was asked.
+    server_uuid: str | None = None
 
 
 def check_download_time(
@@ -87,12 +89,26 @@ def check_install(
             f"{format_rfc3339(installed.expires_at)}); downloading the installed token made it "
             "invalid: install the newest download"
         )
-    if new.consumer_id != installed.consumer_id and not allow_consumer_change:
+    if allow_consumer_change:
+        return InstallOutcome.INSTALL
+    known = installed.apple.server_uuid
+    if new.server_uuid and known:
+        # Apple names the server entry of both: that settles it, whatever the consumer keys.
+        if new.server_uuid != known:
+            raise ConsumerKeyChanged(
+                f"{source} belongs to a different MDM server entry in ASM/ABM than the "
+                f"installed token (Apple says server {new.server_uuid}, not {known}); check "
+                "you are signed in to the right organization and downloaded it for the right "
+                "server, or repeat with --allow-server-change if the server was re-created "
+                "in the portal"
+            )
+        return InstallOutcome.INSTALL
+    if new.consumer_id != installed.consumer_id:
         raise ConsumerKeyChanged(
             f"{source} belongs to a different MDM server entry in ASM/ABM than the installed "
             f"token (consumer {new.consumer_id[:12]} instead of {installed.consumer_id[:12]}); "
             "check you are signed in to the right organization, or repeat with "
-            "--allow-consumer-change if the server was re-created in the portal"
+            "--allow-server-change if the server was re-created in the portal"
         )
     return InstallOutcome.INSTALL
 

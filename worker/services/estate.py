@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from worker.records import KeyPair, Replacement, Server, Token
+from worker.registry import resolve_server
 from worker.store.protocol import ResealReport, ServerListing, Store
 
 
@@ -42,6 +43,20 @@ def tokens(
     else:
         found = list(store.tokens_by_id({s.token_id for s in every_server if s.token_id}).values())
     return found, {s.id: s for s in every_server}
+
+
+def current_tokens(
+    store: Store, listings: ServerListing, names: tuple[str, ...], org: str | None
+) -> tuple[list[Token], dict[str, Server]]:
+    """The current tokens of the servers named (of every server when none is), and those
+    servers by id. An unknown name is NotFound."""
+    if names:
+        chosen = {s.id: s for s in (resolve_server(store, n, org) for n in names)}
+    else:
+        chosen = {s.id: s for s in listings.servers()}
+    found = store.tokens_by_id({s.token_id for s in chosen.values() if s.token_id})
+    tokens = sorted(found.values(), key=lambda t: (chosen[t.server_id].name.casefold(), t.id))
+    return tokens, chosen
 
 
 def current_state(

@@ -11,14 +11,16 @@ import json
 from importlib import resources
 from typing import Any
 
-from worker.records import to_ms
+from worker.records import ms_field, to_ms
 from worker.rules.decision import (
     EXISTS,
     INSTALLED_TOKEN,
+    REJECTED,
     REPLACEMENT,
     SERVER,
     STAGED_KEY,
     STATUS,
+    TERMS,
     TOKEN,
     USER,
     VERSION,
@@ -62,8 +64,10 @@ _GUARDED = {
     (SERVER, EXISTS): (k.server, "id"),
     (SERVER, INSTALLED_TOKEN): (k.server, "token"),
     (SERVER, STAGED_KEY): (k.server, "staged_key"),
+    (SERVER, TERMS): (k.server, "terms_since"),
     (TOKEN, STATUS): (k.token, "status"),
     (TOKEN, WARNED): (k.token, "warned"),
+    (TOKEN, REJECTED): (k.token, "a_rejected"),
     (REPLACEMENT, VERSION): (k.replacement, k.REPLACEMENT_VERSION),
 }
 
@@ -154,6 +158,31 @@ def _write_facts(script: _Script, decision: Decision) -> None:
             script.write("ZADD", k.TOKENS_NEXT_CHECK, to_ms(check.at), check.token_id)
     for warned in decision.warned:
         script.write("HSET", k.token(warned.token_id), "warned", warned.level)
+    _write_apple_facts(script, decision)
+
+
+def _write_apple_facts(script: _Script, decision: Decision) -> None:
+    """What asking Apple found: the token's state, the server as Apple names it, and the
+    token moved to the user Apple says downloaded it."""
+    for checked in decision.apple:
+        fields = [item for pair in checked.state.to_fields().items() for item in pair]
+        script.write("HSET", k.token(checked.token_id), *fields)
+    for seen in decision.servers_seen:
+        script.write(
+            "HSET", k.server(seen.server_id),
+            "apple_name", seen.apple_name or "",
+            "apple_org", seen.apple_org or "",
+            "terms_since", ms_field(seen.terms_since),
+        )  # fmt: skip
+    for moved in decision.downloaders:
+        field = k.user_token_field(moved.token_id)
+        script.write("HSET", k.token(moved.token_id), "downloaded_by", moved.user)
+        script.write("HDEL", k.user(moved.old_key), field)
+        script.write("HSET", k.user(moved.old_key), k.USER_VERSION, moved.old_version)
+        if moved.forget_old:
+            script.write("EXPIRE", k.user(moved.old_key), TOKENLESS_USER_TTL)
+        script.write("HSET", k.user(moved.new_key), field, 1, k.USER_VERSION, moved.new_version)
+        script.write("PERSIST", k.user(moved.new_key))  # it may have been set to expire
 
 
 def _write_replacement(script: _Script, change: ReplacementChange, decision: Decision) -> None:

@@ -64,6 +64,15 @@ def user_token_field(token_id: str) -> str:
 #: token at once, then each threshold crossing. A scan reads only its due head.
 TOKENS_NEXT_CHECK = "tw:tokens:next-check"
 
+#: Sorted set: current token ids by when Apple's enrollment service is next asked about them
+#: (ms). A token enters at install; a check claims it (moving it a lease ahead) and puts it
+#: back an interval later.
+APPLE_NEXT_CHECK = "tw:apple:next-check"
+
+#: String: set once every token installed before Apple was asked about tokens has been put
+#: into APPLE_NEXT_CHECK (spread over an interval).
+APPLE_BACKFILLED = "tw:apple:backfilled"
+
 #: String: the thresholds the next checks were computed with ("120,60,30,..."); when the
 #: configured ones differ, every next check is brought forward to the new largest threshold.
 SCHEDULER_THRESHOLDS = "tw:scheduler:thresholds"

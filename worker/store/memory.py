@@ -24,6 +24,7 @@ from worker.records import KeyPair, Server, Token, to_ms
 from worker.rules.decision import Decision
 from worker.rules.facts import NO_REPLACEMENT, EventFacts, InstallFacts, ScanFacts
 from worker.store import keys as k
+from worker.store.memory_apple import MemoryAppleChecks
 from worker.store.memory_events import InMemoryEvents
 from worker.store.memory_facts import event_facts, rotation_facts
 from worker.store.memory_state import MemoryState
@@ -43,6 +44,7 @@ class InMemoryStore:
         self._state = state or MemoryState()
         self._keyring = keyring
         self.events = InMemoryEvents(self._state)
+        self.apple = MemoryAppleChecks(self._state)
 
     @property
     def lock(self) -> threading.RLock:

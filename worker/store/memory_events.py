@@ -18,6 +18,7 @@ from worker.records import Replacement, from_ms, to_ms
 from worker.rules.decision import (
     USER,
     Decision,
+    DownloaderCorrected,
     RememberCause,
     ReplacementChange,
     Resolution,
@@ -117,6 +118,40 @@ class InMemoryEvents:
             token = state.tokens.get(warned.token_id)
             if token is not None:
                 state.tokens[token.id] = replace(token, warned=warned.level)
+        self._write_apple_facts(decision)
+
+    def _write_apple_facts(self, decision: Decision) -> None:
+        state = self._state
+        for checked in decision.apple:
+            token = state.tokens.get(checked.token_id)
+            if token is not None:
+                state.tokens[token.id] = replace(token, apple=checked.state)
+        for seen in decision.servers_seen:
+            server = state.servers.get(seen.server_id)
+            if server is not None:
+                state.servers[server.id] = replace(
+                    server,
+                    apple_name=seen.apple_name,
+                    apple_org=seen.apple_org,
+                    terms_since=seen.terms_since,
+                )
+        for moved in decision.downloaders:
+            self._move_token(moved)
+
+    def _move_token(self, moved: DownloaderCorrected) -> None:
+        state = self._state
+        token = state.tokens.get(moved.token_id)
+        if token is not None:
+            state.tokens[token.id] = replace(token, downloaded_by=moved.user)
+        old = state.user_for_write(moved.old_key)
+        old.token_ids.discard(moved.token_id)
+        old.version = moved.old_version
+        if moved.forget_old:
+            old.forget_at = time.time() + TOKENLESS_USER_TTL
+        new = state.user_for_write(moved.new_key)
+        new.token_ids.add(moved.token_id)
+        new.version = moved.new_version
+        new.forget_at = None
 
     def _remember(self, remembered: RememberCause) -> None:
         # Stored to the millisecond, as Redis keeps a cause's time.

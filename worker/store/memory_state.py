@@ -15,14 +15,25 @@ from datetime import datetime
 from typing import Any
 
 from worker.names import user_key
-from worker.records import KEY_CURRENT, KEY_RETIRED, TOKEN_SUPERSEDED, KeyPair, Server, Token, to_ms
+from worker.records import (
+    KEY_CURRENT,
+    KEY_RETIRED,
+    TOKEN_SUPERSEDED,
+    KeyPair,
+    Server,
+    Token,
+    ms_field,
+    to_ms,
+)
 from worker.rules.decision import (
     EXISTS,
     INSTALLED_TOKEN,
+    REJECTED,
     REPLACEMENT,
     SERVER,
     STAGED_KEY,
     STATUS,
+    TERMS,
     TOKEN,
     USER,
     VERSION,
@@ -89,6 +100,10 @@ class MemoryState:
     users: dict[str, UserRow] = field(default_factory=dict)
     #: Token id -> its next check (ms).
     next_checks: dict[str, int] = field(default_factory=dict)
+    #: Token id -> when Apple is next asked about it (ms); whether the schedule was filled
+    #: with the tokens installed before it.
+    apple_checks: dict[str, int] = field(default_factory=dict)
+    apple_backfilled: bool = False
     replacements: dict[str, ReplacementRow] = field(default_factory=dict)
     #: Token ids with an open replacement.
     open_replacements: set[str] = field(default_factory=set)
@@ -154,6 +169,8 @@ class MemoryState:
                 return token.status
             if fact == WARNED:
                 return "" if token.warned is None else str(token.warned)
+            if fact == REJECTED:
+                return ms_field(token.apple.rejected_at)
         if record == REPLACEMENT and fact == VERSION:
             row = self.replacements.get(ident)
             return row.version if row else ""
@@ -169,6 +186,7 @@ class MemoryState:
             EXISTS: server.id,
             INSTALLED_TOKEN: server.token_id,
             STAGED_KEY: server.staged_key_id,
+            TERMS: ms_field(server.terms_since),
         }
         if fact not in values:
             raise ValueError(f"no such guarded fact: server {fact}")
@@ -184,6 +202,7 @@ class MemoryState:
         user.step_version()
         user.forget_at = None
         self.next_checks[token.id] = to_ms(check_at)
+        self.apple_checks[token.id] = to_ms(check_at)
         self.servers[token.server_id] = replace(self.servers[token.server_id], token_id=token.id)
 
     def supersede(self, old: Token, by: str, now: datetime) -> None:
@@ -195,6 +214,7 @@ class MemoryState:
         user.token_ids.discard(old.id)
         user.step_version()
         self.next_checks.pop(old.id, None)
+        self.apple_checks.pop(old.id, None)
 
     def promote(self, server: Server, key_id: str, now: datetime) -> None:
         if server.current_key_id and server.current_key_id in self.keys:
@@ -211,7 +231,8 @@ class MemoryState:
         user = self.user_for_write(user_key(token.downloaded_by))
         user.token_ids.discard(token.id)
         user.step_version()
-        for index in (self.credentials, self.next_checks, self.replacements, self.tokens):
+        indexes = (self.credentials, self.next_checks, self.apple_checks, self.replacements)
+        for index in (*indexes, self.tokens):
             index.pop(token.id, None)
         self.open_replacements.discard(token.id)
         self.all_replacements.discard(token.id)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from worker.crypto.keys import KeyMaterial
 from worker.records import KeyPair, Replacement, Server, Token
 from worker.rules.decision import Decision
-from worker.rules.facts import EventFacts, InstallFacts, ScanFacts
+from worker.rules.facts import AppleCheckFacts, EventFacts, InstallFacts, ScanFacts
 
 
 @dataclass(frozen=True)
@@ -69,12 +69,44 @@ class EventLog(Protocol):
     def replacements_by_token(self, token_ids: set[str]) -> dict[str, Replacement]: ...
 
 
+class AppleChecks(Protocol):
+    """When Apple's enrollment service is next asked about each current token, and the facts
+    its answer is decided on (apple_checks.py, memory_apple.py)."""
+
+    def schedule(self, token_id: str, at: datetime, *, only_if_scheduled: bool = False) -> None: ...
+
+    def unschedule(self, token_ids: list[str]) -> None: ...
+
+    def claim_due(self, now: datetime, limit: int, lease_until: datetime) -> list[str]:
+        """Ids due by `now` (at most `limit`, soonest first), each moved to `lease_until` so
+        no other round takes it meanwhile."""
+        ...
+
+    def due_count(self, now: datetime) -> int: ...
+
+    def scheduled_count(self) -> int: ...
+
+    def backfill(self, now: datetime, spread_s: int) -> int:
+        """Put the current tokens installed before the schedule existed into it, spread over
+        `spread_s`; once. Returns how many were added."""
+        ...
+
+    def facts(self, token_ids: list[str], named: dict[str, str]) -> list[AppleCheckFacts]:
+        """`named`: token id -> key of the user Apple named as its downloader, to read too."""
+        ...
+
+    def current_tokens(self, token_ids: list[str]) -> list[Token]: ...
+
+
 class Store(Protocol):
     """Servers, key pairs and tokens, the facts decisions are made on, and the two writes that
     carry a decision in one step (staging a key, installing a token)."""
 
     @property
     def events(self) -> EventLog: ...
+
+    @property
+    def apple(self) -> AppleChecks: ...
 
     def ping(self) -> None:
         """Raises when the store cannot be reached."""

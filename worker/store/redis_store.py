@@ -25,6 +25,7 @@ from worker.rules.decision import Decision
 from worker.rules.facts import EventFacts, InstallFacts, ScanFacts
 from worker.store import keys as k
 from worker.store import transactions
+from worker.store.apple_checks import RedisAppleChecks
 from worker.store.event_store import EventStore
 from worker.store.facts import read_event_facts, read_scan_facts, token_ids_in
 from worker.store.protocol import ResealReport
@@ -65,6 +66,7 @@ class RedisStore:
         self._redis = client
         self._keyring = keyring
         self.events = events or EventStore(client)
+        self.apple = RedisAppleChecks(client)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
     # ---- servers ---------------------------------------------------------------------------
@@ -126,6 +128,7 @@ class RedisStore:
                 pipe.hincrby(k.user(user_key(token.downloaded_by)), k.USER_VERSION, 1)
                 pipe.delete(k.credentials(token.id))
                 pipe.zrem(k.TOKENS_NEXT_CHECK, token.id)
+                pipe.zrem(k.APPLE_NEXT_CHECK, token.id)
                 pipe.zrem(k.REPLACEMENTS_OPEN, token.id)
                 pipe.zrem(k.REPLACEMENTS, token.id)
                 pipe.delete(k.replacement(token.id))

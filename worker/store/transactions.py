@@ -38,6 +38,9 @@ def queue_token_writes(
     pipe.hincrby(user_hash, k.USER_VERSION, 1)
     pipe.persist(user_hash)  # it may have been a user known only from events, set to expire
     pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(check_at)})
+    # Apple is asked about it at the next round of checks (which puts it an interval ahead
+    # when the install itself asked Apple).
+    pipe.zadd(k.APPLE_NEXT_CHECK, {token.id: to_ms(check_at)})
     pipe.hset(k.server(token.server_id), "token", token.id)
 
 
@@ -249,6 +252,7 @@ def _supersede(pipe: redis.client.Pipeline, old: Token, by: str, now: datetime) 
     pipe.hdel(k.user(user_key(old.downloaded_by)), k.user_token_field(old.id))
     pipe.hincrby(k.user(user_key(old.downloaded_by)), k.USER_VERSION, 1)
     pipe.zrem(k.TOKENS_NEXT_CHECK, old.id)
+    pipe.zrem(k.APPLE_NEXT_CHECK, old.id)
 
 
 def _promote(pipe: redis.client.Pipeline, server: Server, key_id: str, now: datetime) -> None:

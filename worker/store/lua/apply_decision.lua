@@ -11,7 +11,10 @@
 -- }
 -- Returns "applied", "duplicate" (the marker is there) or "retry" (a guard moved).
 
-local WRITES = {HSET = true, DEL = true, EXPIRE = true, ZADD = true, ZREM = true, XADD = true}
+local WRITES = {
+  HSET = true, HDEL = true, DEL = true, EXPIRE = true, PERSIST = true,
+  ZADD = true, ZREM = true, XADD = true,
+}
 
 local decision = cjson.decode(ARGV[1])
 local marker = decision.marker

@@ -1,0 +1,183 @@
+"""Asking Apple about tokens: on demand (`tokens check`) and, by the scheduler's leader, every
+token once an interval, spread over it, a few at once.
+
+Each answer is decided by worker/rules/apple.py and applied as a decision (guarded, so a
+check that lost a race is decided again on fresh facts, and an alarm is raised once).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from worker.apple.verdicts import AppleAccount, CheckResult, Verdict
+from worker.config import AppleSettings
+from worker.crypto.payload import TokenCredentials
+from worker.errors import NotFound
+from worker.names import user_key
+from worker.records import Token
+from worker.rules.apple import decide_apple_check
+from worker.store.protocol import Store
+
+log = structlog.get_logger(__name__)
+
+#: Times an answer whose decision lost a race is decided again on fresh facts.
+DECIDE_ATTEMPTS = 5
+
+#: Tokens claimed per round of scheduled checks, per check allowed at once.
+CLAIM_PER_WORKER = 8
+
+#: Longest a claimed check may take before another round may take the token again.
+CLAIM_LEASE = timedelta(minutes=10)
+
+#: Share of the interval by which each next check comes early, at random: tokens installed
+#: together drift apart instead of being asked about together for ever.
+RESCHEDULE_JITTER = 0.1
+
+#: A token checked this recently (a share of the interval) is not asked about again when it
+#: comes due (say, it was installed with a check, and then came due at once).
+FRESH_SHARE = 0.5
+
+
+class AppleAsker(Protocol):
+    def check(self, credentials: TokenCredentials) -> CheckResult: ...
+
+    def account(self, credentials: TokenCredentials) -> AppleAccount: ...
+
+
+@dataclass(frozen=True)
+class TokenVerdict:
+    token: Token
+    result: CheckResult
+    #: Whether the answer's decision was applied (False: the token changed meanwhile).
+    applied: bool
+
+
+@dataclass
+class RoundReport:
+    claimed: int = 0
+    checked: list[TokenVerdict] = field(default_factory=list)
+    skipped: int = 0
+
+    def count(self, verdict: Verdict) -> int:
+        return sum(1 for v in self.checked if v.result.verdict is verdict)
+
+
+def token_credentials(store: Store, token: Token) -> TokenCredentials:
+    """A current token's credentials, opened for the one request that needs them."""
+    return TokenCredentials(**store.open_credentials(token), access_token_expiry=token.expires_at)
+
+
+class AppleChecker:
+    def __init__(
+        self,
+        store: Store,
+        apple: AppleAsker,
+        settings: AppleSettings,
+        *,
+        jitter: Callable[[], float] = random.random,
+    ):
+        self._store = store
+        self._apple = apple
+        self._settings = settings
+        self._jitter = jitter
+
+    def check_tokens(
+        self, tokens: Iterable[Token], now: Callable[[], datetime]
+    ) -> list[TokenVerdict]:
+        """Ask Apple about each token, at most `concurrency` at once, and apply each answer."""
+        tokens = list(tokens)
+        if not tokens:
+            return []
+        workers = min(self._settings.concurrency, len(tokens))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="apple-check") as pool:
+            return list(pool.map(lambda token: self._check_one(token, now), tokens))
+
+    def _check_one(self, token: Token, now: Callable[[], datetime]) -> TokenVerdict:
+        try:
+            credentials = token_credentials(self._store, token)
+        except NotFound:  # superseded between the read and now
+            return TokenVerdict(token, CheckResult(Verdict.MALFORMED, code="gone"), False)
+        result = self._apple.check(credentials)
+        applied = self.record(token.id, result, now())
+        log.info(
+            "apple_checked",
+            token_id=token.id,
+            verdict=result.verdict.value,
+            code=result.code,
+            applied=applied,
+        )
+        return TokenVerdict(token, result, applied)
+
+    def record(self, token_id: str, result: CheckResult, now: datetime) -> bool:
+        """Decide and apply what `result` means for the token; False when the token is gone
+        or stopped being current."""
+        for _ in range(DECIDE_ATTEMPTS):
+            facts = self._store.apple.facts([token_id], _named(token_id, result))
+            if not facts:
+                return False
+            decision = decide_apple_check(facts[0], result, now)
+            if not decision.apple:
+                return False
+            outcome = self._store.events.apply(decision).outcome
+            if outcome != "retry":
+                return outcome == "applied"
+        log.warning("apple_check_not_recorded", token_id=token_id, reason="kept changing")
+        return False
+
+    # ---- the scheduled rounds ----------------------------------------------------------------
+
+    def run_due(
+        self, now: Callable[[], datetime], still_leader: Callable[[], bool] = lambda: True
+    ) -> RoundReport:
+        """Check every token due by now, batch after batch, while this replica leads."""
+        report = RoundReport()
+        batch = self._settings.concurrency * CLAIM_PER_WORKER
+        while still_leader():
+            moment = now()
+            claimed = self._store.apple.claim_due(moment, batch, moment + CLAIM_LEASE)
+            if not claimed:
+                break
+            report.claimed += len(claimed)
+            due = self._due_tokens(claimed, moment, report)
+            report.checked += self.check_tokens(due, now)
+            for token in due:
+                self._store.apple.schedule(
+                    token.id, self._next_check(now()), only_if_scheduled=True
+                )
+        return report
+
+    def _due_tokens(self, claimed: list[str], now: datetime, report: RoundReport) -> list[Token]:
+        """The claimed tokens to ask about: current ones not checked a moment ago (those are
+        put back an interval after their check; the others leave the schedule)."""
+        current = self._store.apple.current_tokens(claimed)
+        self._store.apple.unschedule(sorted(set(claimed) - {t.id for t in current}))
+        interval = timedelta(seconds=self._settings.check_interval_s)
+        due = []
+        for token in current:
+            checked = token.apple.checked_at
+            if token.expires_at <= now:
+                self._store.apple.unschedule([token.id])  # expired: the scan said so already
+                report.skipped += 1
+            elif checked is not None and now - checked < interval * FRESH_SHARE:
+                self._store.apple.schedule(token.id, checked + interval, only_if_scheduled=True)
+                report.skipped += 1
+            else:
+                due.append(token)
+        return due
+
+    def _next_check(self, now: datetime) -> datetime:
+        interval = self._settings.check_interval_s
+        return now + timedelta(seconds=interval * (1 - RESCHEDULE_JITTER * self._jitter()))
+
+
+def _named(token_id: str, result: CheckResult) -> dict[str, str]:
+    """The user record to read besides: the one Apple names as the downloader."""
+    admin = result.account.admin_id if result.account else None
+    return {token_id: user_key(admin)} if admin else {}
