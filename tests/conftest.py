@@ -161,3 +161,13 @@ def receiver():
     yield playing
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def apple():
+    """A real HTTP server playing Apple's device enrollment service (see tests/apple_fake.py)."""
+    from tests.apple_fake import start_fake_apple
+
+    fake = start_fake_apple()
+    yield fake
+    fake.close()
