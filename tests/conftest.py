@@ -14,10 +14,17 @@ import redis
 from tests.helpers import FIXTURE_NOW, FIXTURES, quiet_logging, worker_threads
 from tests.redis_server import RedisDidNotStart, start_redis_server
 from worker.bootstrap import App
-from worker.config import Settings
+from worker.config import AppleSettings, Settings
 from worker.crypto.sealing import Keyring, generate_master_key
 from worker.store.memory import InMemoryStore
 from worker.store.memory_notify import InMemoryNotificationStore
+
+
+# Tests talk only to 127.0.0.1: every process a test starts (they inherit this environment)
+# finds Apple's enrollment service on a closed loopback port, and asks it nothing on a
+# schedule, unless a test points it at the fake (the `apple` fixture) and turns checks on.
+os.environ["TOKENWARDEN_APPLE_URL"] = "http://127.0.0.1:9"
+os.environ["TOKENWARDEN_APPLE_CHECK_INTERVAL"] = "0"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -65,7 +72,12 @@ def clock():
 @pytest.fixture
 def settings(redis_url, tmp_path):
     return Settings(
-        redis_url=redis_url, data_dir=tmp_path / "var", master_key=generate_master_key()
+        redis_url=redis_url,
+        data_dir=tmp_path / "var",
+        master_key=generate_master_key(),
+        # Apple's service on a closed loopback port: a test that means to ask it points it at
+        # the fake (tests/apple_fake.py) by overriding this fixture.
+        apple=AppleSettings(url="http://127.0.0.1:9", check_interval_s=0, timeout_s=2),
     )
 
 

@@ -56,6 +56,7 @@ def install(
         "install",
         server,
         str(path),
+        "--offline",
         "--downloaded-by",
         user,
         "--downloaded-at",

@@ -46,6 +46,7 @@ def test_a_new_users_tour(cli, fixture_files, tmp_path):
         "install",
         "main campus",
         str(fixture_files / APPLE_TOKEN),
+        "--offline",
         "--downloaded-by",
         "Admin@School.edu",
     )
@@ -105,11 +106,14 @@ def test_installing_an_older_token_after_a_newer_one_is_refused_and_changes_noth
     older, newer = tmp_path / "older.p7m", tmp_path / "newer.p7m"
     older.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=100), consumer)))
     newer.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=300), consumer)))
-    assert cli("tokens", "install", "Lab", str(newer), "--downloaded-by", "a@x").exit_code == 0
+    assert (
+        cli("tokens", "install", "Lab", str(newer), "--offline", "--downloaded-by", "a@x").exit_code
+        == 0
+    )
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(older), "--downloaded-by", "a@x"),
+        ("tokens", "install", "Lab", str(older), "--offline", "--downloaded-by", "a@x"),
         "older than the installed token",
     )
 
@@ -128,11 +132,27 @@ def test_installing_an_older_token_after_a_newer_one_is_refused_and_changes_noth
         (("keys", "export", "Nowhere"), "no server named"),
         (("keys", "rotate", "Nowhere"), "no server named"),
         (
-            ("tokens", "install", "Nowhere", "{fixtures}/server-token.p7m", "--downloaded-by", "a"),
+            (
+                "tokens",
+                "install",
+                "Nowhere",
+                "{fixtures}/server-token.p7m",
+                "--offline",
+                "--downloaded-by",
+                "a",
+            ),
             "no server named",
         ),
         (
-            ("tokens", "install", "Main Campus", "{fixtures}/missing.p7m", "--downloaded-by", "a"),
+            (
+                "tokens",
+                "install",
+                "Main Campus",
+                "{fixtures}/missing.p7m",
+                "--offline",
+                "--downloaded-by",
+                "a",
+            ),
             "does not exist",
         ),
         (
@@ -141,6 +161,7 @@ def test_installing_an_older_token_after_a_newer_one_is_refused_and_changes_noth
                 "install",
                 "Main Campus",
                 "{fixtures}/server-cert.pem",
+                "--offline",
                 "--downloaded-by",
                 "a",
             ),
@@ -152,6 +173,7 @@ def test_installing_an_older_token_after_a_newer_one_is_refused_and_changes_noth
                 "install",
                 "Main Campus",
                 "{fixtures}/server-token.p7m",
+                "--offline",
                 "--downloaded-by",
                 "  ",
             ),
@@ -163,6 +185,7 @@ def test_installing_an_older_token_after_a_newer_one_is_refused_and_changes_noth
                 "install",
                 "Main Campus",
                 "{fixtures}/server-token.p7m",
+                "--offline",
                 "--downloaded-by",
                 "a",
                 "--downloaded-at",
@@ -176,6 +199,7 @@ def test_installing_an_older_token_after_a_newer_one_is_refused_and_changes_noth
                 "install",
                 "Main Campus",
                 "{fixtures}/server-token.p7m",
+                "--offline",
                 "--downloaded-by",
                 "a",
                 "--downloaded-at",
@@ -213,7 +237,7 @@ def test_damaged_token_files_are_refused_by_the_cli(
     line = assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Main Campus", str(damaged), "--downloaded-by", "a@x"),
+        ("tokens", "install", "Main Campus", str(damaged), "--offline", "--downloaded-by", "a@x"),
         message,
     )
     assert str(damaged) in line
@@ -224,7 +248,15 @@ def test_a_token_for_another_key_says_different_certificate(cli, snapshot, fixtu
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Other", str(fixture_files / APPLE_TOKEN), "--downloaded-by", "a@x"),
+        (
+            "tokens",
+            "install",
+            "Other",
+            str(fixture_files / APPLE_TOKEN),
+            "--offline",
+            "--downloaded-by",
+            "a@x",
+        ),
         "encrypted to a different certificate",
     )
 
@@ -239,7 +271,7 @@ def test_a_3des_token_names_the_cipher(cli, snapshot, tmp_path, clock):
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(old), "--downloaded-by", "a"),
+        ("tokens", "install", "Lab", str(old), "--offline", "--downloaded-by", "a"),
         "encrypted with 3DES",
     )
 
@@ -254,7 +286,7 @@ def test_a_token_missing_a_field_names_it(cli, snapshot, tmp_path, clock):
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(bad), "--downloaded-by", "a"),
+        ("tokens", "install", "Lab", str(bad), "--offline", "--downloaded-by", "a"),
         "no 'access_secret' field",
     )
 
@@ -270,6 +302,7 @@ def test_an_expired_token_says_when_it_expired(cli, snapshot, fixture_files, clo
             "install",
             "Main Campus",
             str(fixture_files / APPLE_TOKEN),
+            "--offline",
             "--downloaded-by",
             "a",
         ),
@@ -283,15 +316,25 @@ def test_a_token_from_another_consumer_needs_the_flag(cli, snapshot, tmp_path, c
     first, second = tmp_path / "a.p7m", tmp_path / "b.p7m"
     first.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=100))))
     second.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=300))))
-    assert cli("tokens", "install", "Lab", str(first), "--downloaded-by", "a").exit_code == 0
+    assert (
+        cli("tokens", "install", "Lab", str(first), "--offline", "--downloaded-by", "a").exit_code
+        == 0
+    )
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(second), "--downloaded-by", "a"),
-        "--allow-consumer-change",
+        ("tokens", "install", "Lab", str(second), "--offline", "--downloaded-by", "a"),
+        "--allow-server-change",
     )
     confirmed = cli(
-        "tokens", "install", "Lab", str(second), "--downloaded-by", "a", "--allow-consumer-change"
+        "tokens",
+        "install",
+        "Lab",
+        str(second),
+        "--offline",
+        "--downloaded-by",
+        "a",
+        "--allow-consumer-change",
     )
     assert confirmed.exit_code == 0
     assert "supersedes" in confirmed.stdout
@@ -409,7 +452,7 @@ def test_fifos_and_oversized_files_are_refused_without_reading_them(
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Main Campus", str(fifo), "--downloaded-by", "a"),
+        ("tokens", "install", "Main Campus", str(fifo), "--offline", "--downloaded-by", "a"),
         "is not a regular file",
     )
     huge = tmp_path / "huge.p7m"
@@ -418,7 +461,7 @@ def test_fifos_and_oversized_files_are_refused_without_reading_them(
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Main Campus", str(huge), "--downloaded-by", "a"),
+        ("tokens", "install", "Main Campus", str(huge), "--offline", "--downloaded-by", "a"),
         "at most 262144 are read",
     )
     assert_refused(
@@ -440,8 +483,13 @@ def test_fifos_and_oversized_files_are_refused_without_reading_them(
 def test_reinstalling_with_another_downloader_says_it_was_not_recorded(cli, fixture_files):
     add_apple_server(cli, fixture_files)
     token = str(fixture_files / APPLE_TOKEN)
-    assert cli("tokens", "install", "Main Campus", token, "--downloaded-by", "a@x").exit_code == 0
-    again = cli("tokens", "install", "Main Campus", token, "--downloaded-by", "b@x")
+    assert (
+        cli(
+            "tokens", "install", "Main Campus", token, "--offline", "--downloaded-by", "a@x"
+        ).exit_code
+        == 0
+    )
+    again = cli("tokens", "install", "Main Campus", token, "--offline", "--downloaded-by", "b@x")
     assert again.exit_code == 0
     assert "already installed" in again.stdout
     assert "recorded as downloaded by a@x; b@x was not recorded" in again.stderr
@@ -455,11 +503,16 @@ def test_a_token_for_a_replaced_key_says_so(cli, snapshot, clock, tmp_path):
     new_cert = cli("keys", "rotate", "Lab").stdout
     new_token = tmp_path / "new.p7m"
     new_token.write_bytes(encrypt_to(new_cert, credentials(clock.now + timedelta(days=360))))
-    assert cli("tokens", "install", "Lab", str(new_token), "--downloaded-by", "a").exit_code == 0
+    assert (
+        cli(
+            "tokens", "install", "Lab", str(new_token), "--offline", "--downloaded-by", "a"
+        ).exit_code
+        == 0
+    )
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(old_token), "--downloaded-by", "a"),
+        ("tokens", "install", "Lab", str(old_token), "--offline", "--downloaded-by", "a"),
         "encrypted to a key of 'Lab' that was replaced",
     )
 
@@ -472,6 +525,6 @@ def test_a_wrong_download_time_in_the_file_name_is_named_as_such(cli, snapshot, 
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(named), "--downloaded-by", "a"),
+        ("tokens", "install", "Lab", str(named), "--offline", "--downloaded-by", "a"),
         "the download time in the file name 2031-01-01",
     )

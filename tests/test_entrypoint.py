@@ -72,6 +72,7 @@ def test_a_bad_setting_is_one_line(env, variables, message, tmp_path):
         "install",
         "Lab",
         str(tmp_path / "t.p7m"),
+        "--offline",
         "--downloaded-by",
         "a",
         env={**env, **variables},

@@ -134,7 +134,7 @@ def test_a_token_whose_decrypted_message_is_deeply_nested_is_refused(cli, snapsh
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(path), "--downloaded-by", "a@x.org"),
+        ("tokens", "install", "Lab", str(path), "--offline", "--downloaded-by", "a@x.org"),
         "nests JSON too deeply",
     )
 
@@ -157,6 +157,7 @@ def test_extreme_dates_on_the_command_line_are_one_line(cli, snapshot, clock, tm
             "install",
             "Lab",
             str(path),
+            "--offline",
             "--downloaded-by",
             "a@x",
             "--downloaded-at",
@@ -177,7 +178,7 @@ def test_a_token_expiring_at_an_extreme_date_is_refused(cli, snapshot, tmp_path,
     assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(path), "--downloaded-by", "a@x.org"),
+        ("tokens", "install", "Lab", str(path), "--offline", "--downloaded-by", "a@x.org"),
         "'access_token_expiry' is out of range",
     )
 
@@ -346,7 +347,7 @@ def test_a_token_files_content_type_is_shown_escaped(cli, snapshot, tmp_path):
     line = assert_refused(
         cli,
         snapshot,
-        ("tokens", "install", "Lab", str(path), "--downloaded-by", "a@x.org"),
+        ("tokens", "install", "Lab", str(path), "--offline", "--downloaded-by", "a@x.org"),
         "not an S/MIME server token",
     )
     assert "\x1b" not in line

@@ -59,6 +59,7 @@ def test_a_key_staged_before_the_token_is_installed_dooms_that_token_at_install(
         "install",
         "Lab",
         str(path),
+        "--offline",
         "--downloaded-by",
         "a@x.org",
         "--downloaded-at",

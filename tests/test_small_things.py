@@ -68,7 +68,15 @@ def test_status_and_tokens_list_tell_same_named_servers_apart_by_organization(cl
         path = tmp_path / f"{org}.p7m"
         path.write_bytes(encrypt_to(cert, credentials(clock.now + timedelta(days=300))))
         installed = cli(
-            "tokens", "install", "Main", str(path), "--org", org, "--downloaded-by", user
+            "tokens",
+            "install",
+            "Main",
+            str(path),
+            "--org",
+            org,
+            "--offline",
+            "--downloaded-by",
+            user,
         )
         assert installed.exit_code == 0, installed.output
     # Then both tables have an ORG column naming each

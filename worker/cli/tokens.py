@@ -183,14 +183,13 @@ def check(app: App, servers: tuple[str, ...], org: str | None, as_json: bool) ->
 
     Exit 0 when Apple accepts every token, 1 when it rejects one or new terms wait to be
     accepted, 3 when Apple could not be asked about one."""
-    tokens, by_id = estate.current_tokens(app.store, app.listings, servers, org)
+    tokens, _ = estate.current_tokens(app.store, app.listings, servers, org)
     verdicts = app.apple_checker.check_tokens(tokens, app.now)
     now = app.now()
     interval = app.settings.apple.check_interval_s
     rows = []
-    for verdict in verdicts:
-        token = app.store.get_token(verdict.token.id) or verdict.token
-        server = app.store.get_server(token.server_id) or by_id.get(token.server_id)
+    stored = estate.as_stored(app.store, [v.token for v in verdicts])
+    for verdict, (token, server) in zip(verdicts, stored, strict=True):
         described = registry.describe_token(token, server, now, interval)
         account = verdict.result.account
         described["check"] = {

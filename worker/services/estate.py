@@ -59,6 +59,14 @@ def current_tokens(
     return tokens, chosen
 
 
+def as_stored(store: Store, tokens: list[Token]) -> list[tuple[Token, Server | None]]:
+    """Each token as stored now (after a check wrote to it), with its server."""
+    fresh = store.tokens_by_id({t.id for t in tokens})
+    current = [fresh.get(t.id, t) for t in tokens]
+    servers = store.servers_by_id({t.server_id for t in current})
+    return [(t, servers.get(t.server_id)) for t in current]
+
+
 def current_state(
     store: Store, listings: ServerListing
 ) -> list[tuple[Server, Token | None, Replacement | None]]:
