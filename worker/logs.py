@@ -116,5 +116,8 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
     # httpx logs every request with its full URL, and some webhook URLs carry secrets.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # oauthlib logs the signature base string (consumer key and access token, URL-encoded, out
+    # of reach of the redaction by shape) at debug level.
+    logging.getLogger("oauthlib").setLevel(logging.WARNING)
     # APScheduler logs every run of every job (the lease is renewed every few seconds).
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))
