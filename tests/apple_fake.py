@@ -70,7 +70,7 @@ class _Validator(RequestValidator):
     """oauthlib's server-side questions, answered from the fake's enrolled tokens."""
 
     enforce_ssl = False
-    safe_characters = set(string.ascii_letters + string.digits + "_-")
+    safe_characters = frozenset(string.ascii_letters + string.digits + "_-")
     client_key_length = (3, 256)
     access_token_length = (3, 256)
     nonce_length = (8, 64)
@@ -146,8 +146,9 @@ class FakeApple:
 
     def enroll(self, creds: dict[str, str], **account: str) -> dict[str, str]:
         """Register a token (replacing any earlier token of its consumer key, as Apple does
-        when a new token is downloaded) and the account `/account` answers for it."""
-        answer = default_account() | account
+        when a new token is downloaded) and the account `/account` answers for it; a field
+        given as None is left out of the answer."""
+        answer = _without_nones(default_account() | account)
         with self._lock:
             self._tokens[creds["consumer_key"]] = _Enrolled(dict(creds), answer)
         return dict(answer)
@@ -155,7 +156,7 @@ class FakeApple:
     def account(self, consumer_key: str, **changes: str) -> dict[str, str]:
         with self._lock:
             enrolled = self._tokens[consumer_key]
-            enrolled.account = enrolled.account | changes
+            enrolled.account = _without_nones(enrolled.account | changes)
             return dict(enrolled.account)
 
     def revoke(self, consumer_key: str, code: str = "token_rejected") -> None:
@@ -287,6 +288,10 @@ class FakeApple:
         return _json_reply(answer, headers)
 
 
+def _without_nones(fields: dict) -> dict:
+    return {name: value for name, value in fields.items() if value is not None}
+
+
 def oauth_problem(code: str) -> Reply:
     return Reply(
         401,
@@ -347,6 +352,9 @@ def start_fake_apple() -> FakeApple:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as Apple's servers
+        # The headers and the body go out in two writes: without this, Nagle's algorithm and
+        # the client's delayed ACK hold each answer for ~40 ms.
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             fake.handle(self)
@@ -358,5 +366,5 @@ def start_fake_apple() -> FakeApple:
     server.daemon_threads = True
     fake._server = server
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
     return fake

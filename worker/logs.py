@@ -29,6 +29,11 @@ SECRET_KEY_PARTS = (
     "signature",
 )
 
+#: Libraries whose loggers are held at warning: httpx logs every request with its full URL
+#: (some webhook URLs carry secrets); oauthlib logs the signature base string, which holds the
+#: consumer key and access token URL-encoded, out of reach of the redaction by shape.
+QUIET_LOGGERS = ("httpx", "httpcore", "oauthlib")
+
 _SECRET_SHAPES = re.compile(
     r"\b(?:CK|CS|AT|AS)_[A-Za-z0-9+/=_-]{8,}"
     r"|-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"
@@ -113,8 +118,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream=None) -> No
     root.setLevel(numeric)
     # redis-py reports at debug level that old servers lack a feature; that is not news.
     logging.getLogger("redis").setLevel(max(numeric, logging.INFO))
-    # httpx logs every request with its full URL, and some webhook URLs carry secrets.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     # APScheduler logs every run of every job (the lease is renewed every few seconds).
     logging.getLogger("apscheduler").setLevel(max(numeric, logging.WARNING))

@@ -279,11 +279,12 @@ class AppleClient:
             answer = self._fetch(path, headers)
         except httpx.TimeoutException:
             return None, AppleUnreachable(
-                f"no answer from {self._host}{path} within {self._timeout_s:g} s", code="timeout"
+                f"no answer from {self._host} for {path} within {self._timeout_s:g} s",
+                code="timeout",
             )
         except httpx.TransportError as exc:  # its text may name the URL: only its kind is kept
             return None, AppleUnreachable(
-                f"cannot reach {self._host}{path} ({type(exc).__name__})", code="connection"
+                f"cannot reach {self._host} for {path} ({type(exc).__name__})", code="connection"
             )
         if is_transient(answer.status):
             transient = classify(path, answer.status, answer.headers, answer.body)
