@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
 from worker.records import AppleState
 
 
@@ -106,13 +107,14 @@ def standing(
     """Apple's verdict on a token as a person should read it now: `rejected` (for good),
     `terms_not_accepted`, `accepted`, or `unknown` (never confirmed, or not for
     STALE_INTERVALS intervals: transient failures are not alarms, but they are not news of
-    health either)."""
+    health either). With scheduled checks off (`interval_s` 0), the default interval counts."""
+    interval_s = interval_s or DEFAULT_APPLE_CHECK_INTERVAL_S
     if state.rejected_at is not None:
         return Verdict.REJECTED.value
     confirmed = state.confirmed_at
     if confirmed is None:
         return "unknown"
-    if interval_s and now - confirmed > timedelta(seconds=STALE_INTERVALS * interval_s):
+    if now - confirmed > timedelta(seconds=STALE_INTERVALS * interval_s):
         return "unknown"
     if terms_since is not None:
         return Verdict.TERMS_NOT_ACCEPTED.value
