@@ -19,7 +19,6 @@ from worker.crypto.sealing import Keyring, generate_master_key
 from worker.store.memory import InMemoryStore
 from worker.store.memory_notify import InMemoryNotificationStore
 
-
 # Tests talk only to 127.0.0.1: every process a test starts (they inherit this environment)
 # finds Apple's enrollment service on a closed loopback port, and asks it nothing on a
 # schedule, unless a test points it at the fake (the `apple` fixture) and turns checks on.

@@ -156,7 +156,8 @@ def test_apple_naming_another_downloader_moves_the_token_to_them(
 
     [token] = json.loads(cli("tokens", "list", "--json").stdout)
     assert token["downloaded_by"] == "second@school.example"
-    [entry] = [e for e in json.loads(cli("events", "list", "--json").stdout) if e["kind"] == "apple"]
+    audit = json.loads(cli("events", "list", "--json").stdout)
+    [entry] = [e for e in audit if e["kind"] == "apple"]
     assert "first@school.example" in json.dumps(entry)
     assert "second@school.example" in json.dumps(entry)
     # The user rules now apply to the right person: the old downloader's password is nothing

@@ -101,9 +101,7 @@ def test_a_token_apple_refuses_is_not_installed(cli, lab, apple, tmp_path, snaps
 
 def test_a_token_apple_never_issued_is_refused_as_rejected(cli, lab, apple, tmp_path, snapshot):
     path, _ = token_file(cli, tmp_path)  # never enrolled: Apple does not know its consumer
-    assert_refused(
-        cli, snapshot, ("tokens", "install", "Lab", str(path)), "consumer_key_rejected"
-    )
+    assert_refused(cli, snapshot, ("tokens", "install", "Lab", str(path)), "consumer_key_rejected")
 
 
 def test_apple_unreachable_needs_the_downloader_and_says_so(cli, lab, apple, tmp_path, snapshot):
