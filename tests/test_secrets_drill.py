@@ -1,12 +1,14 @@
 """The secrets drill: the whole pipeline at debug level, then every log line, every Redis
-value, every webhook body and every CLI output is searched for the token credentials and the
-private keys used. Zero hits."""
+value, every webhook body and every CLI output is searched for the token credentials, the
+private keys and the session tokens Apple's service (the fake) handed out. Zero hits."""
 
 import base64
 import io
 import json
+from dataclasses import replace
 from datetime import timedelta
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 
 from tests.helpers import (
@@ -20,8 +22,14 @@ from tests.tokenfiles import credentials, encrypt_to
 from worker.logs import configure_logging
 
 
+@pytest.fixture
+def settings(settings, apple):
+    """Apple's service is the fake, which hands out session tokens."""
+    return replace(settings, apple=replace(settings.apple, url=apple.url))
+
+
 def test_no_secret_anywhere_after_a_full_run_at_debug_level(
-    cli, app, redis_url, fixture_files, receiver, tmp_path, clock
+    cli, app, redis_url, fixture_files, receiver, tmp_path, clock, apple
 ):
     log = io.StringIO()
     configure_logging("debug", "json", stream=log)
@@ -62,17 +70,21 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
         run("servers", "add", "Lab")
         made = credentials(clock.now + timedelta(days=300))
         (tmp_path / "t.p7m").write_bytes(encrypt_to(run("keys", "export", "Lab").stdout, made))
+        # Asked about at install, and checked twice more: its first session expires in
+        # between, and each answer after that hands out a new one.
+        apple.enroll(made, admin_id="lab@school.edu")
+        apple.rotate_sessions = True
         run(
             "tokens",
             "install",
             "Lab",
             str(tmp_path / "t.p7m"),
-            "--offline",
-            "--downloaded-by",
-            "lab@school.edu",
             "--downloaded-at",
             "2025-02-01T00:00:00Z",
         )
+        apple.expire_sessions()
+        run("tokens", "check", "Lab", "--json")
+        run("tokens", "check", "Lab")
         with worker_threads(app) as worker:
             run("emit", "password-changed", "--user", "apple@school.edu")
             run("emit", "user-left", "--user", "lab@school.edu")
@@ -99,15 +111,16 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
 
     # The secrets that went through
     server = app.store.servers_named("Main")[0]
-    apple = app.store.open_credentials(app.store.get_token(server.token_id))
+    fixture_token = app.store.open_credentials(app.store.get_token(server.token_id))
     lab = app.store.servers_named("Lab")[0]
     lab_key = app.store.open_key_material(app.store.get_key(lab.current_key_id)).private_key
     staged = app.store.open_key_material(app.store.get_key(lab.staged_key_id)).private_key
     secrets = [
-        *apple.values(),
+        *fixture_token.values(),
         *(made[f] for f in ("consumer_key", "consumer_secret", "access_token", "access_secret")),
         webhook_secret,
         webhook_secret.removeprefix("whsec_"),
+        *apple.sessions_issued,
         app.settings.master_key,
     ]
     forms = private_key_forms((fixture_files / "server-key.pem").read_bytes())
@@ -127,6 +140,7 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
     }
     assert len(log.getvalue().splitlines()) > 20, "the drill logged too little to mean much"
     assert len(receiver.received) >= 3
+    assert len(apple.sessions_issued) >= 3, "the drill used too few Apple sessions"
     for where, haystack in places.items():
         for secret in secrets:
             assert secret.encode() not in haystack, f"a credential or key in the {where}"
