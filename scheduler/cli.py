@@ -88,7 +88,8 @@ def status_command(app: App, as_json: bool) -> None:
     """Every server, its token's expiry and open replacements, most urgent first.
 
     Exit code: 0 all fine; 1 something to do inside the first warning threshold (or a
-    server without a token); 2 something expired or no longer working.
+    server without a token, or Apple's new terms waiting); 2 something expired or no longer
+    working (Apple rejected it, say).
     """
     thresholds = app.settings.scheduler.thresholds
     now = app.now()
