@@ -140,7 +140,7 @@ class SchedulerService:
         if report.claimed:
             log.info(
                 "apple_checks_done",
-                checked=len(report.checked),
+                checked=report.checked,
                 skipped=report.skipped,
                 rejected=report.count(Verdict.REJECTED),
                 terms_not_accepted=report.count(Verdict.TERMS_NOT_ACCEPTED),

@@ -8,6 +8,7 @@ check that lost a race is decided again on fresh facts, and an alarm is raised o
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -61,12 +62,18 @@ class TokenVerdict:
 
 @dataclass
 class RoundReport:
+    """What a round of scheduled checks did: counts only (a round may check a million)."""
+
     claimed: int = 0
-    checked: list[TokenVerdict] = field(default_factory=list)
     skipped: int = 0
+    verdicts: Counter[Verdict] = field(default_factory=Counter)
+
+    @property
+    def checked(self) -> int:
+        return self.verdicts.total()
 
     def count(self, verdict: Verdict) -> int:
-        return sum(1 for v in self.checked if v.result.verdict is verdict)
+        return self.verdicts[verdict]
 
 
 def token_credentials(store: Store, token: Token) -> TokenCredentials:
@@ -106,7 +113,9 @@ class AppleChecker:
             return TokenVerdict(token, CheckResult(Verdict.MALFORMED, code="gone"), False)
         result = self._apple.check(credentials)
         applied = self.record(token.id, result, now())
-        log.info(
+        # A million tokens are checked four times a day: only news is worth an info line.
+        level = log.debug if result.verdict is Verdict.ACCEPTED else log.info
+        level(
             "apple_checked",
             token_id=token.id,
             verdict=result.verdict.value,
@@ -146,7 +155,7 @@ class AppleChecker:
                 break
             report.claimed += len(claimed)
             due = self._due_tokens(claimed, moment, report)
-            report.checked += self.check_tokens(due, now)
+            report.verdicts.update(v.result.verdict for v in self.check_tokens(due, now))
             for token in due:
                 self._store.apple.schedule(
                     token.id, self._next_check(now()), only_if_scheduled=True
