@@ -16,8 +16,10 @@ from worker import registry
 from worker.apple.verdicts import AppleAccount, CheckResult, Verdict
 from worker.handling import EventHandler
 from worker.names import user_key
-from worker.records import AppleState, from_ms, to_ms
+from worker.records import AppleState, from_ms, ms_field, to_ms
 from worker.rules.apple import decide_apple_check
+from worker.rules.decision import REJECTED, SERVER, TERMS, TOKEN, Decision, Guard
+from worker.rules.events import decide_event
 from worker.rules.facts import NO_REPLACEMENT
 
 NOW = FIXTURE_NOW
@@ -33,8 +35,8 @@ ACCEPTED = CheckResult(
     Verdict.ACCEPTED,
     AppleAccount(server_uuid="UUID-1", server_name="Lab MDM", admin_id=ADMIN, org_name="X School"),
 )
-REJECTED = CheckResult(Verdict.REJECTED, code="token_rejected", detail="HTTP 401")
-TERMS = CheckResult(Verdict.TERMS_NOT_ACCEPTED, code="T_C_NOT_SIGNED", detail="HTTP 403")
+REJECTED_RESULT = CheckResult(Verdict.REJECTED, code="token_rejected", detail="HTTP 401")
+TERMS_RESULT = CheckResult(Verdict.TERMS_NOT_ACCEPTED, code="T_C_NOT_SIGNED", detail="HTTP 403")
 
 
 def add(store, name="Lab"):
@@ -67,8 +69,12 @@ def sent(store, event_type=None):
     return [e for e in store.events.outbox(limit=10_000) if event_type in (None, e["type"])]
 
 
+def user_event(user, at):
+    return new_event(catalog.PASSWORD_CHANGED, {"user": user}, source="urn:test", time=at)
+
+
 def password_changed(store, user, at):
-    event = new_event(catalog.PASSWORD_CHANGED, {"user": user}, source="urn:test", time=at)
+    event = user_event(user, at)
     EventHandler(store).handle(event, received_at=at, now=at)
 
 
@@ -105,7 +111,7 @@ def test_no_answer_keeps_when_apple_last_confirmed_the_token(store):
 def test_a_rejection_opens_the_replacement_and_is_told_once(store):
     add(store)
     token = install(store)
-    assert check(store, token.id, REJECTED) == "applied"
+    assert check(store, token.id, REJECTED_RESULT) == "applied"
     state = store.get_token(token.id).apple
     assert (state.verdict, state.code, state.rejected_at) == (
         "rejected",
@@ -122,7 +128,7 @@ def test_a_rejection_opens_the_replacement_and_is_told_once(store):
     assert once == [catalog.TOKEN_REJECTED, catalog.REPLACEMENT_REQUIRED]
 
     later = ASKED + timedelta(hours=6)
-    assert check(store, token.id, REJECTED, later) == "applied"
+    assert check(store, token.id, REJECTED_RESULT, later) == "applied"
     state = store.get_token(token.id).apple
     assert (state.rejected_at, state.checked_at) == (ASKED_MS, from_ms(to_ms(later)))
     assert [e["type"] for e in sent(store)] == once
@@ -132,9 +138,9 @@ def test_a_rejection_opens_the_replacement_and_is_told_once(store):
 def test_terms_are_told_once_and_their_end_too(store):
     server = add(store)
     token = install(store)
-    assert check(store, token.id, TERMS) == "applied"
+    assert check(store, token.id, TERMS_RESULT) == "applied"
     assert store.get_server(server.id).terms_since == ASKED_MS
-    assert check(store, token.id, TERMS, ASKED + timedelta(hours=1)) == "applied"
+    assert check(store, token.id, TERMS_RESULT, ASKED + timedelta(hours=1)) == "applied"
     assert [e["type"] for e in sent(store)] == [catalog.TERMS_NOT_ACCEPTED]
     assert store.events.replacements() == []
 
@@ -193,7 +199,10 @@ def test_a_token_moved_to_someone_unknown_leaves_them_when_it_is_superseded(stor
 def test_a_second_rejection_decided_on_the_same_facts_is_refused(store):
     add(store)
     token = install(store)
-    first, second = decide(store, token.id, REJECTED), decide(store, token.id, REJECTED)
+    first, second = (
+        decide(store, token.id, REJECTED_RESULT),
+        decide(store, token.id, REJECTED_RESULT),
+    )
     assert store.events.apply(first).outcome == "applied"
     before = (sent(store), store.events.replacements(), store.get_token(token.id))
     assert store.events.apply(second).outcome == "retry"
@@ -203,7 +212,7 @@ def test_a_second_rejection_decided_on_the_same_facts_is_refused(store):
 def test_pending_terms_decided_twice_on_the_same_facts_are_told_once(store):
     add(store)
     token = install(store)
-    first, second = decide(store, token.id, TERMS), decide(store, token.id, TERMS)
+    first, second = decide(store, token.id, TERMS_RESULT), decide(store, token.id, TERMS_RESULT)
     assert store.events.apply(first).outcome == "applied"
     assert store.events.apply(second).outcome == "retry"
     assert len(sent(store, catalog.TERMS_NOT_ACCEPTED)) == 1
@@ -234,6 +243,45 @@ def test_a_downloader_correction_is_refused_when_either_user_moved(store):
     assert store.current_tokens_of_user(TEACHER) == []
     assert check(store, token.id, accepted_by(TEACHER)) == "applied"
     assert store.get_token(token.id).downloaded_by == TEACHER
+
+
+def test_an_event_decided_before_the_token_moved_is_refused(store):
+    """The move writes both users' records at a new version: an event about either, decided
+    on what they held before, is decided again (so the teacher's password change dooms the
+    token they now hold)."""
+    add(store)
+    token = install(store)
+    at = NOW + timedelta(hours=1)
+    stale = {
+        user: decide_event(
+            store.event_facts({user_key(user)}, set(), set()), user_event(user, at), at
+        )
+        for user in (ADMIN, TEACHER)
+    }
+    assert check(store, token.id, accepted_by(TEACHER)) == "applied"
+    assert [store.events.apply(d).outcome for d in stale.values()] == ["retry", "retry"]
+    assert store.events.replacements() == []
+    password_changed(store, TEACHER, at)
+    assert [r.token_id for r in store.events.replacements()] == [token.id]
+
+
+def test_the_guards_on_rejection_and_terms_read_what_the_checks_wrote(store):
+    server = add(store)
+    token = install(store)
+    rejected_unset = Guard(TOKEN, token.id, REJECTED, "")
+    terms_unset = Guard(SERVER, server.id, TERMS, "")
+    assert store.events.apply(Decision(now=NOW, guards=[rejected_unset, terms_unset])).outcome == (
+        "applied"
+    )
+    check(store, token.id, TERMS_RESULT)
+    check(store, token.id, REJECTED_RESULT, ASKED + timedelta(hours=1))
+    for guard in (rejected_unset, terms_unset):
+        assert store.events.apply(Decision(now=NOW, guards=[guard])).outcome == "retry"
+    set_now = [
+        Guard(TOKEN, token.id, REJECTED, ms_field(store.get_token(token.id).apple.rejected_at)),
+        Guard(SERVER, server.id, TERMS, ms_field(store.get_server(server.id).terms_since)),
+    ]
+    assert store.events.apply(Decision(now=NOW, guards=set_now)).outcome == "applied"
 
 
 # ---- the schedule ----------------------------------------------------------------------------
