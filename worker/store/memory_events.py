@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from worker.records import Replacement, from_ms, to_ms
+from worker.records import AppleState, Replacement, from_ms, ms_field, to_ms
 from worker.rules.decision import (
     USER,
     Decision,
@@ -125,7 +125,11 @@ class InMemoryEvents:
         for checked in decision.apple:
             token = state.tokens.get(checked.token_id)
             if token is not None:
-                state.tokens[token.id] = replace(token, apple=checked.state)
+                # Through the fields Redis keeps, so its times are to the millisecond, as the
+                # Redis store gives them back (terms_since below too).
+                fields = checked.state.to_fields()
+                kept = AppleState.from_hash({name: str(value) for name, value in fields.items()})
+                state.tokens[token.id] = replace(token, apple=kept)
         for seen in decision.servers_seen:
             server = state.servers.get(seen.server_id)
             if server is not None:
@@ -133,7 +137,7 @@ class InMemoryEvents:
                     server,
                     apple_name=seen.apple_name,
                     apple_org=seen.apple_org,
-                    terms_since=seen.terms_since,
+                    terms_since=from_ms(ms_field(seen.terms_since)),
                 )
         for moved in decision.downloaders:
             self._move_token(moved)
