@@ -434,8 +434,11 @@ STANDINGS = {
     "terms pending but stale": (
         AppleState(confirmed_at=NOW - 2 * STALE), NOW - DAY, INTERVAL, "unknown",
     ),
-    "interval 0: checks off, never stale": (
-        AppleState(confirmed_at=NOW - 1000 * DAY), None, 0, "accepted",
+    "interval 0 (checks off): the default interval counts, fresh": (
+        AppleState(confirmed_at=NOW - DAY / 2), None, 0, "accepted",
+    ),
+    "interval 0 (checks off): the default interval counts, stale": (
+        AppleState(confirmed_at=NOW - DAY), None, 0, "unknown",
     ),
 }  # fmt: skip
 
@@ -516,3 +519,25 @@ def test_the_apple_rules_import_no_io_library():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout.split()
     assert loaded == []
+
+
+# ---- what Apple leaves out, and one audit entry for all that was done ------------------------
+
+
+def test_an_answer_without_names_keeps_the_names_apple_gave_before():
+    decision = decide_apple_check(facts(), accepted(server_name=None, org_name=None), NOW)
+    assert decision.servers_seen == []
+    renamed = decide_apple_check(facts(), accepted(server_name="Lab 2", org_name=None), NOW)
+    assert renamed.servers_seen == [ServerSeenByApple(SERVER.id, "Lab 2", "North School", None)]
+
+
+def test_terms_ending_and_a_downloader_corrected_share_one_audit_entry():
+    pending = replace(SERVER, terms_since=NOW - DAY)
+    decision = decide_apple_check(
+        facts(server=pending, named=Recorded("3")), accepted(admin_id=NEW), NOW
+    )
+    assert types(decision) == [catalog.TERMS_ACCEPTED]
+    assert decision.downloaders
+    assert decision.audit.event["apple"] == ["terms_accepted", "downloader corrected"]
+    assert decision.audit.event["downloaded_by"] == NEW
+    assert decision.audit.event["recorded_as"] == OLD

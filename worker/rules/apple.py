@@ -73,11 +73,17 @@ def _accepted(
 ) -> None:
     server = facts.server
     assert server is not None
+    # An answer without a name keeps the name Apple gave before.
+    named = replace(
+        account,
+        server_name=account.server_name or server.apple_name,
+        org_name=account.org_name or server.apple_org,
+    )
     if server.terms_since is not None:
-        _terms_changed(decision, facts, server, now, pending=False, account=account)
-    elif (account.server_name, account.org_name) != (server.apple_name, server.apple_org):
+        _terms_changed(decision, facts, server, now, pending=False, account=named)
+    elif (named.server_name, named.org_name) != (server.apple_name, server.apple_org):
         decision.servers_seen.append(
-            ServerSeenByApple(server.id, account.server_name, account.org_name, None)
+            ServerSeenByApple(server.id, named.server_name, named.org_name, None)
         )
     if account.admin_id:
         _correct_downloader(decision, facts, account.admin_id, now)
@@ -103,7 +109,7 @@ def _rejected(
         time=now,
     )
     replace_token(decision, facts.replacement, ReplacementNeeded(token, cause), server, now)
-    decision.audit = AuditEntry("apple", _audit(facts, "rejected", code=result.code))
+    _note(decision, facts, "rejected", code=result.code)
 
 
 def _terms_changed(
@@ -130,7 +136,7 @@ def _terms_changed(
     event_type = catalog.TERMS_NOT_ACCEPTED if pending else catalog.TERMS_ACCEPTED
     decision.outgoing.append(outgoing.terms(event_type, server, facts.token, since, now))
     decision.results.append({"server": server.name, "action": f"sent {event_type}"})
-    decision.audit = AuditEntry("apple", _audit(facts, event_type.rsplit(".", 1)[-1]))
+    _note(decision, facts, event_type.rsplit(".", 1)[-1])
 
 
 def _correct_downloader(
@@ -165,9 +171,9 @@ def _correct_downloader(
     decision.results.append(
         {"token": token.id, "action": "downloader corrected", "from": token.downloaded_by}
     )
-    audit = _audit(facts, "downloader corrected")
-    audit.update(downloaded_by=user, recorded_as=token.downloaded_by)
-    decision.audit = AuditEntry("apple", audit)
+    _note(
+        decision, facts, "downloader corrected", downloaded_by=user, recorded_as=token.downloaded_by
+    )
     corrected = replace(token, downloaded_by=user)
     user_causes = [c for c in facts.named.causes.values() if c.type in catalog.USER_EVENTS]
     state = facts.replacement
@@ -175,12 +181,18 @@ def _correct_downloader(
         state = replace_token(decision, state, need, facts.server, now)
 
 
-def _audit(facts: AppleCheckFacts, what: str, **more: Any) -> dict[str, Any]:
+def _note(decision: Decision, facts: AppleCheckFacts, what: str, **more: Any) -> None:
+    """Add `what` to the decision's audit entry (one entry, however many things it did)."""
+    if decision.audit is not None:
+        decision.audit.event["apple"].append(what)
+        decision.audit.event.update(more)
+        return
     server = facts.server
-    return {
-        "apple": what,
+    entry = {
+        "apple": [what],
         "server": server.name if server else None,
         "org": (server.org or None) if server else None,
         "token_id": facts.token.id,
         **more,
     }
+    decision.audit = AuditEntry("apple", entry)
