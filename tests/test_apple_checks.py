@@ -162,6 +162,7 @@ def test_apple_naming_another_downloader_moves_the_token_to_them(
     [entry] = [e for e in audit if e["kind"] == "apple"]
     assert "first@school.example" in json.dumps(entry)
     assert "second@school.example" in json.dumps(entry)
+    assert "apple: downloader corrected" in cli("events", "list").stdout
     # The user rules now apply to the right person: the old downloader's password is nothing
     clock.now += timedelta(minutes=5)
     emit(cli, "password-changed", "--user", "first@school.example")

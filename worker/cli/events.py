@@ -58,6 +58,8 @@ def _label(kind: str, event: dict) -> str:
     """Incoming events and scheduler warnings by their type; other entries by what happened."""
     if kind in {"event", "scan"}:
         return event.get("type") or kind
+    if kind == "apple" and isinstance(event.get("apple"), list):
+        return "apple: " + ", ".join(str(what).replace("_", " ") for what in event["apple"])
     return _KIND_LABELS.get(kind, kind)
 
 
