@@ -24,6 +24,8 @@ from worker.store.memory_notify import InMemoryNotificationStore
 # schedule, unless a test points it at the fake (the `apple` fixture) and turns checks on.
 os.environ["TOKENWARDEN_APPLE_URL"] = "http://127.0.0.1:9"
 os.environ["TOKENWARDEN_APPLE_CHECK_INTERVAL"] = "0"
+# ...and a `tokenwarden run` they start serves its HTTP intake on a free port.
+os.environ["TOKENWARDEN_HTTP_LISTEN"] = "127.0.0.1:0"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -182,3 +184,14 @@ def apple():
     fake = start_fake_apple()
     yield fake
     fake.close()
+
+
+@pytest.fixture
+def intake(app):
+    """The HTTP intake (`tokenwarden serve`) on a free loopback port, served by uvicorn in a
+    thread of the test process; yields its base URL."""
+    from tests.helpers import serving
+    from worker.intake.app import create_app
+
+    with serving(create_app(app)) as url:
+        yield url

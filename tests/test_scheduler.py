@@ -322,13 +322,14 @@ def test_run_starts_the_worker_and_the_scheduler(settings, redis_client, tmp_pat
             assert time.monotonic() < deadline
             lines.append(process.stderr.readline())
         started = next(line for line in lines if "tokenwarden_started" in line)
-        assert '"components": ["worker", "scheduler"]' in started
+        assert '"components": ["worker", "intake", "scheduler"]' in started
         process.send_signal(signal.SIGTERM)
         _, rest = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 0
     assert "scheduler_stopped" in rest and "worker_stopped" in rest
+    assert "intake_stopped" in rest
 
 
 def test_raising_the_thresholds_brings_next_checks_forward(cli, app, clock, tmp_path):

@@ -26,6 +26,7 @@ from worker.store.delivery_store import DeliveryStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
+from worker.store.source_store import SourceStore
 from worker.timefmt import utc_now
 
 #: Seconds to wait for Redis to accept a connection before saying it is unreachable.
@@ -81,6 +82,10 @@ class App:
         # Deliveries run on the wall clock, even where the domain clock is injected: signatures,
         # timeouts and retry schedules are about when bytes move, not about token lifetimes.
         return Deliverer(self.deliveries, self.settings.notify, utc_now)
+
+    @cached_property
+    def sources(self) -> SourceStore:
+        return SourceStore(self.redis)
 
     @cached_property
     def apple(self) -> AppleClient:

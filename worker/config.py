@@ -42,6 +42,12 @@ TOKENWARDEN_APPLE_CHECK_INTERVAL    seconds between two checks of each token, sp
                                     interval; 0 turns the scheduled checks off    default 21600
 TOKENWARDEN_APPLE_CONCURRENCY       checks at once, at most                        default 4
 TOKENWARDEN_APPLE_TIMEOUT           seconds Apple has to answer a request          default 10
+
+The HTTP intake (`tokenwarden serve`)
+TOKENWARDEN_HTTP_LISTEN             host:port it listens on              default 127.0.0.1:8080
+TOKENWARDEN_HTTP_TRUSTED_PROXIES    addresses (or networks) of the reverse proxies whose
+                                    X-Forwarded-For / -Proto are believed, comma separated;
+                                    * believes any                   default: none
 """
 
 from __future__ import annotations
@@ -94,6 +100,10 @@ DEFAULT_APPLE_CHECK_INTERVAL_S = 21_600
 DEFAULT_APPLE_CONCURRENCY = 4
 DEFAULT_APPLE_TIMEOUT_S = 10.0
 
+#: Where `tokenwarden serve` listens: loopback, behind the reverse proxy that does TLS.
+DEFAULT_HTTP_HOST = "127.0.0.1"
+DEFAULT_HTTP_PORT = 8080
+
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -130,6 +140,17 @@ class AppleSettings:
 
 
 @dataclass(frozen=True)
+class HttpSettings:
+    host: str = DEFAULT_HTTP_HOST
+    port: int = DEFAULT_HTTP_PORT
+    trusted_proxies: tuple[str, ...] = ()
+
+    @property
+    def listen(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
     data_dir: Path = Path(DEFAULT_DATA_DIR)
@@ -143,6 +164,7 @@ class Settings:
     notify: NotifySettings = field(default_factory=NotifySettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     apple: AppleSettings = field(default_factory=AppleSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
     #: The variables these settings were read from (empty when built in code): the worker
     #: processes `tokenwarden worker` starts are given them, so each reads the same settings.
     environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -173,6 +195,7 @@ class Settings:
             notify=_notify(env),
             scheduler=_scheduler(env),
             apple=_apple(env),
+            http=_http(env),
             environment=variables,
         )
 
@@ -250,4 +273,14 @@ def _apple(env: Environment) -> AppleSettings:
             "TOKENWARDEN_APPLE_CONCURRENCY", DEFAULT_APPLE_CONCURRENCY, 1, 256
         ),
         timeout_s=env.number("TOKENWARDEN_APPLE_TIMEOUT", DEFAULT_APPLE_TIMEOUT_S, 0.1, 300),
+    )
+
+
+def _http(env: Environment) -> HttpSettings:
+    host, port = env.host_port("TOKENWARDEN_HTTP_LISTEN", DEFAULT_HTTP_HOST, DEFAULT_HTTP_PORT)
+    proxies = env.text("TOKENWARDEN_HTTP_TRUSTED_PROXIES", "")
+    return HttpSettings(
+        host=host,
+        port=port,
+        trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
     )

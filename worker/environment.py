@@ -145,6 +145,20 @@ class Environment:
             )
         return url
 
+    def host_port(self, name: str, default_host: str, default_port: int) -> tuple[str, int]:
+        """`host:port` (`[::1]:8080` for IPv6; `:8080` for every address; port 0: any free
+        one, for tests)."""
+        text = self._given(name)
+        if not text:
+            return default_host, default_port
+        host, colon, port = text.rpartition(":")
+        host = host.strip("[]") if host.startswith("[") else host
+        if not colon or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(
+                f"{name} {text!r} is not host:port; write it like {default_host}:{default_port}"
+            )
+        return host or "0.0.0.0", int(port)
+
     def http_url(self, name: str, default: str) -> str:
         """A service's base URL (http or https), without a trailing slash."""
         url = self._given(name) or default

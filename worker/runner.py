@@ -27,11 +27,13 @@ class Component(Protocol):
 
 
 def components_for(app: App) -> list[Component]:
-    """The parts `tokenwarden run` starts: the worker (threads in this process), then what
-    other packages plug in (the scheduler) through the `tokenwarden.components` hook."""
+    """The parts `tokenwarden run` starts: the worker (threads in this process), the HTTP
+    intake, then what other packages plug in (the scheduler) through the
+    `tokenwarden.components` hook."""
+    from worker.intake.serve import IntakeServer
     from worker.workerproc import WorkerThreads
 
-    parts: list[Component] = [WorkerThreads(app, app.settings.worker_threads)]
+    parts: list[Component] = [WorkerThreads(app, app.settings.worker_threads), IntakeServer(app)]
     for entry_point in sorted(entry_points(group="tokenwarden.components"), key=lambda e: e.name):
         parts.append(entry_point.load()(app))
     return parts

@@ -111,7 +111,9 @@ def _register() -> None:
         replacements,
         run,
         secrets,
+        serve,
         servers,
+        sources,
         subscriptions,
         tokens,
         worker,
@@ -130,6 +132,8 @@ def _register() -> None:
         deliveries,
         worker,
         secrets,
+        sources,
+        serve,
         run,
     ):
         cli.add_command(module.group)

@@ -199,6 +199,16 @@ def server_qualifier(org_key: str, name_key: str) -> str:
     return f"{org_key}{QUALIFIER_SEPARATOR}{name_key}"
 
 
+def source(name: str) -> str:
+    """Hash: one source of the HTTP intake (see worker/intake/sources.py): its kind, the hash
+    of its secret (and of the previous one, in its grace period), its domain maps."""
+    return f"tw:source:{name}"
+
+
+#: Set: the names of the sources.
+SOURCES = "tw:sources"
+
+
 # ---- keys of the other parts, named here too so nothing else spells one -----------------------
 
 #: String with a TTL: the owner id of the scheduler replica that acts now (see store/lease.py).

@@ -1,0 +1,102 @@
+"""The HTTP intake's common ground: sources and their secrets, the operations endpoints, and
+the refusals every source kind shares. Through a real uvicorn on loopback and real Redis."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from tests.helpers import assert_refused
+from worker.store import keys as k
+
+
+def add_source(cli, name, kind, *extra):
+    result = cli("sources", "add", name, "--kind", kind, "--json", *extra)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_a_source_is_added_with_a_secret_shown_once_and_kept_as_a_hash(cli, redis_client):
+    added = add_source(cli, "okta-staff", "okta", "--map-domain", "school.edu=appleid.school.edu")
+    assert added["path"] == "/sources/okta-staff/okta"
+    assert added["map_domain"] == ["school.edu=appleid.school.edu"]
+    secret = added["secret"]
+    assert len(secret) >= 40
+    stored = json.dumps(redis_client.hgetall(k.source("okta-staff")))
+    assert secret not in stored
+    listed = cli("sources", "list", "--json")
+    assert secret not in listed.stdout
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["okta-staff"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("sources", "add", "Bad Name!", "--kind", "okta"), "is not usable in a URL"),
+        (("sources", "add", "x", "--kind", "ldap"), "Invalid value for '--kind'"),
+        (("sources", "add", "x", "--kind", "okta", "--map-domain", "school.edu"), "FROM=TO"),
+        (("sources", "remove", "nowhere"), "no source named 'nowhere'"),
+        (("sources", "rotate-secret", "nowhere"), "no source named 'nowhere'"),
+    ],
+)
+def test_bad_source_commands_are_one_line(cli, snapshot, args, message):
+    code = 2 if "--kind" in args and "ldap" in args else 1
+    assert_refused(cli, snapshot, args, message, code=code)
+
+
+def test_a_name_taken_is_refused(cli, snapshot):
+    add_source(cli, "hr", "cloudevents")
+    assert_refused(cli, snapshot, ("sources", "add", "HR", "--kind", "okta"), "exists")
+
+
+def test_a_short_secret_given_by_hand_is_refused(cli, snapshot):
+    assert_refused(
+        cli,
+        snapshot,
+        ("sources", "add", "hr", "--kind", "cloudevents", "--secret", "-"),
+        "at least 24 characters",
+    )
+
+
+def test_operations_endpoints(intake):
+    assert httpx.get(f"{intake}/healthz").status_code == 200
+    assert httpx.get(f"{intake}/readyz").text == "ready\n"
+    metrics = httpx.get(f"{intake}/metrics")
+    assert metrics.status_code == 200
+    assert "tokenwarden_intake_requests" in metrics.text
+
+
+def test_readyz_says_503_when_redis_is_gone(settings, clock):
+    from dataclasses import replace
+
+    from tests.helpers import serving
+    from worker.bootstrap import App
+    from worker.intake.app import create_app
+
+    gone = App(replace(settings, redis_url="redis://127.0.0.1:9/0"), clock=clock)
+    with serving(create_app(gone, kinds=[])) as url:
+        assert httpx.get(f"{url}/healthz").status_code == 200
+        assert httpx.get(f"{url}/readyz").status_code == 503
+
+
+def test_rotating_a_secret_keeps_the_old_one_for_the_grace_period(cli, app, clock):
+    first = add_source(cli, "hr", "cloudevents")["secret"]
+    rotated = json.loads(cli("sources", "rotate-secret", "hr", "--json").stdout)
+    second = rotated["secret"]
+    source = app.sources.get("hr")
+    assert source.accepts(second, clock.now)
+    assert source.accepts(first, clock.now)
+    assert not source.accepts(first, clock.now + timedelta(hours=24, seconds=1))
+    assert not source.accepts("tws_" + "x" * 40, clock.now)
+    cli("sources", "rotate-secret", "hr", "--grace", "0")
+    assert not app.sources.get("hr").accepts(second, clock.now)
+
+
+def test_a_removed_source_is_gone(cli, app):
+    add_source(cli, "hr", "cloudevents")
+    assert cli("sources", "remove", "hr").exit_code == 0
+    assert app.sources.get("hr") is None
+    assert cli("sources", "list", "--json").stdout.strip() == "[]"

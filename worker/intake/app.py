@@ -1,0 +1,120 @@
+"""The intake as an ASGI application (Starlette): the operations endpoints, and one route per
+source kind. Each kind's module (cloudevents.py, okta.py, scim.py) gives its routes."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from worker.bootstrap import App
+from worker.intake.context import Intake
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(app: App, *, kinds: list | None = None) -> Starlette:
+    """The intake for `app`. `kinds`: the modules giving the routes of each source kind."""
+    intake = Intake(app)
+    routes: list[BaseRoute] = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz(intake), methods=["GET"]),
+        Route("/metrics", _metrics(intake), methods=["GET"]),
+    ]
+    for kind in kinds if kinds is not None else _kinds():
+        routes += kind.routes(intake)
+    starlette = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+    )
+    starlette.state.intake = intake
+    starlette.add_middleware(_Measured, intake=intake)
+    return starlette
+
+
+def _kinds() -> list:
+    from worker.intake import cloudevents, okta, scim
+
+    return [cloudevents, okta, scim]
+
+
+async def _healthz(request: Request) -> Response:
+    return PlainTextResponse("ok\n")
+
+
+def _readyz(intake: Intake):
+    async def readyz(request: Request) -> Response:
+        try:
+            await run_in_threadpool(intake.app.store.ping)
+        except Exception as exc:  # any failure to reach Redis: not ready
+            log.warning("intake_not_ready", error=type(exc).__name__)
+            return PlainTextResponse("redis unreachable\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    return readyz
+
+
+def _metrics(intake: Intake):
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(intake.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return metrics
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 401:  # no detail: nothing to learn from a refusal
+        return Response(status_code=401, headers={"WWW-Authenticate": "Bearer"})
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("intake_failed", path=request.url.path)
+    return JSONResponse({"error": "internal error; see the intake's log"}, status_code=500)
+
+
+class _Measured:
+    """Counts every request by source and outcome, and times it by route."""
+
+    def __init__(self, app: ASGIApp, intake: Intake):
+        self.app = app
+        self.intake = intake
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def sending(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            # The source label only for a source found (set by Intake.source): a name made up
+            # by a client must not add a time series.
+            source = scope.get("state", {}).get("source", "-")
+            route = _route(scope.get("path", ""))
+            metrics = self.intake.metrics
+            metrics.requests.labels(source=source, outcome=f"{status[0] // 100}xx").inc()
+            metrics.latency.labels(route=route).observe(time.perf_counter() - started)
+
+
+def _route(path: str) -> str:
+    """The route for the metrics, the source name taken out (labels stay few)."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "sources" and parts[2] in ("events", "okta", "scim"):
+        return "/sources/{name}/" + parts[2]
+    return path if path in ("/healthz", "/readyz", "/metrics") else "other"

@@ -1,0 +1,57 @@
+"""The sources of the HTTP intake, in Redis."""
+
+from __future__ import annotations
+
+import redis
+
+from worker.errors import Conflict, NotFound
+from worker.intake.sources import Source
+from worker.store import keys as k
+
+
+class SourceStore:
+    def __init__(self, client: redis.Redis):
+        self._redis = client
+
+    def get(self, name: str) -> Source | None:
+        data = self._redis.hgetall(k.source(name))
+        return Source.from_hash(data) if data else None
+
+    def all(self) -> list[Source]:
+        names = sorted(self._redis.smembers(k.SOURCES))
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(k.source(name))
+        return [Source.from_hash(d) for d in pipe.execute() if d]
+
+    def add(self, source: Source) -> None:
+        """Conflict when the name is taken."""
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            if pipe.exists(k.source(source.name)):
+                raise Conflict(
+                    f"a source named {source.name!r} exists; remove it first or pick another"
+                )
+            pipe.multi()
+            pipe.hset(k.source(source.name), mapping=source.to_hash())
+            pipe.sadd(k.SOURCES, source.name)
+
+        self._redis.transaction(write, k.source(source.name))
+
+    def replace(self, source: Source) -> None:
+        """Write a changed source (a rotated secret); NotFound when it was removed meanwhile."""
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            if not pipe.exists(k.source(source.name)):
+                raise NotFound(f"no source named {source.name!r}")
+            pipe.multi()
+            pipe.hset(k.source(source.name), mapping=source.to_hash())
+
+        self._redis.transaction(write, k.source(source.name))
+
+    def remove(self, name: str) -> bool:
+        pipe = self._redis.pipeline()
+        pipe.delete(k.source(name))
+        pipe.srem(k.SOURCES, name)
+        removed, _ = pipe.execute()
+        return bool(removed)
