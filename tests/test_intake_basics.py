@@ -100,3 +100,33 @@ def test_a_removed_source_is_gone(cli, app):
     assert cli("sources", "remove", "hr").exit_code == 0
     assert app.sources.get("hr") is None
     assert cli("sources", "list", "--json").stdout.strip() == "[]"
+
+
+def test_serve_says_so_in_one_line_when_it_cannot_listen(settings, tmp_path):
+    import os
+    import socket
+    import subprocess
+
+    from tests.helpers import TOKENWARDEN
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    env = {
+        **os.environ,
+        "REDIS_URL": settings.redis_url,
+        "TOKENWARDEN_MASTER_KEY": settings.master_key,
+        "TOKENWARDEN_DATA_DIR": str(tmp_path),
+        "TOKENWARDEN_HTTP_LISTEN": f"127.0.0.1:{port}",
+    }
+    try:
+        done = subprocess.run(
+            [TOKENWARDEN, "serve"], env=env, capture_output=True, text=True, timeout=60
+        )
+    finally:
+        taken.close()
+    assert done.returncode == 2
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the HTTP intake cannot listen on 127.0.0.1:")
+    assert "Traceback" not in done.stderr

@@ -6,7 +6,7 @@ import click
 
 from worker.bootstrap import App
 from worker.cli.output import pass_app
-from worker.intake.serve import server_for
+from worker.intake.serve import serve_forever
 
 
 @click.command("serve")
@@ -14,4 +14,4 @@ from worker.intake.serve import server_for
 def group(app: App) -> None:
     """Run the HTTP intake (TOKENWARDEN_HTTP_LISTEN) for the sources' pushes."""
     app.check_ready()
-    server_for(app).run()
+    serve_forever(app)
