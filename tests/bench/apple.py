@@ -9,6 +9,11 @@ apart, to tell whether the fake was the bottleneck).
 Tokens are bulk loaded as the scan benchmark loads them (servers, token records and indexes
 through queue_token_writes, credentials sealed with the keyring), with seeded credentials the
 fake enrolls too. Every check must come back accepted and applied, else it raises.
+
+The fake answers at once, so here a check costs only CPU, and the checker's threads share one
+interpreter lock: expect little gain from concurrency in this figure (its `cpu_share` near
+1.0 says so). Against Apple, where each request waits on the network, the threads overlap the
+waiting; that is what the concurrency is for.
 """
 
 from __future__ import annotations
