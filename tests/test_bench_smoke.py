@@ -17,4 +17,7 @@ def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
     assert figures["latency"]["single_after_silence_ms"] > 0
     assert [s["tokens"] for s in figures["scans"]] == [SMALL["scan_tokens"], SMALL["scan_large"]]
     assert figures["memory"]["bytes_per_token"] > 100
-    assert len(figures["targets_met"]) == 7
+    assert figures["apple"]["tokens"] == SMALL["apple_tokens"]
+    assert figures["apple"]["cpu_ms_per_check"] > 0
+    assert figures["apple"]["baseline_concurrency_1"]["seconds"] > 0
+    assert len(figures["targets_met"]) == 8

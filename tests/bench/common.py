@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,11 +48,44 @@ def user_of(i: int) -> str:
     return f"admin{i}@org{i // 10}.example"
 
 
-def load_tokens(app: App, count: int, due: int = 0, now: datetime = NOW) -> None:
+def random_credentials(i: int) -> dict[str, str]:
+    """Fresh OAuth credentials of the shapes Apple issues."""
+    return {
+        "consumer_key": "CK_" + secrets.token_hex(48),
+        "consumer_secret": "CS_" + secrets.token_hex(20),
+        "access_token": "AT_" + secrets.token_hex(40),
+        "access_secret": "AS_" + secrets.token_hex(20),
+    }
+
+
+def seeded_credentials(i: int, seed: int) -> dict[str, str]:
+    """Token number i's credentials, the same in every process given the same seed: the
+    benchmark's store and the fake of Apple (in its own process) hold the same tokens."""
+
+    def part(name: str, hex_chars: int) -> str:
+        digest = hashlib.sha256(f"{seed}:{i}:{name}".encode()).hexdigest()
+        return digest[:hex_chars]
+
+    return {
+        "consumer_key": "CK_" + part("consumer_key", 64) + part("consumer_key+", 32),
+        "consumer_secret": "CS_" + part("consumer_secret", 40),
+        "access_token": "AT_" + part("access_token", 64) + part("access_token+", 16),
+        "access_secret": "AS_" + part("access_secret", 40),
+    }
+
+
+def load_tokens(
+    app: App,
+    count: int,
+    due: int = 0,
+    now: datetime = NOW,
+    credentials: Callable[[int], dict[str, str]] = random_credentials,
+) -> None:
     """`count` servers with one current token each, downloaded by user_of(i), credentials
-    sealed: the records and keys the store writes, through pipelines (installing real token
-    files costs an RSA decryption each). The first `due` tokens are due for an expiry warning
-    at `now`; the others are checked again at their first threshold, as after a scan."""
+    (`credentials(i)`) sealed: the records and keys the store writes, through pipelines
+    (installing real token files costs an RSA decryption each). The first `due` tokens are
+    due for an expiry warning and a check with Apple at `now`; the others are checked again
+    at their first threshold, as after a scan."""
     for first in range(0, count, CHUNK):
         pipe = app.redis.pipeline(transaction=False)
         for i in range(first, min(first + CHUNK, count)):
@@ -74,17 +109,7 @@ def load_tokens(app: App, count: int, due: int = 0, now: datetime = NOW) -> None
                 installed_at=now,
                 key_id=f"key_{i:016x}",
             )
-            sealed = app.store.seal_credentials(
-                token.id,
-                pack_credentials(
-                    {
-                        "consumer_key": "CK_" + secrets.token_hex(48),
-                        "consumer_secret": "CS_" + secrets.token_hex(20),
-                        "access_token": "AT_" + secrets.token_hex(40),
-                        "access_secret": "AS_" + secrets.token_hex(20),
-                    }
-                ),
-            )
+            sealed = app.store.seal_credentials(token.id, pack_credentials(credentials(i)))
             write_server(pipe, server)
             check = now if is_due else expires - timedelta(days=120)
             queue_token_writes(pipe, token, sealed, check_at=check)

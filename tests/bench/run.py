@@ -3,6 +3,7 @@ as a table and as JSON (var/bench.json).
 
     .venv/bin/python -m tests.bench.run            # the full run, under 5 minutes here
     .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
+    .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover, apple)
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import failover, latency, pipeline, scan
+from tests.bench import apple, failover, latency, pipeline, scan
 from tests.bench.common import start_redis, stop_redis
+from worker.config import DEFAULT_APPLE_CONCURRENCY
 
 FULL = {
     "events": 10_000,
@@ -30,6 +32,7 @@ FULL = {
     "scan_large": 1_000_000,
     "scan_due": 1_000,
     "failover_events": 6_000,
+    "apple_tokens": 1_000,
 }
 SMALL = {
     "events": 300,
@@ -41,6 +44,7 @@ SMALL = {
     "scan_large": 4_000,
     "scan_due": 20,
     "failover_events": 0,  # the failover figures take 30 s whatever the size: not in the smoke test
+    "apple_tokens": 40,
 }
 
 
@@ -48,40 +52,14 @@ def progress(what: str) -> None:
     print(f"... {what}", file=sys.stderr, flush=True)
 
 
-def run(sizes: dict, out: Path) -> dict:
-    workdir = Path(tempfile.mkdtemp(prefix="tw-bench-"))
-    url, redis_process = start_redis(workdir)
-    started = time.monotonic()
-    try:
-        progress("pipeline throughput and worker memory")
-        throughput = pipeline.measure(url, workdir, sizes["events"], sizes["servers"])
-        progress(
-            f"latency: {sizes['seconds']:g} s at {sizes['rate']:g}/s, then "
-            f"{sizes['silence']:g} s of silence"
-        )
-        latencies = latency.measure(url, workdir, sizes["rate"], sizes["seconds"], sizes["silence"])
-        progress("Redis memory per token")
-        memory = scan.memory_per_token(url, workdir, min(scan.MEMORY_SAMPLE, sizes["scan_tokens"]))
-        progress(
-            f"expiry scans over {sizes['scan_tokens']:,} and {sizes['scan_large']:,} "
-            "tokens (loading them takes most of the time)"
-        )
-        scans = [
-            scan.time_scan(url, workdir, sizes["scan_tokens"], sizes["scan_due"]),
-            scan.time_scan(url, workdir, sizes["scan_large"], sizes["scan_due"]),
-        ]
-        failovers = {}
-        if sizes["failover_events"]:
-            progress("failover: a worker and a scheduler leader killed with SIGKILL")
-            try:
-                failovers = failover.measure(url, workdir, sizes["failover_events"])
-            except (TimeoutError, OSError, subprocess.SubprocessError) as exc:
-                # The other figures still count: report this one as not measured.
-                progress(f"failover not measured: {exc}")
-    finally:
-        stop_redis(redis_process)
-        shutil.rmtree(workdir, ignore_errors=True)
-    ratio = scans[1]["scan_s"] / scans[0]["scan_s"]
+def _pipeline(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    progress("pipeline throughput and worker memory")
+    throughput = pipeline.measure(url, workdir, sizes["events"], sizes["servers"])
+    progress(
+        f"latency: {sizes['seconds']:g} s at {sizes['rate']:g}/s, then "
+        f"{sizes['silence']:g} s of silence"
+    )
+    latencies = latency.measure(url, workdir, sizes["rate"], sizes["seconds"], sizes["silence"])
     rows = [
         (
             "pipeline throughput",
@@ -108,6 +86,31 @@ def run(sizes: dict, out: Path) -> dict:
             latencies["single_after_silence_ms"] <= 1000,
         ),
         (
+            "worker peak RSS (throughput run)",
+            f"{throughput['worker_peak_rss_mb']} MB",
+            "",
+            "",
+            "<= 60 MB",
+            throughput["worker_peak_rss_mb"] <= 60,
+        ),
+    ]
+    return {"throughput": throughput, "latency": latencies}, rows
+
+
+def _scan(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    progress("Redis memory per token")
+    memory = scan.memory_per_token(url, workdir, min(scan.MEMORY_SAMPLE, sizes["scan_tokens"]))
+    progress(
+        f"expiry scans over {sizes['scan_tokens']:,} and {sizes['scan_large']:,} "
+        "tokens (loading them takes most of the time)"
+    )
+    scans = [
+        scan.time_scan(url, workdir, sizes["scan_tokens"], sizes["scan_due"]),
+        scan.time_scan(url, workdir, sizes["scan_large"], sizes["scan_due"]),
+    ]
+    ratio = scans[1]["scan_s"] / scans[0]["scan_s"]
+    rows = [
+        (
             f"scan {scans[0]['tokens']:,} tokens ({sizes['scan_due']:,} due)",
             f"{scans[0]['scan_s']:.3f} s",
             "",
@@ -124,14 +127,6 @@ def run(sizes: dict, out: Path) -> dict:
             ratio <= 1.5,
         ),
         (
-            "worker peak RSS (throughput run)",
-            f"{throughput['worker_peak_rss_mb']} MB",
-            "",
-            "",
-            "<= 60 MB",
-            throughput["worker_peak_rss_mb"] <= 60,
-        ),
-        (
             "Redis memory per token",
             f"{memory['bytes_per_token']} B",
             "indexes included",
@@ -140,56 +135,118 @@ def run(sizes: dict, out: Path) -> dict:
             memory["bytes_per_token"] <= 1536,
         ),
     ]
-    if failovers:
-        rows += [
-            (
-                "worker killed: its messages handled",
-                f"{failovers['recovered_s']} s",
-                f"{failovers['held_at_kill']} messages held",
-                "",
-                "<= 20 s",
-                failovers["recovered_s"] <= 20 and failovers["audited"] == failovers["events"],
-            ),
-            (
-                "scheduler leader killed: replaced",
-                f"{failovers['takeover_s']} s",
-                "lease 15 s",
-                "",
-                "<= 30 s",
-                failovers["takeover_s"] <= 30,
-            ),
-        ]
-    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    return {"scans": scans, "scan_ratio": round(ratio, 2), "memory": memory}, rows
+
+
+def _failover(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    if not sizes["failover_events"]:
+        return {"failover": {}}, []
+    progress("failover: a worker and a scheduler leader killed with SIGKILL")
+    try:
+        failovers = failover.measure(url, workdir, sizes["failover_events"])
+    except (TimeoutError, OSError, subprocess.SubprocessError) as exc:
+        # The other figures still count: report this one as not measured.
+        progress(f"failover not measured: {exc}")
+        return {"failover": {}}, []
+    rows = [
+        (
+            "worker killed: its messages handled",
+            f"{failovers['recovered_s']} s",
+            f"{failovers['held_at_kill']} messages held",
+            "",
+            "<= 20 s",
+            failovers["recovered_s"] <= 20 and failovers["audited"] == failovers["events"],
+        ),
+        (
+            "scheduler leader killed: replaced",
+            f"{failovers['takeover_s']} s",
+            "lease 15 s",
+            "",
+            "<= 30 s",
+            failovers["takeover_s"] <= 30,
+        ),
+    ]
+    return {"failover": failovers}, rows
+
+
+def _apple(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    progress(
+        f"checks with Apple: {sizes['apple_tokens']:,} tokens against the fake, "
+        f"{DEFAULT_APPLE_CONCURRENCY} at once, then one at a time"
+    )
+    checks = apple.measure(url, workdir, sizes["apple_tokens"])
+    single = checks["baseline_concurrency_1"]
+    rows = [
+        (
+            f"{checks['tokens']:,} Apple checks, {checks['concurrency']} at once (fake Apple)",
+            f"{checks['seconds']:.2f} s",
+            f"one at a time {single['seconds']:.2f} s",
+            f"{checks['ratio_to_baseline']}x",
+            "<= 20 s",
+            checks["seconds"] <= 20,
+        ),
+        (
+            "CPU per Apple check (checker; fake in own process)",
+            f"{checks['cpu_ms_per_check']} ms",
+            f"one at a time {single['cpu_ms_per_check']} ms; "
+            f"fake {checks['fake_cpu_ms_per_check']} ms",
+            "",
+            "",
+            None,  # no target: the figure to watch
+        ),
+    ]
+    return {"apple": checks}, rows
+
+
+#: The parts of the benchmark, in the order they run (`--only` picks one).
+PARTS = {"pipeline": _pipeline, "scan": _scan, "failover": _failover, "apple": _apple}
+
+
+def run(sizes: dict, out: Path, only: str | None = None) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="tw-bench-"))
+    url, redis_process = start_redis(workdir)
+    started = time.monotonic()
+    figures: dict = {"sizes": sizes}
+    rows: list[tuple] = []
+    try:
+        for name, part in PARTS.items():
+            if only in (None, name):
+                measured, part_rows = part(url, workdir, sizes)
+                figures |= measured
+                rows += part_rows
+    finally:
+        stop_redis(redis_process)
+        shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"tokenwarden benchmark on {platform.node()} ({platform.machine()}, "
         f"{platform.python_version()}), {time.monotonic() - started:.0f} s"
     )
-    for row in rows:
-        cells = [str(c).ljust(w) for c, w in zip(row[:5], widths, strict=True)]
-        print("  ".join(cells), "met" if row[5] else "NOT MET")
-    figures = {
-        "sizes": sizes,
-        "throughput": throughput,
-        "latency": latencies,
-        "scans": scans,
-        "scan_ratio": round(ratio, 2),
-        "memory": memory,
-        "failover": failovers,
-        "targets_met": {row[0]: bool(row[5]) for row in rows},
-        "seconds": round(time.monotonic() - started),
-    }
+    print_table(rows)
+    figures["targets_met"] = {row[0]: bool(row[5]) for row in rows if row[5] is not None}
+    figures["seconds"] = round(time.monotonic() - started)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"wrote {out}")
     return figures
 
 
+def print_table(rows: list[tuple]) -> None:
+    """Figure, value, baseline, ratio, target, and whether it is met (None: no target)."""
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)] if rows else []
+    for row in rows:
+        cells = [str(c).ljust(w) for c, w in zip(row[:5], widths, strict=True)]
+        verdict = "" if row[5] is None else "met" if row[5] else "NOT MET"
+        print("  ".join(cells), verdict)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny sizes, for a smoke test")
     parser.add_argument("--out", default="var/bench.json")
+    parser.add_argument("--only", choices=sorted(PARTS), help="measure only this part")
     options = parser.parse_args()
-    run(SMALL if options.small else FULL, Path(options.out))
+    apple.log_as_the_scheduler_does()
+    run(SMALL if options.small else FULL, Path(options.out), options.only)
 
 
 if __name__ == "__main__":
