@@ -10,24 +10,27 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
 
-from worker.apple.client import AppleClient
 from worker.broker import make_broker
 from worker.config import Settings
 from worker.crypto.masterkey import LiveKeyring, load_keyring
 from worker.crypto.sealing import Keyring
 from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
-from worker.services.apple_checks import AppleChecker
 from worker.store.delivery_store import DeliveryStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
 from worker.store.source_store import SourceStore
 from worker.timefmt import utc_now
+
+if TYPE_CHECKING:
+    from worker.apple.client import AppleClient
+    from worker.services.apple_checks import AppleChecker
 
 #: Seconds to wait for Redis to accept a connection before saying it is unreachable.
 REDIS_CONNECT_TIMEOUT = 5.0
@@ -89,11 +92,16 @@ class App:
 
     @cached_property
     def apple(self) -> AppleClient:
-        """The client of Apple's enrollment service (one connection pool, shared by threads)."""
+        """The client of Apple's enrollment service (one connection pool, shared by threads).
+        Imported here, not above: worker processes never ask Apple, and need not carry it."""
+        from worker.apple.client import AppleClient
+
         return AppleClient(self.settings.apple)
 
     @cached_property
     def apple_checker(self) -> AppleChecker:
+        from worker.services.apple_checks import AppleChecker
+
         return AppleChecker(self.store, self.apple, self.settings.apple)
 
     def keyring(self) -> LiveKeyring:

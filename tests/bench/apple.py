@@ -143,15 +143,14 @@ def time_checks(
 def require_all_accepted(app: App, report: RoundReport, tokens: int) -> None:
     """Every token was claimed, checked, accepted, and the answer applied and stored: a
     benchmark of errors measures nothing."""
-    verdicts = Counter(v.result.verdict.value for v in report.checked)
-    codes = Counter(
-        v.result.code for v in report.checked if v.result.verdict is not Verdict.ACCEPTED
-    )
-    applied = sum(1 for v in report.checked if v.applied)
-    if (report.claimed, verdicts[Verdict.ACCEPTED.value], applied) != (tokens, tokens, tokens):
+    verdicts = {verdict.value: count for verdict, count in report.verdicts.items()}
+    codes = dict(report.codes)
+    applied = report.checked - report.not_applied
+    accepted = verdicts.get(Verdict.ACCEPTED.value, 0)
+    if (report.claimed, accepted, applied) != (tokens, tokens, tokens):
         raise ChecksFailed(
             f"{tokens} tokens due: {report.claimed} claimed, {report.skipped} skipped, "
-            f"verdicts {dict(verdicts)} (codes {dict(codes)}), {applied} applied"
+            f"verdicts {verdicts} (codes {codes}), {applied} applied"
         )
     pipe = app.redis.pipeline(transaction=False)
     for i in range(tokens):

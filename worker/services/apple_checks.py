@@ -67,6 +67,17 @@ class RoundReport:
     claimed: int = 0
     skipped: int = 0
     verdicts: Counter[Verdict] = field(default_factory=Counter)
+    #: Apple's codes (or what went wrong) of the checks not accepted: a few distinct values.
+    codes: Counter[str] = field(default_factory=Counter)
+    #: Checks whose answer was not recorded (the token stopped being current meanwhile).
+    not_applied: int = 0
+
+    def add(self, verdicts: list[TokenVerdict]) -> None:
+        for verdict in verdicts:
+            self.verdicts[verdict.result.verdict] += 1
+            if verdict.result.verdict is not Verdict.ACCEPTED:
+                self.codes[verdict.result.code or "-"] += 1
+            self.not_applied += not verdict.applied
 
     @property
     def checked(self) -> int:
@@ -155,7 +166,7 @@ class AppleChecker:
                 break
             report.claimed += len(claimed)
             due = self._due_tokens(claimed, moment, report)
-            report.verdicts.update(v.result.verdict for v in self.check_tokens(due, now))
+            report.add(self.check_tokens(due, now))
             for token in due:
                 self._store.apple.schedule(
                     token.id, self._next_check(now()), only_if_scheduled=True
