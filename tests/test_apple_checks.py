@@ -245,3 +245,31 @@ def test_an_unknown_server_in_tokens_check_is_one_line(cli, apple, tmp_path):
     assert result.exit_code == 1
     assert result.stderr.startswith("error: no server named 'Nowhere'")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_token_installed_while_apple_was_unreachable_is_asked_about_at_the_next_round(
+    cli, app, apple, tmp_path
+):
+    assert cli("servers", "add", "Lab").exit_code == 0
+    creds = credentials(FIXTURE_NOW + timedelta(days=300))
+    path = tmp_path / "lab.p7m"
+    path.write_bytes(encrypt_to(cli("keys", "export", "Lab").stdout, creds))
+    apple.enroll(creds, admin_id="admin@school.example")
+    apple.then(503, 503, 503)
+    installed = cli("tokens", "install", "Lab", str(path), "--downloaded-by", "a@school.example")
+    assert installed.exit_code == 0, installed.output
+
+    report = app.apple_checker.run_due(app.now)
+
+    assert report.checked == 1 and report.skipped == 0
+    [token] = json.loads(cli("tokens", "list", "--json").stdout)
+    assert token["apple"]["verdict"] == "accepted"
+    assert token["downloaded_by"] == "admin@school.example"  # Apple named the downloader
+
+
+def test_a_token_confirmed_at_install_is_not_asked_about_again_at_once(cli, app, apple, tmp_path):
+    add_with_token(cli, apple, tmp_path, "Lab")
+    asked = len(apple.requests)
+    report = app.apple_checker.run_due(app.now)
+    assert (report.checked, report.skipped) == (0, 1)
+    assert len(apple.requests) == asked

@@ -18,7 +18,7 @@ from typing import Protocol
 import structlog
 
 from worker.apple.verdicts import AppleAccount, CheckResult, Verdict
-from worker.config import AppleSettings
+from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S, AppleSettings
 from worker.crypto.payload import TokenCredentials
 from worker.errors import NotFound
 from worker.names import user_key
@@ -41,8 +41,9 @@ CLAIM_LEASE = timedelta(minutes=10)
 #: together drift apart instead of being asked about together for ever.
 RESCHEDULE_JITTER = 0.1
 
-#: A token checked this recently (a share of the interval) is not asked about again when it
-#: comes due (say, it was installed with a check, and then came due at once).
+#: A token Apple confirmed this recently (a share of the interval) is not asked about again
+#: when it comes due (say, it was installed with a check, and then came due at once); one
+#: installed while Apple could not be reached is asked about at the next round.
 FRESH_SHARE = 0.5
 
 
@@ -159,9 +160,10 @@ class AppleChecker:
         """Check every token due by now, batch after batch, while this replica leads."""
         report = RoundReport()
         batch = self._settings.concurrency * CLAIM_PER_WORKER
+        started = now()  # due by the start: what a round puts back (later) is the next round's
         while still_leader():
             moment = now()
-            claimed = self._store.apple.claim_due(moment, batch, moment + CLAIM_LEASE)
+            claimed = self._store.apple.claim_due(started, batch, moment + CLAIM_LEASE)
             if not claimed:
                 break
             report.claimed += len(claimed)
@@ -178,23 +180,29 @@ class AppleChecker:
         put back an interval after their check; the others leave the schedule)."""
         current = self._store.apple.current_tokens(claimed)
         self._store.apple.unschedule(sorted(set(claimed) - {t.id for t in current}))
-        interval = timedelta(seconds=self._settings.check_interval_s)
+        interval = self._interval
         due = []
         for token in current:
-            checked = token.apple.checked_at
+            confirmed = token.apple.confirmed_at
             if token.expires_at <= now:
                 self._store.apple.unschedule([token.id])  # expired: the scan said so already
                 report.skipped += 1
-            elif checked is not None and now - checked < interval * FRESH_SHARE:
-                self._store.apple.schedule(token.id, checked + interval, only_if_scheduled=True)
+            elif confirmed is not None and now - confirmed < interval * FRESH_SHARE:
+                self._store.apple.schedule(token.id, confirmed + interval, only_if_scheduled=True)
                 report.skipped += 1
             else:
                 due.append(token)
         return due
 
     def _next_check(self, now: datetime) -> datetime:
-        interval = self._settings.check_interval_s
-        return now + timedelta(seconds=interval * (1 - RESCHEDULE_JITTER * self._jitter()))
+        return now + self._interval * (1 - RESCHEDULE_JITTER * self._jitter())
+
+    @property
+    def _interval(self) -> timedelta:
+        """The check interval (the default when scheduled checks are off and a round is run
+        by hand)."""
+        seconds = self._settings.check_interval_s or DEFAULT_APPLE_CHECK_INTERVAL_S
+        return timedelta(seconds=seconds)
 
 
 def _named(token_id: str, result: CheckResult) -> dict[str, str]:
