@@ -364,3 +364,33 @@ def test_secrets_are_neither_logged_nor_stored(cli, intake, worker, lab, redis_u
         assert value not in logged
         assert value.encode() not in stored
     assert len(replacements(cli)) == 1
+
+
+# ---- the translation alone (pure) -----------------------------------------------------------
+
+
+def test_an_ignored_event_keeps_a_few_fields_cut_short_never_the_whole_log_event(clock):
+    from events import okta
+
+    event = log_event("user.session.start", "x" * 5000 + "@school.edu", published="2025-03-01")
+    event["uuid"] = "\ud800" + "u" * 5000  # a lone surrogate, as JSON may carry
+    [ignored] = okta.translate([event], source="urn:s", map_user=str, now=clock.now).ignored
+    assert set(ignored.record) == {"source", "id", "type", "time", "data"}
+    assert set(ignored.record["data"]) == {"user", "outcome"}
+    assert len(ignored.record["data"]["user"]) == 256
+    assert ignored.record["id"] == "?" + "u" * 255
+    # storable and printable as it is
+    json.dumps(ignored.record, ensure_ascii=False).encode("utf-8")
+
+
+def test_every_mapped_okta_type_is_one_of_tokenwardens_user_events():
+    from events import okta
+
+    assert set(okta.EVENT_TYPES.values()) == catalog.USER_EVENTS
+    assert sorted(okta.EVENT_TYPES) == [
+        "user.account.reset_password",
+        "user.account.update_password",
+        "user.lifecycle.deactivate",
+        "user.lifecycle.delete.initiated",
+        "user.lifecycle.suspend",
+    ]
