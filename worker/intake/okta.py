@@ -70,8 +70,9 @@ def _delivery(intake: Intake):
         )
         if translation.events:
             await intake.enqueue(source, translation.events)
-        for ignored in translation.ignored:
-            await intake.record_ignored(source, ignored.record, ignored.why)
+        await intake.record_ignored_many(
+            source, [(ignored.record, ignored.why) for ignored in translation.ignored]
+        )
         log.info(
             "okta_delivery",
             source=source.name,
