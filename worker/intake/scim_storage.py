@@ -98,7 +98,9 @@ class RedisScimStorage(AsyncScimStorage):
         named = self._user_name_equal_to(flt)
         if named is not None:
             user_id = await self._call(self.users.id_named, self.source.name, named)
-            stored = await self._call(self.users.get, self.source.name, user_id) if user_id else None
+            stored = (
+                await self._call(self.users.get, self.source.name, user_id) if user_id else None
+            )
             found = [self._resource(stored)] if stored else []
             found = [r for r in found if flt.match(r)]
             return SearchPage(len(found), found[start : start + count])
