@@ -289,3 +289,36 @@ def test_scim2_tester_passes_every_check(okta):
     checked = {r.title for r in results}
     assert {"object_creation", "object_replacement", "object_deletion"} <= checked
     assert {"check_add_attribute", "check_replace_attribute", "check_remove_attribute"} <= checked
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "password", "expected"),
+    [
+        ({"active": True}, {"active": False}, False, [catalog.USER_LEFT]),
+        ({}, {"active": False}, False, [catalog.USER_LEFT]),  # no `active`: counted active
+        ({"active": False}, {"active": False}, False, []),  # already gone: nothing new
+        ({"active": False}, {"active": True}, False, []),  # coming back is no cause
+        ({"active": True}, {"active": True}, True, [catalog.PASSWORD_CHANGED]),
+        ({"active": True}, {"active": False}, True, [catalog.USER_LEFT, catalog.PASSWORD_CHANGED]),
+    ],
+)
+def test_what_a_change_of_a_provisioned_user_means(before, after, password, expected, clock):
+    from worker.intake import scim_events
+
+    def user(record):
+        return {"userName": "teacher@school.edu", **record}
+
+    changes = scim_events.on_update(
+        "u1", user(before), 3, user(after), password_given=password, now=clock.now
+    )
+    assert [c.event_type for c in changes] == expected
+    again = scim_events.on_update(
+        "u1", user(before), 3, user(after), password_given=password, now=clock.now
+    )
+    assert [c.key for c in again] == [c.key for c in changes]  # a retry: the same ids
+    later = scim_events.on_update(
+        "u1", user(before), 4, user(after), password_given=password, now=clock.now
+    )
+    assert not {c.key for c in later} & {
+        c.key for c in changes if c.event_type == catalog.USER_LEFT
+    }
