@@ -209,6 +209,23 @@ def source(name: str) -> str:
 SOURCES = "tw:sources"
 
 
+def scim_users(source_name: str) -> str:
+    """Sorted set: the ids of the users a SCIM source provisioned, by creation time (ms)."""
+    return f"tw:scim:{source_name}:users"
+
+
+def scim_user_names(source_name: str) -> str:
+    """Hash: a SCIM source's userNames (in the form they compare in) -> user id; keeps them
+    unique per source and finds `filter=userName eq "..."` in one read."""
+    return f"tw:scim:{source_name}:names"
+
+
+def scim_user(source_name: str, user_id: str) -> str:
+    """Hash: one provisioned user: `r` its stored attributes (JSON; never a password), `v` its
+    version, `k` its userName as it compares."""
+    return f"tw:scim:{source_name}:user:{user_id}"
+
+
 # ---- keys of the other parts, named here too so nothing else spells one -----------------------
 
 #: String with a TTL: the owner id of the scheduler replica that acts now (see store/lease.py).
