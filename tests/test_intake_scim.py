@@ -322,3 +322,12 @@ def test_what_a_change_of_a_provisioned_user_means(before, after, password, expe
     assert not {c.key for c in later} & {
         c.key for c in changes if c.event_type == catalog.USER_LEFT
     }
+
+
+def test_removing_a_scim_source_forgets_the_users_it_provisioned(cli, okta, redis_client):
+    for n in range(3):
+        okta.create(okta_user(f"user{n}@school.edu"))
+    assert redis_client.keys("tw:scim:okta-scim:*")
+    assert cli("sources", "remove", "okta-scim").exit_code == 0
+    assert redis_client.keys("tw:scim:okta-scim:*") == []
+    assert okta.http.get("/Users").status_code == 404

@@ -8,6 +8,9 @@ from worker.errors import Conflict, NotFound
 from worker.intake.sources import Source
 from worker.store import keys as k
 
+#: Provisioned users deleted per round trip when their source is removed.
+_FORGET_CHUNK = 500
+
 
 class SourceStore:
     def __init__(self, client: redis.Redis):
@@ -50,8 +53,20 @@ class SourceStore:
         self._redis.transaction(write, k.source(source.name))
 
     def remove(self, name: str) -> bool:
+        """Remove the source, then what it provisioned (SCIM users), a chunk at a time: its
+        path answers 404 from the first step, so nothing is added meanwhile."""
         pipe = self._redis.pipeline()
         pipe.delete(k.source(name))
         pipe.srem(k.SOURCES, name)
         removed, _ = pipe.execute()
+        self._forget_provisioned(name)
         return bool(removed)
+
+    def _forget_provisioned(self, name: str) -> None:
+        index = k.scim_users(name)
+        while ids := self._redis.zrange(index, 0, _FORGET_CHUNK - 1):
+            pipe = self._redis.pipeline()
+            pipe.delete(*(k.scim_user(name, user_id) for user_id in ids))
+            pipe.zrem(index, *ids)
+            pipe.execute()
+        self._redis.delete(index, k.scim_user_names(name))
