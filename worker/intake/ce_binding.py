@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from events.cloudevent import MAX_NESTING, CloudEvent, MalformedEvent
+from worker.errors import InvalidInput
 from worker.publish import validate
 
 STRUCTURED, BATCH, BINARY = "structured", "batch", "binary"
@@ -39,20 +39,22 @@ _ATTRIBUTE = re.compile(r"^[a-z0-9]{1,20}$")
 _HEADER_PREFIX = "ce-"
 
 
-@dataclass
-class Unsupported(Exception):
+class Unsupported(InvalidInput):
     """The content type is none this endpoint reads (415)."""
 
-    why: str
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
 
 
-@dataclass
-class Refused(Exception):
+class Refused(InvalidInput):
     """The request is not a valid delivery (400): `why` in one line, and for a batch what is
     wrong with each event, by index from 0."""
 
-    why: str
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self, why: str, errors: list[dict[str, Any]] | None = None):
+        super().__init__(why)
+        self.why = why
+        self.errors = errors or []
 
 
 def content_mode(headers: Mapping[str, str]) -> str:
