@@ -244,6 +244,8 @@ def _decode_json(raw: str | bytes) -> Any:
             else ""
         )
         raise MalformedEvent(f"the event is not JSON{where}") from None
+    except ValueError:  # a number with more digits than Python converts (int_max_str_digits)
+        raise MalformedEvent("the event holds a number too long to read") from None
 
 
 def _too_deep() -> MalformedEvent:
