@@ -9,7 +9,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
-from tests.helpers import assert_refused
+from tests.helpers import assert_refused, wait_until
 from worker.store import keys as k
 
 
@@ -130,3 +130,35 @@ def test_serve_says_so_in_one_line_when_it_cannot_listen(settings, tmp_path):
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the HTTP intake cannot listen on 127.0.0.1:")
     assert "Traceback" not in done.stderr
+
+
+def test_metrics_count_by_source_and_outcome_and_a_made_up_source_adds_no_series(cli, intake):
+    secret = add_source(cli, "hr", "cloudevents")["secret"]
+    event = {
+        "specversion": "1.0",
+        "id": "m-1",
+        "source": "urn:example:hr",
+        "type": "tokenwarden.directory.user_left",
+        "data": {"user": "someone@school.edu"},
+    }
+    headers = {"Content-Type": "application/cloudevents+json"}
+    accepted = httpx.post(
+        f"{intake}/sources/hr/events",
+        json=event,
+        headers={**headers, "Authorization": f"Bearer {secret}"},
+    )
+    assert accepted.status_code == 202, accepted.text
+    wrong = {**headers, "Authorization": "Bearer wrong-secret-wrong-secret"}
+    assert httpx.post(f"{intake}/sources/hr/events", json=event, headers=wrong).status_code == 401
+    for n in range(3):
+        httpx.post(f"{intake}/sources/made-up-{n}/events", json=event, headers=headers)
+    # (a request is counted once its answer is sent: wait for the last one to be)
+    expected = 'tokenwarden_intake_requests_total{outcome="4xx",source="-"} 3.0'
+    wait_until(lambda: expected in httpx.get(f"{intake}/metrics").text, what="the count")
+    text = httpx.get(f"{intake}/metrics").text
+    assert 'tokenwarden_intake_events_accepted_total{source="hr"} 1.0' in text
+    assert 'tokenwarden_intake_auth_failures_total{source="hr"} 1.0' in text
+    assert 'tokenwarden_intake_requests_total{outcome="2xx",source="hr"} 1.0' in text
+    assert 'tokenwarden_intake_requests_total{outcome="4xx",source="hr"} 1.0' in text
+    assert "made-up" not in text
+    assert 'tokenwarden_intake_request_seconds_count{route="/sources/{name}/events"}' in text

@@ -47,12 +47,12 @@ class Intake:
         if source is None or source.kind != kind:
             self.refuse(request, name, 404, "unknown source")
             raise HTTPException(404, "no such source")
+        request.state.source = source.name  # a source that exists: the metrics name it
         secret = presented_secret(request)
         if secret is None or not source.accepts(secret, self.now()):
             self.metrics.auth_failures.labels(source=source.name).inc()
             self.refuse(request, name, 401, "missing or wrong secret")
             raise HTTPException(401)
-        request.state.source = source.name  # the metrics label it by source from here on
         return source
 
     def refuse(self, request: Request, source: str, status: int, why: str) -> None:
