@@ -137,10 +137,11 @@ def measure(url: str, workdir: Path, seconds: float, clients: int = CLIENTS) -> 
         secret = new_source(app, "ce-bench", "cloudevents")
         with Serve(url, master_key, workdir) as serve:
             posting = Clients(serve.port, "/sources/ce-bench/events", secret, clients)
-            load = load_average()
+            load_before = load_average()
             serve_cpu, client_cpu = serve.cpu_s(), time.process_time()
             elapsed = posting.run(seconds)
             serve_cpu, client_cpu = serve.cpu_s() - serve_cpu, time.process_time() - client_cpu
+            load = f"{load_before} before, {load_average()} after"
         if client.llen(queue) != posting.requests:  # one message per batch of 100
             raise RuntimeError(f"{client.llen(queue)} messages queued for {posting.requests}")
         client.delete(queue, f"{queue}.msgs")

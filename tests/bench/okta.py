@@ -177,9 +177,10 @@ def measure(url: str, workdir: Path, rate: float, seconds: float, doomed: int) -
             sender.warm_up([delivery(-1 - n, 0, published)[0] for n in range(SENDERS)])
             time.sleep(1.0)  # the workers' consumers settle, as in the latency benchmark
             cpu_before = serve.cpu_s()
-            load = load_average()
+            load_before = load_average()
             sender.run()
             serve_cpu_s = serve.cpu_s() - cpu_before
+            load = f"{load_before} before, {load_average()} after"
             receiver.wait_for(len(delivery_of), timeout=120)
     finally:
         stop_group(worker)

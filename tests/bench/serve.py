@@ -94,7 +94,8 @@ def new_source(app: App, name: str, kind: str) -> str:
 
 
 def load_average() -> str:
-    """The 1-minute load average, and the cores it is out of: other sessions may be running."""
+    """The 1-minute load average, and the cores it is out of: other work on the machine (it
+    is shared) shows in the figures, so they are reported with it."""
     return f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
 
 
