@@ -20,4 +20,9 @@ def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
     assert figures["apple"]["tokens"] == SMALL["apple_tokens"]
     assert figures["apple"]["cpu_ms_per_check"] > 0
     assert figures["apple"]["baseline_concurrency_1"]["seconds"] > 0
-    assert len(figures["targets_met"]) == 8
+    assert figures["okta"]["deliveries"] == SMALL["okta_rate"] * SMALL["okta_seconds"]
+    assert figures["okta"]["answer_p99_ms"] > 0
+    assert figures["okta"]["webhook_p99_ms"] > 0
+    assert figures["cloudevents"]["events"] > 0
+    assert figures["cloudevents"]["baseline_publisher_events_per_s"] > 0
+    assert len(figures["targets_met"]) == 11

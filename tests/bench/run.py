@@ -3,7 +3,8 @@ as a table and as JSON (var/bench.json).
 
     .venv/bin/python -m tests.bench.run            # the full run, under 5 minutes here
     .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
-    .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover, apple)
+    .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover,
+                                                       # apple, intake)
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import apple, failover, latency, pipeline, scan
+from tests.bench import apple, cloudevents, failover, latency, okta, pipeline, scan
 from tests.bench.common import start_redis, stop_redis
+from tests.bench.serve import load_average
 from worker.config import DEFAULT_APPLE_CONCURRENCY
 
 FULL = {
@@ -33,6 +35,9 @@ FULL = {
     "scan_due": 1_000,
     "failover_events": 6_000,
     "apple_tokens": 1_000,
+    "okta_rate": 20.0,
+    "okta_seconds": 30.0,
+    "ce_seconds": 10.0,
 }
 SMALL = {
     "events": 300,
@@ -45,6 +50,9 @@ SMALL = {
     "scan_due": 20,
     "failover_events": 0,  # the failover figures take 30 s whatever the size: not in the smoke test
     "apple_tokens": 40,
+    "okta_rate": 20.0,
+    "okta_seconds": 2.0,
+    "ce_seconds": 1.0,
 }
 
 
@@ -198,14 +206,60 @@ def _apple(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
     return {"apple": checks}, rows
 
 
+def _intake(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    progress(
+        f"Okta deliveries of {okta.EVENTS_PER_DELIVERY} events at {sizes['okta_rate']:g}/s for "
+        f"{sizes['okta_seconds']:g} s into `tokenwarden serve`, webhooks from `tokenwarden worker`"
+    )
+    hooks = okta.measure(url, workdir, sizes["okta_rate"], sizes["okta_seconds"], doomed=1)
+    progress(
+        f"CloudEvents batches of {cloudevents.BATCH} from {cloudevents.CLIENTS} client threads "
+        f"for {sizes['ce_seconds']:g} s, then the Publisher directly"
+    )
+    batches = cloudevents.measure(url, workdir, sizes["ce_seconds"])
+    rows = [
+        (
+            f"Okta delivery of {okta.EVENTS_PER_DELIVERY} events: POST to 200, p99",
+            f"{hooks['answer_p99_ms']} ms",
+            f"median {hooks['answer_median_ms']} ms",
+            "",
+            "<= 50 ms",
+            hooks["answer_p99_ms"] <= 50,
+        ),
+        (
+            "Okta delivery: POST to its webhook at the receiver, p99",
+            f"{hooks['webhook_p99_ms']} ms",
+            f"median {hooks['webhook_median_ms']} ms",
+            "",
+            "<= 300 ms",
+            hooks["webhook_p99_ms"] <= 300,
+        ),
+        (
+            f"CloudEvents batches of {cloudevents.BATCH}: accepted by one serve",
+            f"{batches['events_per_s']:,} events/s",
+            f"Publisher directly {batches['baseline_publisher_events_per_s']:,}/s",
+            f"{batches['ratio_to_baseline']}x",
+            ">= 5,000/s",
+            batches["events_per_s"] >= 5_000,
+        ),
+    ]
+    return {"okta": hooks, "cloudevents": batches}, rows
+
+
 #: The parts of the benchmark, in the order they run (`--only` picks one).
-PARTS = {"pipeline": _pipeline, "scan": _scan, "failover": _failover, "apple": _apple}
+PARTS = {
+    "pipeline": _pipeline,
+    "scan": _scan,
+    "failover": _failover,
+    "apple": _apple,
+    "intake": _intake,
+}
 
 
 def run(sizes: dict, out: Path, only: str | None = None) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tw-bench-"))
     url, redis_process = start_redis(workdir)
-    started = time.monotonic()
+    started, load_before = time.monotonic(), load_average()
     figures: dict = {"sizes": sizes}
     rows: list[tuple] = []
     try:
@@ -219,11 +273,13 @@ def run(sizes: dict, out: Path, only: str | None = None) -> dict:
         shutil.rmtree(workdir, ignore_errors=True)
     print(
         f"tokenwarden benchmark on {platform.node()} ({platform.machine()}, "
-        f"{platform.python_version()}), {time.monotonic() - started:.0f} s"
+        f"{platform.python_version()}), {time.monotonic() - started:.0f} s; load average "
+        f"{load_before} before, {load_average()} after (other work on the machine slows it)"
     )
     print_table(rows)
     figures["targets_met"] = {row[0]: bool(row[5]) for row in rows if row[5] is not None}
     figures["seconds"] = round(time.monotonic() - started)
+    figures["load_average"] = {"before": load_before, "after": load_average()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"wrote {out}")
