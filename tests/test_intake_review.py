@@ -351,10 +351,25 @@ def test_an_event_over_64_kib_is_refused_in_every_mode(
 def test_an_event_object_over_64_kib_is_malformed_as_its_text_is():
     event = password_changed("teacher@school.edu", padding="x" * MAX_EVENT_BYTES)
     for form in (event, json.dumps(event)):
-        with pytest.raises(MalformedEvent, match=f"at most {MAX_EVENT_BYTES} bytes"):
+        with pytest.raises(MalformedEvent, match=f"at most {MAX_EVENT_BYTES} are taken"):
             parse_event(form)
     small = password_changed("teacher@school.edu", padding="x" * (MAX_EVENT_BYTES - 400))
     assert parse_event(small).id == parse_event(json.dumps(small)).id == "hr-1"
+
+
+def test_an_event_taken_at_the_limit_is_one_the_workers_take_too():
+    # A time's fraction is written out in full on the way to the workers ("…00.1Z" becomes
+    # "…00.100000Z"): what is measured is the event as they will read it.
+    event = password_changed("teacher@school.edu", time="2025-03-01T08:59:00.1Z", padding="")
+    wire = len(json.dumps(parse_event(event).to_wire(), separators=(",", ":")))
+    for extra in (0, 1, 3):  # the wire form at the limit, then just over it
+        event["padding"] = "x" * (MAX_EVENT_BYTES - wire + extra)
+        try:
+            taken = parse_event(event)
+        except MalformedEvent as exc:
+            assert extra > 0 and f"at most {MAX_EVENT_BYTES} are taken" in str(exc)
+            continue
+        assert parse_event(taken.to_wire()) == taken  # as a worker reads it from the queue
 
 
 def test_a_user_over_256_characters_once_mapped_is_refused_naming_the_event(
