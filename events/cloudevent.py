@@ -141,16 +141,14 @@ def parse_event(raw: str | bytes | dict[str, Any]) -> CloudEvent:
         raise MalformedEvent(f"an event must be a JSON object, not {_json_kind(document)}")
     if _nested_deeper_than(document, MAX_NESTING):
         raise _too_deep()
-    try:
-        json.dumps(document, ensure_ascii=False, default=str).encode("utf-8")
-    except UnicodeEncodeError:
-        raise MalformedEvent(
-            "the event holds text that is not valid Unicode (a lone surrogate); send UTF-8"
-        ) from None
+    _check_size(document)
     try:
         event = CloudEvent.model_validate(document)
     except ValidationError as exc:
         raise MalformedEvent(_describe(exc, "")) from None
+    # Again as the workers will read it (a time's fraction written out may be longer), so that
+    # an event taken here is never one they refuse.
+    _check_size(event.to_wire())
     if event.type not in catalog.INCOMING_TYPES:
         known = ", ".join(sorted(catalog.INCOMING_TYPES))
         raise MalformedEvent(f"unknown event type {event.type[:80]!r}; tokenwarden takes {known}")
@@ -246,6 +244,20 @@ def _decode_json(raw: str | bytes) -> Any:
         raise MalformedEvent(f"the event is not JSON{where}") from None
     except ValueError:  # a number with more digits than Python converts (int_max_str_digits)
         raise MalformedEvent("the event holds a number too long to read") from None
+
+
+def _check_size(document: dict[str, Any]) -> None:
+    """An event given as an object is held to the limit of one given as text, by its size
+    as compact JSON (an event of an HTTP batch, or in binary mode, has no text of its own)."""
+    try:
+        text = json.dumps(document, ensure_ascii=False, separators=(",", ":"), default=str)
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise MalformedEvent(
+            "the event holds text that is not valid Unicode (a lone surrogate); send UTF-8"
+        ) from None
+    if size > MAX_EVENT_BYTES:
+        raise MalformedEvent(f"the event is {size} bytes; at most {MAX_EVENT_BYTES} are taken")
 
 
 def _too_deep() -> MalformedEvent:

@@ -49,6 +49,9 @@ class Ignored:
 
     record: dict[str, Any]
     why: str
+    #: `source` + Okta's `uuid`, as a CloudEvent's key (None when the uuid is unusable): what
+    #: tells a retried delivery's ignored event from a new one.
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,16 +105,18 @@ def translate_one(
 ) -> CloudEvent | Ignored:
     if not isinstance(log_event, dict):
         return Ignored({"source": source}, "a System Log event must be a JSON object")
-    record = _record(log_event, source)
+    record, key = _record(log_event, source), _key(log_event, source)
     okta_type = log_event.get("eventType")
-    if okta_type not in EVENT_TYPES:
-        return Ignored(record, f"Okta event type {_shown(okta_type)!r} means nothing for tokens")
+    # A client may send any JSON where Okta sends text: an object or array is unhashable.
+    if not isinstance(okta_type, str) or okta_type not in EVENT_TYPES:
+        why = f"Okta event type {_shown(okta_type)!r} means nothing for tokens"
+        return Ignored(record, why, key)
     result = _outcome(log_event)
     if result != SUCCESS:
-        return Ignored(record, f"outcome {_shown(result)!r}, not SUCCESS: nothing changed")
+        return Ignored(record, f"outcome {_shown(result)!r}, not SUCCESS: nothing changed", key)
     login = user_target(log_event)
     if login is None:
-        return Ignored(record, "no target of type User with an alternateId: whose is it?")
+        return Ignored(record, "no target of type User with an alternateId: whose is it?", key)
     user = map_user(login)
     document = {
         "specversion": "1.0",
@@ -124,10 +129,11 @@ def translate_one(
         "data": {"user": user},
     }
     try:
+        # After the mapping: a mapped user longer than a user may be is not usable either.
         event = parse_event(document)
         check_not_future(event, now)
     except MalformedEvent as exc:
-        return Ignored(record, f"not usable: {_okta_names(str(exc))}")
+        return Ignored(record, f"not usable: {_okta_names(str(exc))}", key)
     return event
 
 
@@ -164,6 +170,19 @@ def _record(log_event: dict[str, Any], source: str) -> dict[str, Any]:
     return record
 
 
+def _key(log_event: dict[str, Any], source: str) -> str | None:
+    """The key the event has at its source (as CloudEvent.key), when its uuid is text an
+    event id may be; else None."""
+    event_id = log_event.get("uuid")
+    if not isinstance(event_id, str) or not 0 < len(event_id.strip()) <= MAX_FIELD_CHARS:
+        return None
+    try:
+        event_id.encode("utf-8")  # a lone surrogate cannot be hashed into a marker
+    except UnicodeEncodeError:
+        return None
+    return f"{source}\x00{event_id.strip()}"
+
+
 def _shown(value: Any) -> str:
     """A value sent by the client as the audit trail and a reason may show it: text, at
     most MAX_FIELD_CHARS, valid UTF-8."""
@@ -176,6 +195,7 @@ _OKTA_NAMES = {
     "field 'id'": "field 'uuid'",
     "field 'time'": "field 'published'",
     "field 'data.user'": "the User target's alternateId",
+    "field 'subject'": "the User target's alternateId",  # the user too, as mapped
 }
 
 

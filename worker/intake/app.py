@@ -35,6 +35,9 @@ def create_app(app: App, *, kinds: list | None = None) -> Starlette:
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
     )
+    # A path with a slash too many or too few is 404, not a redirect: a redirect would answer
+    # before the source's secret is checked, to a Location built from the client's Host.
+    starlette.router.redirect_slashes = False
     starlette.state.intake = intake
     starlette.add_middleware(_Measured, intake=intake)
     return starlette

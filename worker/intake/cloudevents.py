@@ -9,6 +9,8 @@ same secret as deliveries.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from datetime import datetime
 
 import structlog
 from starlette.concurrency import run_in_threadpool
@@ -17,10 +19,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from events import catalog
-from events.cloudevent import CloudEvent
+from events.cloudevent import CloudEvent, MalformedEvent
 from worker.intake import ce_binding
 from worker.intake.context import Intake
 from worker.intake.sources import CLOUDEVENTS, Source
+from worker.publish import validate
 
 log = structlog.get_logger(__name__)
 
@@ -57,25 +60,47 @@ async def _deliver(intake: Intake, request: Request) -> Response:
     try:
         # In the thread pool: a batch of a thousand events is milliseconds of work, which would
         # otherwise hold up every other request on this process meanwhile.
-        events = await run_in_threadpool(
-            ce_binding.read_events, mode, request.headers, body, intake.now()
-        )
+        events = await run_in_threadpool(_read, mode, request.headers, body, source, intake.now())
     except ce_binding.Refused as exc:
         return _refused(intake, request, source, 400, exc.why, exc.errors)
-    accepted = await intake.enqueue(source, [_mapped(event, source) for event in events])
+    accepted = await intake.enqueue(source, events)
     log.info("intake_accepted", source=source.name, mode=mode, events=accepted)
     return JSONResponse({"accepted": accepted}, status_code=202)
 
 
-def _mapped(event: CloudEvent, source: Source) -> CloudEvent:
-    """The event with its user's domain mapped to the Managed Apple Account domain."""
+def _read(
+    mode: str, headers: Mapping[str, str], body: bytes, source: Source, now: datetime
+) -> list[CloudEvent]:
+    """The request's events, their users mapped; all valid, else Refused and none taken."""
+    events = ce_binding.read_events(mode, headers, body, now)
+    mapped, errors = [], []
+    for index, event in enumerate(events):
+        try:
+            mapped.append(_mapped(event, source, now))
+        except MalformedEvent as exc:
+            errors.append({"index": index, "error": f"once its user's domain is mapped: {exc}"})
+    if errors:
+        why = (
+            f"{len(errors)} of {len(events)} events are invalid once their user's domain is "
+            "mapped; none was taken"
+        )
+        raise ce_binding.Refused(why, errors)
+    return mapped
+
+
+def _mapped(event: CloudEvent, source: Source, now: datetime) -> CloudEvent:
+    """The event with its user's domain mapped to the Managed Apple Account domain (and its
+    subject, when that is the user), validated again: a mapped user may be too long."""
     if event.type not in catalog.USER_EVENTS:
         return event
     user = event.user()
     mapped = source.map_user(user)
     if mapped == user:
         return event
-    return event.model_copy(update={"data": {**event.data, "user": mapped}})
+    document = {**event.to_wire(), "data": {**event.data, "user": mapped}}
+    if event.subject is not None and event.subject.strip() == user:
+        document["subject"] = mapped
+    return validate(document, now)
 
 
 async def _handshake(intake: Intake, request: Request) -> Response:

@@ -26,6 +26,9 @@ log = structlog.get_logger(__name__)
 #: Largest request body taken, in bytes; a larger one is refused with 413.
 MAX_BODY_BYTES = 1024 * 1024
 
+#: Before an ignored event's key, in its de-duplication marker.
+IGNORED_MARK = "ignored\x00"
+
 
 @dataclass
 class Intake:
@@ -88,18 +91,31 @@ class Intake:
         await self.record_ignored_many(source, [(event, why)])
 
     async def record_ignored_many(
-        self, source: Source, ignored: Sequence[tuple[dict[str, Any], str]]
+        self,
+        source: Source,
+        ignored: Sequence[tuple[dict[str, Any], str]],
+        keys: Sequence[str | None] | None = None,
     ) -> None:
-        """Several ignored events (event, why), in one round trip."""
+        """Several ignored events (event, why), in one round trip. `keys`: each event's key at
+        its source (CloudEvent.key), when known: a retried delivery's ignored events are then
+        not recorded again (for as long as a handled event is remembered)."""
         if not ignored:
             return
         now = self.now()
         decisions = [
-            Decision(now=now, audit=AuditEntry("ignored", event), note=why)
-            for event, why in ignored
+            Decision(
+                now=now,
+                # Apart from the marker of an event decided on: one ignored now (a time ahead
+                # of the clock) is still taken if it comes again usable.
+                event_key=None if key is None else IGNORED_MARK + key,
+                audit=AuditEntry("ignored", event),
+                note=why,
+            )
+            for (event, why), key in zip(ignored, keys or [None] * len(ignored), strict=True)
         ]
-        await run_in_threadpool(self.app.store.events.apply_many, decisions)
-        self.metrics.events_ignored.labels(source=source.name).inc(len(decisions))
+        applied = await run_in_threadpool(self.app.store.events.apply_many, decisions)
+        recorded = sum(1 for outcome in applied if outcome.outcome == "applied")
+        self.metrics.events_ignored.labels(source=source.name).inc(recorded)
 
 
 def presented_secret(request: Request) -> str | None:
