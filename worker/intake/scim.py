@@ -35,6 +35,7 @@ from scim2_models import (
     Sort,
 )
 from scim2_server.applications.asgi import ASGIApplication
+from scim2_server.applications.base import VERSION_PREFIX
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.service import ScimService
@@ -44,6 +45,7 @@ from starlette.requests import Request
 from starlette.routing import BaseRoute, Mount
 from starlette.types import Receive, Scope, Send
 
+from worker.intake import scim_events
 from worker.intake.context import Intake
 from worker.intake.scim_storage import RedisScimStorage
 from worker.intake.sources import SCIM
@@ -111,8 +113,9 @@ def routes(intake: Intake) -> list[BaseRoute]:
 
 class ScimEndpoint:
     """Every request under /sources/NAME/scim: the source and its secret checked (404, 401),
-    the body read within the intake's limit (413), then served by scim2-server over this
-    source's users."""
+    the body read within the intake's limit (413), then, under /v2 only (404 elsewhere: the
+    path a directory is given is the only one), served by scim2-server over this source's
+    users."""
 
     def __init__(self, intake: Intake):
         self.intake = intake
@@ -132,8 +135,17 @@ class ScimEndpoint:
             raise HTTPException(404, "not found")
         request = Request(scope, receive)
         source = await self.intake.source(request, SCIM)
+        if not _under_version_prefix(ASGIApplication.get_path(scope)):
+            raise HTTPException(404, "not found")
         body = await self.intake.body(request, source.name)
-        storage = RedisScimStorage(self.intake, self.users, source, self.model, self.intake.now())
+        storage = RedisScimStorage(
+            self.intake,
+            self.users,
+            source,
+            self.model,
+            self.intake.now(),
+            scim_events.request_digest(source, body),
+        )
         application = _SourceApplication(storage, self.provider, self.service)
         application.source = source.name
         await application(scope, _replay(body), send)
@@ -165,6 +177,12 @@ class _SourceApplication(ASGIApplication):
         else:
             log.exception("scim_failed", source=self.source, method=request.method)
         return self.service.error_response(exception)
+
+
+def _under_version_prefix(path: str) -> bool:
+    """Whether a path (below the mount) is /v2 or under it; scim2-server would also serve it
+    without the prefix."""
+    return path == VERSION_PREFIX or path.startswith(f"{VERSION_PREFIX}/")
 
 
 def _replay(body: bytes) -> Receive:

@@ -1,7 +1,16 @@
 """scim2-server's storage for one SCIM request of one source: provisioned users in Redis
-(worker/store/scim_users.py), and the events a write means (scim_events.py) handed to the
-workers before the write lands (a failed write retried by the directory then sends the same
-event id, dropped as a repeat; a write without its event cannot happen).
+(worker/store/scim_users.py), and the events a write means (scim_events.py).
+
+A write is checked first (the user exists at the version asked for, a new userName is free, the
+source is still there), then its events are handed to the workers, then it is written, guarded
+by the version read: a refused request enqueues nothing, and a write never lands without its
+event (at least once; a retry sends the same event id, dropped as a repeat). Between the check
+and the guarded write another request about the same user can win; this one then fails (412,
+409 or 404) with its event already enqueued, for a change that did not happen. That is taken on
+purpose: a false alarm (a replacement opened that an admin closes) beats a departure missed,
+which writing first and enqueuing after would risk on a crash between the two, unless a durable
+outbox and a sweeper re-sent it, far more machinery for a race between a directory's own
+requests about one user. The event names the user as stored, so it never blames another.
 
 Only what provisioning needs is stored: id, userName, externalId, active, displayName, name,
 emails (the User schema the service publishes has nothing else). A password is dropped unread.
@@ -15,6 +24,7 @@ from typing import Any
 
 from scim2_models import (
     ForbiddenException,
+    InvalidFilterException,
     InvalidValueException,
     Meta,
     NotFoundException,
@@ -36,16 +46,23 @@ from worker.intake import scim_events
 from worker.intake.context import Intake
 from worker.intake.sources import Source
 from worker.records import from_ms, to_ms
-from worker.store.scim_users import ScimUserStore, StoredUser
+from worker.store.scim_users import ScimUserStore, StoredUser, record_json
 
-#: Most users one SCIM source may provision; a creation beyond is refused (403).
-MAX_USERS_PER_SOURCE = 1_000_000
+#: Most users one SCIM source may provision; a creation beyond is refused (403). The people
+#: who download tokens, or at worst every member of staff: the largest school districts
+#: (New York City's, about 150,000 staff) fit; their students are not to be provisioned.
+MAX_USERS_PER_SOURCE = 200_000
 
 #: Longest string stored (userName, a name part, an e-mail...), as in every tokenwarden event.
 MAX_STRING = 256
 
-#: Most entries of a multi-valued attribute stored (emails).
-MAX_VALUES = 20
+#: Most entries of a multi-valued attribute stored (emails: a directory sends one or two).
+MAX_VALUES = 5
+
+#: Most bytes one user may take: its stored record (JSON) and its userName twice (the index
+#: entry and the user's own). With Redis's own overhead a user costs under 2.5 KiB, a source at
+#: its cap under 0.5 GiB; a user as Okta or Entra ID sends it counts about 400 bytes.
+MAX_USER_BYTES = 1536
 
 #: The attributes stored, as the SCIM payloads spell them.
 STORED = ("userName", "externalId", "active", "displayName", "name", "emails")
@@ -62,12 +79,15 @@ class RedisScimStorage(AsyncScimStorage):
         source: Source,
         model: type[Resource[Any]],
         now: datetime,
+        request_digest: str,
     ):
         self.intake = intake
         self.users = users
         self.source = source
         self.model = model
         self.now = now
+        #: The request's digest (scim_events.request_digest): a password change's id.
+        self.request_digest = request_digest
         self.name_binding = parametrize(Path, model)("userName").resolve()
 
     # -- reads ------------------------------------------------------------------------------
@@ -93,31 +113,19 @@ class RedisScimStorage(AsyncScimStorage):
         flt = search_request.filter
         if flt is None:
             total = await self._call(self.users.count, self.source.name)
+            if start >= total:  # also a startIndex beyond what Redis takes
+                return SearchPage(total, [])
             page = await self._call(self.users.page, self.source.name, start, count)
             return SearchPage(total, [self._resource(u) for u in page])
         named = self._user_name_equal_to(flt)
-        if named is not None:
-            user_id = await self._call(self.users.id_named, self.source.name, named)
-            stored = (
-                await self._call(self.users.get, self.source.name, user_id) if user_id else None
-            )
-            found = [self._resource(stored)] if stored else []
-            found = [r for r in found if flt.match(r)]
-            return SearchPage(len(found), found[start : start + count])
-        return await run_in_threadpool(self._walk, flt, start, count)
-
-    def _walk(self, flt: Any, start: int, count: int) -> SearchPage:
-        """Any other filter: every user of the source read in chunks and matched (memory
-        bounded by a chunk and a page; time by the number of users)."""
-        total, page = 0, []
-        for chunk in self.users.walk(self.source.name):
-            for stored in chunk:
-                resource = self._resource(stored)
-                if flt.match(resource):
-                    if start <= total < start + count:
-                        page.append(resource)
-                    total += 1
-        return SearchPage(total, page)
+        if named is None:
+            # Any other filter would read every user of the source; Okta and Entra ID only
+            # ever ask `userName eq`.
+            raise InvalidFilterException(detail='only filter=userName eq "..." is supported')
+        user_id = await self._call(self.users.id_named, self.source.name, named)
+        stored = await self._call(self.users.get, self.source.name, user_id) if user_id else None
+        found = [self._resource(stored)] if stored else []
+        return SearchPage(len(found), found[start : start + count])
 
     def _user_name_equal_to(self, flt: Any) -> str | None:
         """For `userName eq "..."` (what Okta and Entra ask), the name as it compares."""
@@ -150,6 +158,8 @@ class RedisScimStorage(AsyncScimStorage):
             to_ms(self.now),
             MAX_USERS_PER_SOURCE,
         )
+        if outcome == "nosource":  # removed since the request was let in
+            raise NotFoundException(detail="no such source")
         if outcome == "full":
             raise ForbiddenException(
                 detail=f"this source holds its most users ({MAX_USERS_PER_SOURCE:,}); "
@@ -170,28 +180,33 @@ class RedisScimStorage(AsyncScimStorage):
         password_given = getattr(resource, "password", None) is not None
         resource.password = None  # type: ignore[attr-defined]
         before = await self._stored(resource.id)
-        expected = _version_number(expected_version)
-        if expected is not None and expected != before.version:
-            raise PreconditionFailedException
+        _check_version(expected_version, before)
         record = self._record(resource, created_ms=before.record["created"])
+        name_key = self._name_key(record)
+        await self._check_name_free(name_key, before.user_id)
         changes = scim_events.on_update(
             before.user_id,
             before.record,
             before.version,
             record,
-            password_given=password_given,
-            now=self.now,
+            password_request=self.request_digest if password_given else None,
         )
         await self._enqueue(changes)
         if _same(record, before.record):
             return self._resource(before)
-        return await self._write(StoredUser(before.user_id, record, before.version))
+        return await self._write(StoredUser(before.user_id, record, before.version), name_key)
 
-    async def _write(self, user: StoredUser) -> Resource[Any]:
+    async def _check_name_free(self, name_key: str, user_id: str) -> None:
+        """409 when the userName is another user's (checked again by the write)."""
+        owner = await self._call(self.users.id_named, self.source.name, name_key)
+        if owner is not None and owner != user_id:
+            raise UniquenessException(detail="a user with this userName exists")
+
+    async def _write(self, user: StoredUser, name_key: str) -> Resource[Any]:
         outcome = await self._call(
-            self.users.update, self.source.name, user, user.version, self._name_key(user.record)
+            self.users.update, self.source.name, user, user.version, name_key
         )
-        if outcome == "gone":
+        if outcome in ("gone", "nosource"):
             raise NotFoundException(detail="no such user")
         if outcome == "moved":
             raise PreconditionFailedException
@@ -207,9 +222,7 @@ class RedisScimStorage(AsyncScimStorage):
         expected_version: str | None = None,
     ) -> None:
         before = await self._stored(resource_id)
-        expected = _version_number(expected_version)
-        if expected is not None and expected != before.version:
-            raise PreconditionFailedException
+        _check_version(expected_version, before)
         await self._enqueue(scim_events.on_delete(before.user_id, before.record, before.version))
         outcome = await self._call(
             self.users.delete, self.source.name, before.user_id, before.version
@@ -243,9 +256,15 @@ class RedisScimStorage(AsyncScimStorage):
 
     def _name_key(self, record: dict[str, Any]) -> str:
         try:
-            return self.name_binding.comparable(record["userName"])
+            name_key = self.name_binding.comparable(record["userName"])
         except ValueError:
             raise InvalidValueException(detail="userName cannot be compared") from None
+        size = len(record_json(record)) + 2 * len(name_key.encode())
+        if size > MAX_USER_BYTES:
+            raise InvalidValueException(
+                detail=f"the user takes {size} bytes; at most {MAX_USER_BYTES} are kept"
+            )
+        return name_key
 
     def _record(self, resource: Resource[Any], *, created_ms: int) -> dict[str, Any]:
         """What is stored of a user: the STORED attributes, each bounded."""
@@ -275,6 +294,13 @@ def _same(record: dict[str, Any], stored: dict[str, Any]) -> bool:
     return {k: v for k, v in record.items() if k not in ignored} == {
         k: v for k, v in stored.items() if k not in ignored
     }
+
+
+def _check_version(expected_version: str | None, stored: StoredUser) -> None:
+    """412 unless the If-Match version (if any) is the stored one."""
+    expected = _version_number(expected_version)
+    if expected is not None and expected != stored.version:
+        raise PreconditionFailedException
 
 
 def _version_number(version: str | None) -> int | None:

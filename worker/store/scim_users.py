@@ -2,14 +2,14 @@
 (a JSON record the SCIM layer builds; never a password), its version, and an index of userNames.
 
 Writes are Lua scripts (one round trip, atomic), each checking the version the caller read, so
-two requests about one user cannot both win. Outcomes are plain words; the SCIM layer turns
-them into SCIM errors.
+two requests about one user cannot both win, and (creations and updates) that the source still
+exists, so a request let in just before `sources remove` cannot bring back a user it forgot.
+Outcomes are plain words; the SCIM layer turns them into SCIM errors.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -17,9 +17,6 @@ from typing import Any
 import redis
 
 from worker.store import keys as k
-
-#: Users read per round trip when a search walks a source's users.
-WALK_CHUNK = 500
 
 
 def _script(name: str) -> str:
@@ -57,13 +54,6 @@ class ScimUserStore:
         ids = self._redis.zrange(k.scim_users(source), start, start + count - 1)
         return self._many(source, ids)
 
-    def walk(self, source: str) -> Iterator[list[StoredUser]]:
-        """Every user of the source, WALK_CHUNK at a time (memory stays bounded)."""
-        start = 0
-        while ids := self._redis.zrange(k.scim_users(source), start, start + WALK_CHUNK - 1):
-            yield self._many(source, ids)
-            start += WALK_CHUNK
-
     def _many(self, source: str, ids: list[str]) -> list[StoredUser]:
         pipe = self._redis.pipeline(transaction=False)
         for user_id in ids:
@@ -74,17 +64,25 @@ class ScimUserStore:
     def create(
         self, source: str, user: StoredUser, name_key: str, created_ms: int, cap: int
     ) -> str:
-        """'ok', 'full' (the source holds `cap` users) or 'taken' (the userName is)."""
-        keys = [k.scim_users(source), k.scim_user_names(source), k.scim_user(source, user.user_id)]
-        args = [user.user_id, name_key, _json(user.record), created_ms, cap]
+        """'ok', 'full' (the source holds `cap` users), 'taken' (the userName is) or
+        'nosource' (the source was removed)."""
+        keys = [
+            k.scim_users(source),
+            k.scim_user_names(source),
+            k.scim_user(source, user.user_id),
+            k.source(source),
+        ]
+        args = [user.user_id, name_key, record_json(user.record), created_ms, cap]
         return self._create(keys=keys, args=args)
 
     def update(
         self, source: str, user: StoredUser, expected: int | None, name_key: str
     ) -> int | str:
-        """The new version, or 'gone', 'moved' (not at `expected` any more) or 'taken'."""
-        keys = [k.scim_user(source, user.user_id), k.scim_user_names(source)]
-        args = [user.user_id, "" if expected is None else expected, name_key, _json(user.record)]
+        """The new version, or 'gone', 'moved' (not at `expected` any more), 'taken' or
+        'nosource' (the source was removed)."""
+        keys = [k.scim_user(source, user.user_id), k.scim_user_names(source), k.source(source)]
+        expected_arg = "" if expected is None else expected
+        args = [user.user_id, expected_arg, name_key, record_json(user.record)]
         outcome = self._update(keys=keys, args=args)
         return int(outcome) if outcome.isdigit() else outcome
 
@@ -94,7 +92,8 @@ class ScimUserStore:
         return self._delete(keys=keys, args=[user_id, "" if expected is None else expected])
 
 
-def _json(record: dict[str, Any]) -> str:
+def record_json(record: dict[str, Any]) -> str:
+    """A user's record as stored."""
     return json.dumps(record, separators=(",", ":"), sort_keys=True)
 
 

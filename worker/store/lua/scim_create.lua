@@ -1,6 +1,10 @@
--- Provision a user of a SCIM source, unless the source is full or the userName taken.
--- KEYS: the source's user ids (zset), its userName index (hash), the user (hash)
+-- Provision a user of a SCIM source, unless the source is gone or full or the userName taken.
+-- KEYS: the source's user ids (zset), its userName index (hash), the user (hash), the source
+-- (hash; removed first by `sources remove`, which then forgets the source's users)
 -- ARGV: user id, userName as it compares, record JSON, created (ms), most users per source
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return 'nosource'
+end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5]) then
   return 'full'
 end

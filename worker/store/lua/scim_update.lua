@@ -1,7 +1,11 @@
 -- Replace a provisioned user's record, if it is still at the version it was read at and its
 -- (new) userName is not another user's. Returns the new version, or why not.
--- KEYS: the user (hash), the source's userName index (hash)
+-- KEYS: the user (hash), the source's userName index (hash), the source (hash; removed first by
+-- `sources remove`, which then forgets the source's users)
 -- ARGV: user id, expected version ('' for any), new userName as it compares, record JSON
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return 'nosource'
+end
 local version = redis.call('HGET', KEYS[1], 'v')
 if not version then
   return 'gone'
