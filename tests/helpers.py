@@ -117,6 +117,8 @@ def every_redis_byte(redis_url) -> bytes:
             chunks += list(raw.smembers(key))
         elif kind == b"zset":
             chunks += raw.zrange(key, 0, -1)
+        elif kind == b"list":  # the broker's queues: message ids
+            chunks += raw.lrange(key, 0, -1)
         elif kind == b"string":
             chunks.append(raw.get(key))
         elif kind == b"stream":
