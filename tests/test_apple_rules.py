@@ -2,8 +2,6 @@
 the verdict kept (worker.apple.verdicts.standing), and what Apple's server uuid settles at
 install (worker.rules.install.check_install): as tables, without Redis."""
 
-import subprocess
-import sys
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -505,20 +503,6 @@ def test_apples_server_uuid_settles_whether_a_token_is_for_the_same_server(
         assert f"server {new[0]}, not {old[0]}" in message
     else:
         assert f"consumer {new[1]} instead of {old[1]}" in message
-
-
-def test_the_apple_rules_import_no_io_library():
-    modules = ("worker.rules.apple", "worker.apple.verdicts")
-    probe = (
-        "import sys\n"
-        f"for name in {modules!r}: __import__(name)\n"
-        "print(' '.join(sorted(m for m in ('redis', 'dramatiq', 'structlog', 'apscheduler',"
-        " 'httpx', 'oauthlib') if m in sys.modules)))"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert loaded == []
 
 
 # ---- what Apple leaves out, and one audit entry for all that was done ------------------------

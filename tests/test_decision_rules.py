@@ -203,6 +203,8 @@ PURE_MODULES = (
     "worker.rules.install",
     "worker.rules.replacement",
     "worker.rules.replacing",
+    "worker.rules.apple",
+    "worker.apple.verdicts",
     "scheduler.expiry",
 )
 
@@ -211,8 +213,8 @@ def test_the_decision_modules_import_no_io_library():
     probe = (
         "import sys\n"
         f"for name in {PURE_MODULES!r}: __import__(name)\n"
-        "print(' '.join(sorted(m for m in ('redis', 'dramatiq', 'structlog', 'apscheduler')"
-        " if m in sys.modules)))"
+        "print(' '.join(sorted(m for m in ('redis', 'dramatiq', 'structlog', 'apscheduler',"
+        " 'httpx', 'oauthlib') if m in sys.modules)))"
     )
     loaded = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
