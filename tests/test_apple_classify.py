@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from worker.apple.classify import (
+    CAPITALS_ONLY,
     MAX_QUOTED_BODY,
     classify,
     quote_body,
@@ -59,6 +60,10 @@ def test_a_401_or_403_naming_a_rejected_code_is_a_rejection(code, status, where)
 
     error = classify("/session", status, headers, body)
 
+    if where == "lower case" and code in CAPITALS_ONLY:
+        # Apple's own codes count only in capitals: "forbidden" is a proxy, not Apple
+        assert type(error) is AppleMalformed
+        return
     assert type(error) is AppleRejected
     assert error.code == code
     assert str(error) == f"Apple rejected the token ({code}): download a new token from ASM/ABM"
@@ -222,3 +227,11 @@ def test_retry_after_in_seconds_or_as_an_http_date(value, seconds):
 )
 def test_each_error_has_its_verdict(error, verdict):
     assert verdict_of(error) is verdict
+
+
+@pytest.mark.parametrize(
+    "body", [b"Forbidden", b"403 Forbidden\n", b'{"error": "forbidden"}', b"access_denied"]
+)
+def test_a_proxys_plain_forbidden_is_not_apple_refusing_the_token(body):
+    error = classify("/account", 403, {"content-type": "text/plain"}, body)
+    assert type(error) is AppleMalformed

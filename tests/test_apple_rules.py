@@ -115,7 +115,7 @@ def test_an_accepted_token_keeps_apples_answer_and_nothing_else_changes():
         verdict="accepted", code=None, checked_at=NOW, confirmed_at=NOW, server_uuid="UUID-1"
     )
     assert decision.apple == [AppleChecked(TOKEN.id, state)]
-    assert decision.guards == [STATUS_GUARD]
+    assert [g for g in decision.guards if g.fact not in (REJECTED, TERMS)] == [STATUS_GUARD]
     assert effects(decision) == NOTHING
 
 
@@ -166,7 +166,7 @@ def test_an_accepted_check_after_pending_terms_clears_them_and_says_so():
 def test_apple_naming_the_recorded_downloader_changes_nothing(named_as):
     decision = decide_apple_check(facts(named=Recorded("3")), accepted(admin_id=named_as), NOW)
     assert decision.downloaders == []
-    assert decision.guards == [STATUS_GUARD]
+    assert [g for g in decision.guards if g.fact not in (REJECTED, TERMS)] == [STATUS_GUARD]
     assert effects(decision) == NOTHING
 
 
@@ -322,7 +322,7 @@ def test_a_token_already_rejected_only_records_the_check():
     decision = decide_apple_check(facts(replace(TOKEN, apple=earlier)), result, NOW)
     state = replace(earlier, code="token_expired", checked_at=NOW, confirmed_at=NOW)
     assert decision.apple == [AppleChecked(TOKEN.id, state)]
-    assert decision.guards == [STATUS_GUARD]
+    assert [g for g in decision.guards if g.fact not in (REJECTED, TERMS)] == [STATUS_GUARD]
     assert effects(decision) == NOTHING
 
 
@@ -352,7 +352,7 @@ def test_terms_waiting_are_told_once_per_server_without_a_replacement():
 def test_terms_already_pending_only_record_the_check():
     server = replace(SERVER, terms_since=NOW - DAY)
     decision = decide_apple_check(facts(server=server), TERMS_RESULT, NOW)
-    assert decision.guards == [STATUS_GUARD]
+    assert [g for g in decision.guards if g.fact not in (REJECTED, TERMS)] == [STATUS_GUARD]
     assert effects(decision) == NOTHING
     assert decision.apple[0].state.verdict == "terms_not_accepted"
 
@@ -377,7 +377,7 @@ def test_no_answer_is_only_recorded(result):
     state = replace(earlier, verdict=result.verdict.value, code=result.code, checked_at=NOW)
     assert decision.apple == [AppleChecked(TOKEN.id, state)]
     assert state.confirmed_at == NOW - DAY
-    assert decision.guards == [STATUS_GUARD]
+    assert [g for g in decision.guards if g.fact not in (REJECTED, TERMS)] == [STATUS_GUARD]
     assert effects(decision) == NOTHING
 
 
@@ -525,3 +525,17 @@ def test_terms_ending_and_a_downloader_corrected_share_one_audit_entry():
     assert decision.audit.event["apple"] == ["terms_accepted", "downloader corrected"]
     assert decision.audit.event["downloaded_by"] == NEW
     assert decision.audit.event["recorded_as"] == OLD
+
+
+@pytest.mark.parametrize(
+    "result",
+    [accepted(), REJECTED_RESULT, TERMS_RESULT, CheckResult(Verdict.UNREACHABLE, code="timeout")],
+)
+def test_every_check_holds_on_the_rejection_and_terms_it_read(result):
+    """A check answered late writes the whole Apple state from what it read: it must not undo
+    a rejection or terms recorded meanwhile by another check."""
+    rejected = replace(TOKEN, apple=AppleState(rejected_at=NOW - DAY))
+    pending = replace(SERVER, terms_since=NOW - 2 * DAY)
+    decision = decide_apple_check(facts(token=rejected, server=pending), result, NOW)
+    assert Guard(TOKEN_RECORD, TOKEN.id, REJECTED, ms_field(NOW - DAY)) in decision.guards
+    assert Guard(SERVER_RECORD, SERVER.id, TERMS, ms_field(NOW - 2 * DAY)) in decision.guards

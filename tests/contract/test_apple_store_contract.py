@@ -387,3 +387,30 @@ def test_current_tokens_leaves_out_the_superseded_and_the_gone(store, superseded
         install(store, now=NOW + timedelta(days=1), days=360)
     expected = [] if superseded else [store.get_token(token.id)]
     assert store.apple.current_tokens([token.id, "tok_unknown"]) == expected
+
+
+@pytest.mark.parametrize("late", ["unreachable", "accepted"])
+def test_a_check_answered_late_cannot_undo_a_rejection_or_terms_recorded_meanwhile(store, late):
+    """A slow scheduled check read its facts before `tokens check` recorded a rejection (or
+    terms): written as read, it would clear them, and the next check would alarm again."""
+    add(store)
+    token = install(store)
+    result = (
+        CheckResult(Verdict.UNREACHABLE, code="http_503")
+        if late == "unreachable"
+        else (accepted_by(ADMIN))
+    )
+    stale = decide(store, token.id, result)
+    assert store.events.apply(decide(store, token.id, REJECTED_RESULT)).outcome == "applied"
+    assert store.events.apply(stale).outcome == "retry"
+    assert store.get_token(token.id).apple.rejected_at is not None
+    check(store, token.id, REJECTED_RESULT)
+    assert len(sent(store, catalog.TOKEN_REJECTED)) == 1
+    # the same for terms
+    add(store, "Office")
+    other = install(store, "Office")
+    stale = decide(store, other.id, result)
+    assert store.events.apply(decide(store, other.id, TERMS_RESULT)).outcome == "applied"
+    assert store.events.apply(stale).outcome == "retry"
+    check(store, other.id, TERMS_RESULT)
+    assert len(sent(store, catalog.TERMS_NOT_ACCEPTED)) == 1

@@ -150,9 +150,17 @@ def _named_codes(headers: Mapping[str, str], body: bytes) -> set[str]:
     return {code.lower() for code in known for text in texts if _names(text, code)}
 
 
+#: Apple's codes that are also what any proxy says: matched in capitals only.
+CAPITALS_ONLY = frozenset({"FORBIDDEN", "ACCESS_DENIED"})
+
+
 def _names(text: str, code: str) -> bool:
-    # Whole words: `token_rejected` must not be found in `not_token_rejected_yet`.
-    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(code)}(?![A-Za-z0-9_])", text, re.I) is not None
+    # Whole words: `token_rejected` must not be found in `not_token_rejected_yet`. Apple's
+    # codes that are also plain words (`FORBIDDEN`, `ACCESS_DENIED`) count only as Apple writes
+    # them, in capitals: a proxy's "403 Forbidden" is not Apple refusing the token.
+    flags = 0 if code in CAPITALS_ONLY else re.I
+    pattern = rf"(?<![A-Za-z0-9_]){re.escape(code)}(?![A-Za-z0-9_])"
+    return re.search(pattern, text, flags) is not None
 
 
 def _looks_like_html(headers: Mapping[str, str], body: bytes) -> bool:

@@ -109,7 +109,7 @@ def standing(
     STALE_INTERVALS intervals: transient failures are not alarms, but they are not news of
     health either). With scheduled checks off (`interval_s` 0), the default interval counts."""
     interval_s = interval_s or DEFAULT_APPLE_CHECK_INTERVAL_S
-    if state.rejected_at is not None:
+    if state.rejected_at is not None and not _accepted_since(state, state.rejected_at):
         return Verdict.REJECTED.value
     confirmed = state.confirmed_at
     if confirmed is None:
@@ -119,3 +119,10 @@ def standing(
     if terms_since is not None:
         return Verdict.TERMS_NOT_ACCEPTED.value
     return Verdict.ACCEPTED.value
+
+
+def _accepted_since(state: AppleState, moment: datetime) -> bool:
+    """Apple accepted the token in its latest answer, given after `moment` (a refusal that
+    Apple took back: the token works, though its replacement stays open)."""
+    confirmed = state.confirmed_at
+    return state.verdict == Verdict.ACCEPTED.value and confirmed is not None and confirmed > moment

@@ -52,7 +52,14 @@ def decide_apple_check(facts: AppleCheckFacts, result: CheckResult, now: datetim
     if token.status != TOKEN_CURRENT or server is None:
         decision.note = "the token is no longer current"
         return decision
-    decision.guards.append(Guard(TOKEN, token.id, STATUS, TOKEN_CURRENT))
+    # The whole Apple state and the server's terms are written from these facts: a check
+    # answered late must not undo what a check answered meanwhile (a rejection, terms), so the
+    # decision holds only on them as read, and is made again otherwise.
+    decision.guards += [
+        Guard(TOKEN, token.id, STATUS, TOKEN_CURRENT),
+        Guard(TOKEN, token.id, REJECTED, ms_field(token.apple.rejected_at)),
+        Guard(SERVER, server.id, TERMS, ms_field(server.terms_since)),
+    ]
     state = replace(token.apple, verdict=result.verdict.value, code=result.code, checked_at=now)
     if result.confirmed:
         state = replace(state, confirmed_at=now)
@@ -98,7 +105,6 @@ def _rejected(
 ) -> None:
     server = facts.server
     assert server is not None
-    decision.guards.append(Guard(TOKEN, token.id, REJECTED, ""))
     event = outgoing.rejected(server, token, result.code, now, result.detail)
     decision.outgoing.append(event)
     decision.results.append({"token": token.id, "server": server.name, "action": "rejected"})
@@ -124,7 +130,6 @@ def _terms_changed(
     """Terms began to wait (`pending`), or a check passed after they did."""
     since = now if pending else server.terms_since
     assert since is not None
-    decision.guards.append(Guard(SERVER, server.id, TERMS, ms_field(server.terms_since)))
     decision.servers_seen.append(
         ServerSeenByApple(
             server.id,
