@@ -87,8 +87,11 @@ class SchedulerService:
         )
 
     def stop(self) -> None:
+        # A round of checks with Apple stops between batches once this replica no longer
+        # leads: without this, shutting down waits for every token due.
+        leading, self.leader = self.leader, False
         self._jobs.shutdown(wait=True)
-        if self.leader:
+        if leading:
             self.lease.release()  # a clean stop hands over at once, not after the TTL
         log.info("scheduler_stopped", owner=self.owner)
 

@@ -14,6 +14,7 @@ from events import catalog
 from scheduler.service import SchedulerService
 from tests.helpers import FIXTURE_NOW, emit, replacements, wait_until, wait_until_settled
 from tests.tokenfiles import credentials, encrypt_to
+from worker.apple.verdicts import Verdict
 from worker.bootstrap import App
 from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
 from worker.store import keys as k
@@ -273,3 +274,60 @@ def test_a_token_confirmed_at_install_is_not_asked_about_again_at_once(cli, app,
     report = app.apple_checker.run_due(app.now)
     assert (report.checked, report.skipped) == (0, 1)
     assert len(apple.requests) == asked
+
+
+def test_tokens_check_does_not_ask_apple_about_an_expired_token(
+    cli, clock, apple, tmp_path, subscribed, worker, redis_client
+):
+    add_with_token(cli, apple, tmp_path, "Lab")
+    clock.now += timedelta(days=301)
+    asked = len(apple.requests)
+    code, [row] = check(cli)
+    assert code == 1
+    assert row["check"]["verdict"] == "rejected" and row["check"]["code"] == "expired"
+    assert len(apple.requests) == asked
+    wait_until_settled(redis_client)
+    assert catalog.TOKEN_REJECTED not in received_types(subscribed)
+
+
+def test_a_round_stops_when_a_whole_batch_finds_apple_unreachable(
+    cli, app, clock, apple, tmp_path, settings
+):
+    from worker.apple.client import AppleClient
+    from worker.services.apple_checks import AppleChecker
+
+    for n in range(10):
+        add_with_token(cli, apple, tmp_path, f"Server {n}")
+    clock.now += timedelta(hours=7)  # confirmed at install, an interval ago: all due
+    due = app.redis.zrange(k.APPLE_NEXT_CHECK, 0, -1)
+    app.redis.zadd(k.APPLE_NEXT_CHECK, dict.fromkeys(due, 0))
+    one_at_a_time = replace(settings.apple, concurrency=1)  # a batch of 8
+    checker = AppleChecker(
+        app.store, AppleClient(one_at_a_time, sleep=lambda s: None), one_at_a_time
+    )
+    apple.then(*[503] * 24)  # 8 checks, 3 attempts each
+
+    report = checker.run_due(app.now)
+
+    assert report.stopped_unreachable
+    assert report.count(Verdict.UNREACHABLE) == report.checked == 8
+    assert app.store.apple.due_count(app.now()) == 2  # the rest wait for the next round
+
+
+def test_terms_met_at_install_are_recorded_and_told_at_the_next_round(cli, app, apple, tmp_path):
+    assert cli("servers", "add", "Lab").exit_code == 0
+    creds = credentials(FIXTURE_NOW + timedelta(days=300))
+    path = tmp_path / "lab.p7m"
+    path.write_bytes(encrypt_to(cli("keys", "export", "Lab").stdout, creds))
+    apple.enroll(creds)
+    apple.terms(creds["consumer_key"], signed=False)
+    result = cli("tokens", "install", "Lab", str(path), "--downloaded-by", "a@school.example")
+    assert result.exit_code == 0, result.output
+
+    report = app.apple_checker.run_due(app.now)
+
+    assert report.count(Verdict.TERMS_NOT_ACCEPTED) == 1
+    [shown] = json.loads(cli("status", "--json").stdout)
+    assert shown["apple"]["verdict"] == "terms_not_accepted"
+    outbox = app.redis.xrange(k.OUTBOX)
+    assert [f["type"] for _, f in outbox] == [catalog.TERMS_NOT_ACCEPTED]

@@ -235,3 +235,7 @@ def test_each_error_has_its_verdict(error, verdict):
 def test_a_proxys_plain_forbidden_is_not_apple_refusing_the_token(body):
     error = classify("/account", 403, {"content-type": "text/plain"}, body)
     assert type(error) is AppleMalformed
+
+
+def test_a_retry_after_of_odd_digits_is_unreadable_not_a_crash():
+    assert retry_after_s("²", datetime(2026, 11, 27, tzinfo=UTC)) is None

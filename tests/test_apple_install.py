@@ -196,3 +196,19 @@ def test_installing_the_same_token_again_asks_apple_nothing(cli, lab, apple, tmp
     assert again.exit_code == 0
     assert "already installed" in again.stdout
     assert len(apple.requests) == asked
+
+
+def test_an_older_download_is_refused_for_what_it_is_before_apple_is_asked(
+    cli, lab, apple, tmp_path, snapshot
+):
+    newer, newer_creds = token_file(cli, tmp_path, days=320, name="newer")
+    apple.enroll(newer_creds)
+    assert cli("tokens", "install", "Lab", str(newer)).exit_code == 0
+    older, older_creds = token_file(cli, tmp_path, days=300, name="older")
+    apple.enroll(older_creds)
+    apple.revoke(older_creds["consumer_key"])  # as Apple does once a newer one is downloaded
+    asked = len(apple.requests)
+    assert_refused(
+        cli, snapshot, ("tokens", "install", "Lab", str(older)), "older than the installed token"
+    )
+    assert len(apple.requests) == asked

@@ -75,7 +75,7 @@ def install_token(
     """Decrypt and install a token file. With `apple`, Apple is asked first (once): it names
     the downloader and the server entry, and a token it refuses is not installed."""
     envelope = read_envelope(data, source=source)
-    downloaded_at, downloaded_at_source = _download_time(source, downloaded_at, now)
+    download = _download_time(source, downloaded_at, now)
     asked: AskedApple | None = None
     for _ in range(WRITE_ATTEMPTS):
         server = resolve_server(store, server_name, org)
@@ -83,7 +83,9 @@ def install_token(
         installed = store.get_token(server.token_id) if server.token_id else None
         if installed is not None and installed.fingerprint == credentials.fingerprint:
             return _already_installed(server, installed, downloaded_by)
-        asked = asked or ask_apple(apple, credentials, source, now)
+        if asked is None:
+            _refuse_locally(credentials, installed, download, now, source)
+            asked = ask_apple(apple, credentials, source, now)
         token, warning = _checked_token(
             server,
             pair,
@@ -91,7 +93,7 @@ def install_token(
             installed,
             asked,
             downloaded_by=downloaded_by,
-            downloaded_at=(downloaded_at, downloaded_at_source),
+            downloaded_at=download,
             now=now,
             allow_consumer_change=allow_consumer_change,
             source=source,
@@ -107,6 +109,27 @@ def install_token(
     raise ConcurrentChange(
         f"server {server_name!r} kept changing while the token was being installed; try again"
     )
+
+
+def _refuse_locally(
+    credentials: TokenCredentials,
+    installed: Token | None,
+    downloaded_at: tuple[datetime, str],
+    now: datetime,
+    source: str,
+) -> None:
+    """What can be refused without Apple is refused before Apple is asked: an older download
+    must say "install the newest", not "Apple rejected it" (Apple rejects it because a newer
+    one exists), and an expired file needs no round trip. (Which server entry it belongs to
+    waits for Apple's answer.)"""
+    local = NewToken(
+        consumer_id=credentials.consumer_id,
+        fingerprint=credentials.fingerprint,
+        expires_at=credentials.expires_at,
+        downloaded_at=downloaded_at[0],
+        downloaded_at_source=downloaded_at[1],
+    )
+    check_install(local, installed, now=now, allow_consumer_change=True, source=source)
 
 
 def _checked_token(

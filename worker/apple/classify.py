@@ -115,7 +115,7 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
     if not value or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() takes too
         return float(value)
     try:
         when = parsedate_to_datetime(value)

@@ -64,7 +64,9 @@ def ask_apple(
 
 def _failed_state(exc: AppleError, now: datetime) -> AppleState:
     if isinstance(exc, AppleTermsNotAccepted):
-        return AppleState(Verdict.TERMS_NOT_ACCEPTED.value, exc.code, now, confirmed_at=now)
+        # Not marked confirmed: the next round asks again at once, and its decision records
+        # the waiting terms on the server and tells people (the install only warns).
+        return AppleState(Verdict.TERMS_NOT_ACCEPTED.value, exc.code, now)
     verdict = Verdict.UNREACHABLE if isinstance(exc, AppleUnreachable) else Verdict.MALFORMED
     return AppleState(verdict.value, exc.code, checked_at=now)
 

@@ -118,8 +118,10 @@ def show(app: App, name: str, org: str | None, as_json: bool) -> None:
 def apple_line(apple: dict) -> str:
     """Apple's verdict on a token in one line: what it is, since when, and Apple's names."""
     verdict = str(apple["verdict"]).replace("_", " ")
-    if apple["rejected_at"]:
-        verdict += f" since {apple['rejected_at']} ({apple['code']})"
+    if apple["rejected_at"] and apple["verdict"] == "rejected":
+        verdict += f" since {apple['rejected_at']}"
+        if apple["last_answer"] == "rejected":
+            verdict += f" ({apple['code']})"
     elif apple["terms_pending_since"] and apple["verdict"] != "unknown":
         verdict += f" since {apple['terms_pending_since']}: accept them in the portal"
     confirmed = apple["last_confirmed_at"]

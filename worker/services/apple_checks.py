@@ -72,6 +72,8 @@ class RoundReport:
     codes: Counter[str] = field(default_factory=Counter)
     #: Checks whose answer was not recorded (the token stopped being current meanwhile).
     not_applied: int = 0
+    #: The round stopped early: a whole batch found Apple unreachable.
+    stopped_unreachable: bool = False
 
     def add(self, verdicts: list[TokenVerdict]) -> None:
         for verdict in verdicts:
@@ -119,11 +121,19 @@ class AppleChecker:
             return list(pool.map(lambda token: self._check_one(token, now), tokens))
 
     def _check_one(self, token: Token, now: Callable[[], datetime]) -> TokenVerdict:
+        if token.expires_at <= now():
+            # Dead by age, which the expiry scan has said already: asking Apple would only
+            # raise a second alarm (token_expired) for it.
+            expired = CheckResult(Verdict.REJECTED, code="expired", detail="the token expired")
+            return TokenVerdict(token, expired, False)
         try:
             credentials = token_credentials(self._store, token)
-        except NotFound:  # superseded between the read and now
+            result = self._apple.check(credentials)
+        except NotFound:  # superseded between the read and now: nothing to ask about
             return TokenVerdict(token, CheckResult(Verdict.MALFORMED, code="gone"), False)
-        result = self._apple.check(credentials)
+        except Exception as exc:  # one token's surprise must not end the round for the others
+            log.exception("apple_check_failed", token_id=token.id, error=type(exc).__name__)
+            result = CheckResult(Verdict.MALFORMED, code="error", detail=type(exc).__name__)
         applied = self.record(token.id, result, now())
         # A million tokens are checked four times a day: only news is worth an info line.
         level = log.debug if result.verdict is Verdict.ACCEPTED else log.info
@@ -168,11 +178,18 @@ class AppleChecker:
                 break
             report.claimed += len(claimed)
             due = self._due_tokens(claimed, moment, report)
-            report.add(self.check_tokens(due, now))
+            verdicts = self.check_tokens(due, now)
+            report.add(verdicts)
             for token in due:
                 self._store.apple.schedule(
                     token.id, self._next_check(now()), only_if_scheduled=True
                 )
+            if verdicts and all(v.result.verdict is Verdict.UNREACHABLE for v in verdicts):
+                # Apple is down (or unreachable from here): every check would wait out its
+                # retries. The next round tries again; the tokens not yet asked stay due.
+                log.warning("apple_unreachable_round_stopped", checked=len(verdicts))
+                report.stopped_unreachable = True
+                break
         return report
 
     def _due_tokens(self, claimed: list[str], now: datetime, report: RoundReport) -> list[Token]:
