@@ -136,6 +136,7 @@ class SchedulerService:
         checker = self.app.apple_checker
         try:
             self.app.store.apple.backfill(self.app.now(), self.app.settings.apple.check_interval_s)
+            checker.reconcile_interval(self.app.now())
             report = checker.run_due(self.app.now, still_leader=lambda: self.leader)
         except Exception:
             log.exception("apple_checks_failed")

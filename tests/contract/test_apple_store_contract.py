@@ -414,3 +414,21 @@ def test_a_check_answered_late_cannot_undo_a_rejection_or_terms_recorded_meanwhi
     assert store.events.apply(stale).outcome == "retry"
     check(store, other.id, TERMS_RESULT)
     assert len(sent(store, catalog.TERMS_NOT_ACCEPTED)) == 1
+
+
+def test_a_shorter_interval_brings_later_checks_forward_once(store):
+    from worker.config import AppleSettings
+    from worker.services.apple_checks import AppleChecker
+
+    add(store)
+    add(store, "Office")
+    lab, office = install(store), install(store, "Office")
+    store.apple.schedule(lab.id, NOW + timedelta(hours=5))
+    store.apple.schedule(office.id, NOW + timedelta(minutes=30))
+    store.apple.set_interval(21_600)
+    checker = AppleChecker(store, apple=None, settings=AppleSettings(check_interval_s=3600))
+
+    assert checker.reconcile_interval(NOW) == 1  # only the one beyond the new hour
+    assert store.apple.interval() == 3600
+    assert store.apple.due_count(NOW + timedelta(hours=1)) == 2
+    assert checker.reconcile_interval(NOW) == 0

@@ -192,6 +192,19 @@ class AppleChecker:
                 break
         return report
 
+    def reconcile_interval(self, now: datetime) -> int:
+        """After the interval was shortened, no token waits longer than the new one for its
+        check (a schedule made under a longer one would leave tokens unconfirmed, and shown
+        as unknown, for hours). Returns how many checks moved."""
+        wanted = self._settings.check_interval_s
+        if not wanted or self._store.apple.interval() == wanted:
+            return 0
+        moved = self._store.apple.bring_forward(now, wanted)
+        self._store.apple.set_interval(wanted)
+        if moved:
+            log.info("apple_checks_brought_forward", moved=moved, interval_s=wanted)
+        return moved
+
     def _due_tokens(self, claimed: list[str], now: datetime, report: RoundReport) -> list[Token]:
         """The claimed tokens to ask about: current ones not checked a moment ago (those are
         put back an interval after their check; the others leave the schedule)."""

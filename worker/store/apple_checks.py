@@ -79,6 +79,26 @@ class RedisAppleChecks:
         spread = {t: start + spread_offset_ms(t, spread_s) for t in token_ids}
         return self._redis.zadd(k.APPLE_NEXT_CHECK, spread, nx=True)
 
+    def interval(self) -> int | None:
+        value = self._redis.get(k.APPLE_INTERVAL)
+        return int(value) if value else None
+
+    def set_interval(self, seconds: int) -> None:
+        self._redis.set(k.APPLE_INTERVAL, seconds)
+
+    def bring_forward(self, now: datetime, interval_s: int) -> int:
+        """Every check scheduled later than one interval from now moves into the coming
+        interval, spread as a backfill is (after the interval was shortened)."""
+        latest, moved = to_ms(now) + interval_s * 1000, 0
+        while ids := self._redis.zrangebyscore(
+            k.APPLE_NEXT_CHECK, f"({latest}", "+inf", start=0, num=_BACKFILL_BATCH
+        ):
+            start = to_ms(now)
+            spread = {t: start + spread_offset_ms(t, interval_s) for t in ids}
+            moved += len(ids)
+            self._redis.zadd(k.APPLE_NEXT_CHECK, spread, xx=True)
+        return moved
+
     def facts(self, token_ids: list[str], named: dict[str, str]) -> list[AppleCheckFacts]:
         """What each token's answer is decided on (tokens gone are left out); `named` maps a
         token id to the key of the user Apple named as its downloader, when that user's

@@ -69,6 +69,10 @@ TOKENS_NEXT_CHECK = "tw:tokens:next-check"
 #: back an interval later.
 APPLE_NEXT_CHECK = "tw:apple:next-check"
 
+#: String: the check interval (seconds) the Apple schedule was made with; when the configured
+#: one is shorter, checks scheduled beyond it are brought forward.
+APPLE_INTERVAL = "tw:apple:interval"
+
 #: String: set once every token installed before Apple was asked about tokens has been put
 #: into APPLE_NEXT_CHECK (spread over an interval).
 APPLE_BACKFILLED = "tw:apple:backfilled"

@@ -53,6 +53,20 @@ class MemoryAppleChecks:
             state.apple_backfilled = True
             return len(missing)
 
+    def interval(self) -> int | None:
+        return self._state.apple_interval
+
+    def set_interval(self, seconds: int) -> None:
+        self._state.apple_interval = seconds
+
+    def bring_forward(self, now: datetime, interval_s: int) -> int:
+        with self._state.lock:
+            checks, latest = self._state.apple_checks, to_ms(now) + interval_s * 1000
+            late = [t for t, at in checks.items() if at > latest]
+            for token_id in late:
+                checks[token_id] = to_ms(now) + spread_offset_ms(token_id, interval_s)
+            return len(late)
+
     def facts(self, token_ids: list[str], named: dict[str, str]) -> list[AppleCheckFacts]:
         with self._state.lock:
             state = self._state

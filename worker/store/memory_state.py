@@ -104,6 +104,7 @@ class MemoryState:
     #: with the tokens installed before it.
     apple_checks: dict[str, int] = field(default_factory=dict)
     apple_backfilled: bool = False
+    apple_interval: int | None = None
     replacements: dict[str, ReplacementRow] = field(default_factory=dict)
     #: Token ids with an open replacement.
     open_replacements: set[str] = field(default_factory=set)

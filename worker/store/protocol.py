@@ -91,6 +91,17 @@ class AppleChecks(Protocol):
         `spread_s`; once. Returns how many were added."""
         ...
 
+    def interval(self) -> int | None:
+        """The check interval the schedule was made with (None: not recorded yet)."""
+        ...
+
+    def set_interval(self, seconds: int) -> None: ...
+
+    def bring_forward(self, now: datetime, interval_s: int) -> int:
+        """Move every check later than one interval from now into the coming interval,
+        spread; returns how many moved."""
+        ...
+
     def facts(self, token_ids: list[str], named: dict[str, str]) -> list[AppleCheckFacts]:
         """`named`: token id -> key of the user Apple named as its downloader, to read too."""
         ...
