@@ -122,14 +122,24 @@ def _refuse_locally(
     must say "install the newest", not "Apple rejected it" (Apple rejects it because a newer
     one exists), and an expired file needs no round trip. (Which server entry it belongs to
     waits for Apple's answer.)"""
-    local = NewToken(
+    local = _new_token(credentials, downloaded_at)
+    check_install(local, installed, now=now, allow_consumer_change=True, source=source)
+
+
+def _new_token(
+    credentials: TokenCredentials,
+    downloaded_at: tuple[datetime, str],
+    server_uuid: str | None = None,
+) -> NewToken:
+    """The facts check_install decides on, for a decrypted token file."""
+    return NewToken(
         consumer_id=credentials.consumer_id,
         fingerprint=credentials.fingerprint,
         expires_at=credentials.expires_at,
         downloaded_at=downloaded_at[0],
         downloaded_at_source=downloaded_at[1],
+        server_uuid=server_uuid,
     )
-    check_install(local, installed, now=now, allow_consumer_change=True, source=source)
 
 
 def _checked_token(
@@ -148,14 +158,7 @@ def _checked_token(
     """The token to install, once check_install allows it, and a warning about who
     downloaded it (when Apple says otherwise than the person installing it)."""
     user, warning = choose_downloader(downloaded_by, asked)
-    new = NewToken(
-        consumer_id=credentials.consumer_id,
-        fingerprint=credentials.fingerprint,
-        expires_at=credentials.expires_at,
-        downloaded_at=downloaded_at[0],
-        downloaded_at_source=downloaded_at[1],
-        server_uuid=asked.state.server_uuid,
-    )
+    new = _new_token(credentials, downloaded_at, asked.state.server_uuid)
     check_install(
         new, installed, now=now, allow_consumer_change=allow_consumer_change, source=source
     )

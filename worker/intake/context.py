@@ -85,11 +85,6 @@ class Intake:
         self.metrics.events_accepted.labels(source=source.name).inc(count)
         return count
 
-    async def record_ignored(self, source: Source, event: dict[str, Any], why: str) -> None:
-        """An event the source sent that means nothing for tokens (another type, a failed
-        outcome): acknowledged, and kept in the audit trail with why, never a dead letter."""
-        await self.record_ignored_many(source, [(event, why)])
-
     async def record_ignored_many(
         self,
         source: Source,

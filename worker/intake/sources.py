@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from worker.errors import InvalidInput
 from worker.records import from_ms, to_ms
+from worker.timefmt import format_rfc3339
 
 CLOUDEVENTS, OKTA, SCIM = "cloudevents", "okta", "scim"
 KINDS = (CLOUDEVENTS, OKTA, SCIM)
@@ -96,9 +97,9 @@ class Source:
         in constant time."""
         given = secret_hash(secret)
         current = hmac.compare_digest(given, self.secret_hash)
-        previous = hmac.compare_digest(given, self.previous_hash or "")
+        previous = hmac.compare_digest(given, self.previous_hash or "")  # "" matches no hash
         in_grace = self.previous_until is not None and now < self.previous_until
-        return current or (previous and in_grace and self.previous_hash is not None)
+        return current or (previous and in_grace)
 
     def rotated(self, new_secret: str, now: datetime, grace: timedelta) -> Source:
         return replace(
@@ -150,8 +151,6 @@ class Source:
         )
 
     def describe(self, now: datetime) -> dict[str, object]:
-        from worker.timefmt import format_rfc3339
-
         grace = self.previous_until is not None and now < self.previous_until
         return {
             "name": self.name,

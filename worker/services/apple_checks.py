@@ -134,7 +134,7 @@ class AppleChecker:
         except Exception as exc:  # one token's surprise must not end the round for the others
             log.exception("apple_check_failed", token_id=token.id, error=type(exc).__name__)
             result = CheckResult(Verdict.MALFORMED, code="error", detail=type(exc).__name__)
-        applied = self.record(token.id, result, now())
+        applied = self.record(token, result, now())
         # A million tokens are checked four times a day: only news is worth an info line.
         level = log.debug if result.verdict is Verdict.ACCEPTED else log.info
         level(
@@ -146,11 +146,12 @@ class AppleChecker:
         )
         return TokenVerdict(token, result, applied)
 
-    def record(self, token_id: str, result: CheckResult, now: datetime) -> bool:
+    def record(self, token: Token, result: CheckResult, now: datetime) -> bool:
         """Decide and apply what `result` means for the token; False when the token is gone
         or stopped being current."""
+        token_id, named = token.id, _named(token, result)
         for _ in range(DECIDE_ATTEMPTS):
-            facts = self._store.apple.facts([token_id], _named(token_id, result))
+            facts = self._store.apple.facts([token_id], named)
             if not facts:
                 return False
             decision = decide_apple_check(facts[0], result, now)
@@ -180,10 +181,7 @@ class AppleChecker:
             due = self._due_tokens(claimed, moment, report)
             verdicts = self.check_tokens(due, now)
             report.add(verdicts)
-            for token in due:
-                self._store.apple.schedule(
-                    token.id, self._next_check(now()), only_if_scheduled=True
-                )
+            self._store.apple.reschedule({t.id: self._next_check(now()) for t in due})
             if verdicts and all(v.result.verdict is Verdict.UNREACHABLE for v in verdicts):
                 # Apple is down (or unreachable from here): every check would wait out its
                 # retries. The next round tries again; the tokens not yet asked stay due.
@@ -209,20 +207,16 @@ class AppleChecker:
         """The claimed tokens to ask about: current ones not checked a moment ago (those are
         put back an interval after their check; the others leave the schedule)."""
         current = self._store.apple.current_tokens(claimed)
-        self._store.apple.unschedule(sorted(set(claimed) - {t.id for t in current}))
-        interval = self._interval
-        due = []
-        for token in current:
-            confirmed = token.apple.confirmed_at
-            if token.expires_at <= now:
-                self._store.apple.unschedule([token.id])  # expired: the scan said so already
-                report.skipped += 1
-            elif confirmed is not None and now - confirmed < interval * FRESH_SHARE:
-                self._store.apple.schedule(token.id, confirmed + interval, only_if_scheduled=True)
-                report.skipped += 1
-            else:
-                due.append(token)
-        return due
+        live = [t for t in current if t.expires_at > now]  # expired: the scan said so already
+        self._store.apple.unschedule(sorted(set(claimed) - {t.id for t in live}))
+        fresh = {
+            t.id: t.apple.confirmed_at + self._interval
+            for t in live
+            if t.apple.confirmed_at and now - t.apple.confirmed_at < self._interval * FRESH_SHARE
+        }
+        self._store.apple.reschedule(fresh)
+        report.skipped += len(current) - len(live) + len(fresh)
+        return [t for t in live if t.id not in fresh]
 
     def _next_check(self, now: datetime) -> datetime:
         return now + self._interval * (1 - RESCHEDULE_JITTER * self._jitter())
@@ -235,7 +229,10 @@ class AppleChecker:
         return timedelta(seconds=seconds)
 
 
-def _named(token_id: str, result: CheckResult) -> dict[str, str]:
-    """The user record to read besides: the one Apple names as the downloader."""
+def _named(token: Token, result: CheckResult) -> dict[str, str]:
+    """The user record to read besides: the one Apple names as the downloader, when that is
+    not the one recorded (most checks: nothing more to read)."""
     admin = result.account.admin_id if result.account else None
-    return {token_id: user_key(admin)} if admin else {}
+    if not admin or user_key(admin) == user_key(token.downloaded_by):
+        return {}
+    return {token.id: user_key(admin)}

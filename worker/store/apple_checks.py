@@ -6,6 +6,7 @@ themselves are applied as decisions (decisions.py), like every other.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from datetime import datetime
 from importlib import resources
 
@@ -40,6 +41,11 @@ class RedisAppleChecks:
         """Ask Apple about the token at `at` (only if it is still in the schedule, when
         `only_if_scheduled`: a token superseded meanwhile stays out)."""
         self._redis.zadd(k.APPLE_NEXT_CHECK, {token_id: to_ms(at)}, xx=only_if_scheduled)
+
+    def reschedule(self, times: Mapping[str, datetime]) -> None:
+        """Each token's next check, in one write; a token out of the schedule stays out."""
+        if times:
+            self._redis.zadd(k.APPLE_NEXT_CHECK, {t: to_ms(at) for t, at in times.items()}, xx=True)
 
     def unschedule(self, token_ids: list[str]) -> None:
         if token_ids:

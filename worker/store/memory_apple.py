@@ -3,6 +3,7 @@ one, for what each method means)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from worker.names import user_key
@@ -21,6 +22,13 @@ class MemoryAppleChecks:
             checks = self._state.apple_checks
             if not only_if_scheduled or token_id in checks:
                 checks[token_id] = to_ms(at)
+
+    def reschedule(self, times: Mapping[str, datetime]) -> None:
+        with self._state.lock:
+            checks = self._state.apple_checks
+            for token_id, at in times.items():
+                if token_id in checks:
+                    checks[token_id] = to_ms(at)
 
     def unschedule(self, token_ids: list[str]) -> None:
         with self._state.lock:

@@ -9,7 +9,7 @@ notification side has its own protocol, worker/notify/store.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -74,6 +74,10 @@ class AppleChecks(Protocol):
     its answer is decided on (apple_checks.py, memory_apple.py)."""
 
     def schedule(self, token_id: str, at: datetime, *, only_if_scheduled: bool = False) -> None: ...
+
+    def reschedule(self, times: Mapping[str, datetime]) -> None:
+        """Each token's next check in one write; a token out of the schedule stays out."""
+        ...
 
     def unschedule(self, token_ids: list[str]) -> None: ...
 
