@@ -14,7 +14,6 @@ from worker.apple.classify import (
     quote_body,
     read_account,
     read_session,
-    retry_after_s,
     verdict_of,
 )
 from worker.apple.verdicts import REJECTED_CODES, Verdict
@@ -24,6 +23,7 @@ from worker.errors import (
     AppleTermsNotAccepted,
     AppleUnreachable,
 )
+from worker.outbound import retry_after_s
 
 NOW = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 

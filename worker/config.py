@@ -43,6 +43,20 @@ TOKENWARDEN_APPLE_CHECK_INTERVAL    seconds between two checks of each token, sp
 TOKENWARDEN_APPLE_CONCURRENCY       checks at once, at most                        default 4
 TOKENWARDEN_APPLE_TIMEOUT           seconds Apple has to answer a request          default 10
 
+Directories polled for the people who downloaded tokens (`sources add --kind okta-api|entra|
+google`; Okta's URL is each source's own --org-url). Each must be https (http only on loopback)
+TOKENWARDEN_ENTRA_LOGIN_URL         Entra ID's sign-in      default https://login.microsoftonline.com
+TOKENWARDEN_GRAPH_URL               Microsoft Graph         default https://graph.microsoft.com
+TOKENWARDEN_GOOGLE_TOKEN_URL        Google's OAuth 2.0 token endpoint
+                                                        default https://oauth2.googleapis.com/token
+TOKENWARDEN_GOOGLE_ADMIN_URL        Google's Admin SDK      default https://admin.googleapis.com
+TOKENWARDEN_DIRECTORY_TIMEOUT       seconds a directory has to answer a request    default 10
+TOKENWARDEN_DIRECTORY_CONCURRENCY   requests at once to one directory              default 4
+
+Outgoing HTTPS (Apple, webhooks, directories)
+TOKENWARDEN_CA_BUNDLE               a PEM file of CA certificates trusted besides the system's
+                                    (a lab's CA, a TLS-inspecting proxy's)      default: none
+
 The HTTP intake (`tokenwarden serve`)
 TOKENWARDEN_HTTP_LISTEN             host:port it listens on              default 127.0.0.1:8080
 TOKENWARDEN_HTTP_TRUSTED_PROXIES    addresses (or networks) of the reverse proxies whose
@@ -100,6 +114,14 @@ DEFAULT_APPLE_CHECK_INTERVAL_S = 21_600
 DEFAULT_APPLE_CONCURRENCY = 4
 DEFAULT_APPLE_TIMEOUT_S = 10.0
 
+#: The directories' services, and how hard tokenwarden asks them.
+DEFAULT_ENTRA_LOGIN_URL = "https://login.microsoftonline.com"
+DEFAULT_GRAPH_URL = "https://graph.microsoft.com"
+DEFAULT_GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+DEFAULT_GOOGLE_ADMIN_URL = "https://admin.googleapis.com"
+DEFAULT_DIRECTORY_TIMEOUT_S = 10.0
+DEFAULT_DIRECTORY_CONCURRENCY = 4
+
 #: Where `tokenwarden serve` listens: loopback, behind the reverse proxy that does TLS.
 DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8080
@@ -121,6 +143,9 @@ class NotifySettings:
     retry_schedule_s: tuple[int, ...] = DEFAULT_SCHEDULE_S
     retry_jitter: float = DEFAULT_JITTER
     smtp: SmtpSettings | None = None
+    #: Extra CAs the webhooks trust (TOKENWARDEN_CA_BUNDLE; every section that calls out
+    #: carries it).
+    ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +162,19 @@ class AppleSettings:
     check_interval_s: int = DEFAULT_APPLE_CHECK_INTERVAL_S
     concurrency: int = DEFAULT_APPLE_CONCURRENCY
     timeout_s: float = DEFAULT_APPLE_TIMEOUT_S
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    entra_login_url: str = DEFAULT_ENTRA_LOGIN_URL
+    graph_url: str = DEFAULT_GRAPH_URL
+    google_token_url: str = DEFAULT_GOOGLE_TOKEN_URL
+    google_admin_url: str = DEFAULT_GOOGLE_ADMIN_URL
+    timeout_s: float = DEFAULT_DIRECTORY_TIMEOUT_S
+    #: Requests at once to one directory.
+    concurrency: int = DEFAULT_DIRECTORY_CONCURRENCY
+    ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -165,6 +203,7 @@ class Settings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     apple: AppleSettings = field(default_factory=AppleSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    directories: DirectorySettings = field(default_factory=DirectorySettings)
     #: The variables these settings were read from (empty when built in code): the worker
     #: processes `tokenwarden worker` starts are given them, so each reads the same settings.
     environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -174,6 +213,7 @@ class Settings:
         """Read every setting; a value that cannot be used raises ConfigError naming it."""
         variables = dict(os.environ if variables is None else variables)
         env = Environment(variables)
+        ca_bundle = env.ca_bundle("TOKENWARDEN_CA_BUNDLE")
         return cls(
             redis_url=env.redis_url("REDIS_URL", DEFAULT_REDIS_URL),
             data_dir=env.path("TOKENWARDEN_DATA_DIR", DEFAULT_DATA_DIR),
@@ -192,10 +232,11 @@ class Settings:
             heartbeat_timeout_s=env.whole_number(
                 "TOKENWARDEN_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S, 1, 3600
             ),
-            notify=_notify(env),
+            notify=_notify(env, ca_bundle),
             scheduler=_scheduler(env),
-            apple=_apple(env),
+            apple=_apple(env, ca_bundle),
             http=_http(env),
+            directories=_directories(env, ca_bundle),
             environment=variables,
         )
 
@@ -208,7 +249,7 @@ class Settings:
         return redact_url(self.redis_url)
 
 
-def _notify(env: Environment) -> NotifySettings:
+def _notify(env: Environment, ca_bundle: Path | None) -> NotifySettings:
     return NotifySettings(
         webhook_timeout_s=env.number(
             "TOKENWARDEN_WEBHOOK_TIMEOUT", DEFAULT_WEBHOOK_TIMEOUT_S, 0.1, 300
@@ -223,6 +264,7 @@ def _notify(env: Environment) -> NotifySettings:
         ),
         retry_jitter=env.number("TOKENWARDEN_WEBHOOK_RETRY_JITTER", DEFAULT_JITTER, 0, 0.5),
         smtp=_smtp(env),
+        ca_bundle=ca_bundle,
     )
 
 
@@ -259,7 +301,7 @@ def _scheduler(env: Environment) -> SchedulerSettings:
     )
 
 
-def _apple(env: Environment) -> AppleSettings:
+def _apple(env: Environment, ca_bundle: Path | None) -> AppleSettings:
     return AppleSettings(
         url=env.http_url("TOKENWARDEN_APPLE_URL", DEFAULT_APPLE_URL),
         check_interval_s=env.whole_number(
@@ -273,6 +315,23 @@ def _apple(env: Environment) -> AppleSettings:
             "TOKENWARDEN_APPLE_CONCURRENCY", DEFAULT_APPLE_CONCURRENCY, 1, 256
         ),
         timeout_s=env.number("TOKENWARDEN_APPLE_TIMEOUT", DEFAULT_APPLE_TIMEOUT_S, 0.1, 300),
+        ca_bundle=ca_bundle,
+    )
+
+
+def _directories(env: Environment, ca_bundle: Path | None) -> DirectorySettings:
+    return DirectorySettings(
+        entra_login_url=env.https_url("TOKENWARDEN_ENTRA_LOGIN_URL", DEFAULT_ENTRA_LOGIN_URL),
+        graph_url=env.https_url("TOKENWARDEN_GRAPH_URL", DEFAULT_GRAPH_URL),
+        google_token_url=env.https_url("TOKENWARDEN_GOOGLE_TOKEN_URL", DEFAULT_GOOGLE_TOKEN_URL),
+        google_admin_url=env.https_url("TOKENWARDEN_GOOGLE_ADMIN_URL", DEFAULT_GOOGLE_ADMIN_URL),
+        timeout_s=env.number(
+            "TOKENWARDEN_DIRECTORY_TIMEOUT", DEFAULT_DIRECTORY_TIMEOUT_S, 0.1, 300
+        ),
+        concurrency=env.whole_number(
+            "TOKENWARDEN_DIRECTORY_CONCURRENCY", DEFAULT_DIRECTORY_CONCURRENCY, 1, 64
+        ),
+        ca_bundle=ca_bundle,
     )
 
 

@@ -8,6 +8,7 @@ which kind.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -175,6 +176,35 @@ class Environment:
         if parts.query or parts.fragment:
             raise ConfigError(f"{name} {redact_url(url)!r} must not have a query or fragment")
         return url.rstrip("/")
+
+    def https_url(self, name: str, default: str) -> str:
+        """A provider's base URL: https, or http only on a loopback address (a test's fake)."""
+        url = self.http_url(name, default)
+        if urlsplit(url).scheme != "https" and not is_loopback(urlsplit(url).hostname or ""):
+            raise ConfigError(
+                f"{name} {redact_url(url)!r} must be an https:// URL (http:// is taken only "
+                f"on a loopback address, for tests); write it like {default}"
+            )
+        return url
+
+    def ca_bundle(self, name: str) -> Path | None:
+        """A PEM file of extra trusted CAs, checked now; None when unset."""
+        if not self._given(name):
+            return None
+        from worker.outbound import check_ca_bundle  # imports httpx and requests: only if set
+
+        return check_ca_bundle(self.path(name, ""))
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: where only a test's or a lab's own server listens."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def redact_url(url: str) -> str:

@@ -8,6 +8,9 @@
     │   ├── AppleTermsNotAccepted    new terms wait to be accepted in the portal
     │   ├── AppleUnreachable         timeouts, connection errors, 429, 5xx (exit code 3)
     │   └── AppleMalformed           an answer that cannot be understood
+    ├── DirectoryError               a directory (Okta, Entra ID, Google) could not be asked
+    │   ├── DirectoryCredentialsRejected   its credential is expired, revoked or lacks rights
+    │   └── DirectoryUnreachable     timeouts, connection errors, 5xx, throttled (exit code 3)
     ├── SecretsError                 a sealed value cannot be opened (wrong master key)
     │   └── UnknownMasterKey         sealed under a master key this process does not hold
     ├── NotFound                     a named thing (or a part of it) does not exist
@@ -50,6 +53,9 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConsumerKeyChanged",
+    "DirectoryCredentialsRejected",
+    "DirectoryError",
+    "DirectoryUnreachable",
     "DuplicateServer",
     "InvalidEvent",
     "InvalidInput",
@@ -108,6 +114,22 @@ class AppleUnreachable(AppleError):
 
 class AppleMalformed(AppleError):
     """Apple answered something tokenwarden cannot understand."""
+
+
+class DirectoryError(TokenwardenError):
+    """A directory polled for its users could not be asked. The message is one line with the
+    provider's own error code or status, and never holds a credential."""
+
+
+class DirectoryCredentialsRejected(DirectoryError):
+    """The directory refused tokenwarden's credential (expired, revoked, or without the
+    permission the checks need): nothing can be learned until an admin fixes it."""
+
+
+class DirectoryUnreachable(DirectoryError):
+    """The directory could not be reached, or stayed busy (429, 5xx) through the retries."""
+
+    exit_code = 3
 
 
 class SecretsError(TokenwardenError):

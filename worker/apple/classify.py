@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
-from email.utils import parsedate_to_datetime
 
 from worker.apple.verdicts import REJECTED_CODES, TERMS_CODE, AppleAccount, Verdict
 from worker.errors import (
@@ -107,23 +105,6 @@ def verdict_of(error: AppleError) -> Verdict:
         if isinstance(error, kind):
             return verdict
     return Verdict.MALFORMED
-
-
-def retry_after_s(value: str | None, now: datetime) -> float | None:
-    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date), or None
-    when it is absent or unreadable; never negative."""
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    if value.isascii() and value.isdigit():  # not "²", which isdigit() takes too
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT even when it does not say so
-        return None
-    return max(0.0, (when - now).total_seconds())
 
 
 def quote_body(body: bytes) -> str:

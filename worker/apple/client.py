@@ -32,7 +32,6 @@ from worker.apple.classify import (
     quote_body,
     read_account,
     read_session,
-    retry_after_s,
     verdict_of,
 )
 from worker.apple.verdicts import AppleAccount, CheckResult, Verdict
@@ -40,6 +39,7 @@ from worker.config import AppleSettings
 from worker.crypto.payload import CREDENTIAL_FIELDS, TokenCredentials
 from worker.errors import AppleError, AppleMalformed, AppleUnreachable
 from worker.logs import REDACTED
+from worker.outbound import retry_after_s, tls_context
 
 log = structlog.get_logger(__name__)
 
@@ -155,6 +155,7 @@ class AppleClient:
             timeout=settings.timeout_s,
             follow_redirects=False,
             transport=transport,
+            verify=tls_context(settings.ca_bundle),
             headers={"User-Agent": USER_AGENT},
         )
 

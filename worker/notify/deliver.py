@@ -86,6 +86,7 @@ class Deliverer:
                 delivery.event,
                 now,
                 self._settings.webhook_timeout_s,
+                self._settings.ca_bundle,
             )
         except Exception as exc:  # whatever it is, it is a failed attempt, never a lost one
             log.exception("delivery_send_failed", subscription=subscription.id)

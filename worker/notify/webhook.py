@@ -9,18 +9,18 @@ redirects are not followed (a 3xx is a failed attempt).
 from __future__ import annotations
 
 import asyncio
-import functools
 import re
-import ssl
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 from standardwebhooks.webhooks import Webhook
 
 from worker.notify.subscriptions import redact_url
+from worker.outbound import tls_context
 
 USER_AGENT = "tokenwarden-webhooks/1"
 CONTENT_TYPE = "application/cloudevents+json"
@@ -50,13 +50,19 @@ def signed_headers(secret: str, message_id: str, body: str, now: datetime) -> di
 
 
 def post_event(
-    url: str, secret: str, message_id: str, body: str, now: datetime, timeout_s: float
+    url: str,
+    secret: str,
+    message_id: str,
+    body: str,
+    now: datetime,
+    timeout_s: float,
+    ca_bundle: Path | None = None,
 ) -> AttemptResult:
     """POST the event; every failure (network, status, deadline) is a failed attempt."""
     started = time.perf_counter()
     try:
         headers = signed_headers(secret, message_id, body, now)
-        status = asyncio.run(_post(url, headers, body.encode(), timeout_s))
+        status = asyncio.run(_post(url, headers, body.encode(), timeout_s, ca_bundle))
     except TimeoutError:
         return _failed(f"no answer within {timeout_s:g} s", started)
     except Exception as exc:  # httpx.HTTPError, a URL httpx cannot even use, and the like
@@ -67,17 +73,13 @@ def post_event(
     return AttemptResult(False, str(status), f"answered HTTP {status}", elapsed)
 
 
-@functools.cache
-def _tls_context() -> ssl.SSLContext:
-    """One TLS context (the system's trusted CAs) for every attempt: building one loads the CA
-    store, about 18 ms of CPU, which a client made per attempt would pay each time. A context
-    is safe to share between threads."""
-    return httpx.create_ssl_context()
-
-
-async def _post(url: str, headers: dict[str, str], body: bytes, timeout_s: float) -> int:
+async def _post(
+    url: str, headers: dict[str, str], body: bytes, timeout_s: float, ca_bundle: Path | None
+) -> int:
     timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, 5.0))
-    client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=_tls_context())
+    client = httpx.AsyncClient(
+        timeout=timeout, follow_redirects=False, verify=tls_context(ca_bundle)
+    )
     async with client:
         async with asyncio.timeout(timeout_s):
             async with client.stream("POST", url, content=body, headers=headers) as response:

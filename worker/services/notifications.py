@@ -79,6 +79,7 @@ def send_test_event(
         json.dumps(event, separators=(",", ":")),
         now,
         settings.webhook_timeout_s,
+        settings.ca_bundle,
     )
 
 
