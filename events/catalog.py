@@ -24,6 +24,11 @@ TOKEN_REJECTED = "tokenwarden.token.rejected"
 TERMS_NOT_ACCEPTED = "tokenwarden.server.terms_not_accepted"
 TERMS_ACCEPTED = "tokenwarden.server.terms_accepted"
 
+#: A directory tokenwarden asks on a schedule refuses its credential, or stays unreachable, or
+#: answers as if misconfigured; and, once a round succeeds again, it recovered.
+SOURCE_FAILING = "tokenwarden.source.failing"
+SOURCE_RECOVERED = "tokenwarden.source.recovered"
+
 #: The cause a replacement records when Apple refused the token (a reason, not an event type).
 REJECTED_BY_APPLE = "tokenwarden.apple.rejected_by_apple"
 
@@ -43,6 +48,8 @@ OUTGOING_TYPES = frozenset(
         TOKEN_REJECTED,
         TERMS_NOT_ACCEPTED,
         TERMS_ACCEPTED,
+        SOURCE_FAILING,
+        SOURCE_RECOVERED,
     }
 )
 
@@ -53,6 +60,8 @@ SOURCE_WORKER = "urn:tokenwarden:worker"
 SOURCE_SCHEDULER = "urn:tokenwarden:scheduler"
 #: `source` of what tokenwarden learned by asking Apple's enrollment service.
 SOURCE_APPLE = "urn:tokenwarden:apple"
+#: `source` of the reports about the directories tokenwarden asks.
+SOURCE_DIRECTORIES = "urn:tokenwarden:directories"
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ from scheduler import status
 from scheduler.scan import Scanner
 from scheduler.service import SchedulerService
 from worker.bootstrap import App
-from worker.cli.output import RFC3339, json_option, pass_app, print_json, print_table
+from worker.cli.output import RFC3339, json_option, note, pass_app, print_json, print_table
 from worker.services import estate
+from worker.services import sources as sources_service
 from worker.signals import StopSignals
 from worker.timefmt import format_rfc3339
 
@@ -131,7 +132,22 @@ def status_command(app: App, as_json: bool) -> None:
             table,
             empty="no servers yet",
         )
-    sys.exit(status.verdict(rows))
+    failing = _failing_sources(app)
+    for line in failing:
+        note(line)
+    sys.exit(max(status.verdict(rows), 1 if failing else 0))
+
+
+def _failing_sources(app: App) -> list[str]:
+    """One line per directory source reported failing (its people's changes go unseen)."""
+    listed = [s for s in sources_service.list_sources(app.sources) if s.polls]
+    states = sources_service.poll_states(app.sources, listed)
+    return [
+        f"source {s.name} ({s.kind}) failing since "
+        f"{format_rfc3339(states[s.name].failing_since)}: {states[s.name].error}"
+        for s in listed
+        if states[s.name].failing_since is not None
+    ]
 
 
 def _apple_cell(apple: dict | None) -> str:

@@ -2,8 +2,9 @@
 
 APScheduler runs three jobs: every few seconds the lease is taken or renewed; every
 TOKENWARDEN_SCAN_INTERVAL seconds (and at start-up, and whenever this replica becomes the
-leader) the leader scans; and every APPLE_TICK seconds the leader asks Apple about the tokens
-whose check is due (each token once per TOKENWARDEN_APPLE_CHECK_INTERVAL, spread over it).
+leader) the leader scans; every APPLE_TICK seconds the leader asks Apple about the tokens
+whose check is due (each token once per TOKENWARDEN_APPLE_CHECK_INTERVAL, spread over it); and
+every DIRECTORY_TICK_S it starts the rounds of the polling sources due (scheduler/directories.py).
 Scans and checks are idempotent, so two overlapping never warn twice.
 """
 
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from scheduler.directories import DIRECTORY_TICK_S, DirectoryRounds
 from scheduler.scan import Scanner
 from worker.apple.verdicts import Verdict
 from worker.bootstrap import App
@@ -48,6 +50,7 @@ class SchedulerService:
         self.scanner = Scanner(app.store, self.settings.thresholds)
         self.leader = False
         self._jobs = BackgroundScheduler(timezone=UTC)
+        self.directories = DirectoryRounds(app, lambda: self.leader)
 
     def start(self) -> None:
         self._jobs.add_job(
@@ -75,6 +78,14 @@ class SchedulerService:
                 max_instances=1,
                 coalesce=True,
             )
+        self._jobs.add_job(
+            self.directories.tick,
+            "interval",
+            seconds=DIRECTORY_TICK_S,
+            id="directories",
+            max_instances=1,
+            coalesce=True,
+        )
         self._jobs.start()
         self._keep_lease()  # at start-up: take the lease if free, and scan if we got it
         log.info(
@@ -91,6 +102,7 @@ class SchedulerService:
         # leads: without this, shutting down waits for every token due.
         leading, self.leader = self.leader, False
         self._jobs.shutdown(wait=True)
+        self.directories.stop()
         if leading:
             self.lease.release()  # a clean stop hands over at once, not after the TTL
         log.info("scheduler_stopped", owner=self.owner)
@@ -107,6 +119,7 @@ class SchedulerService:
             self._jobs.modify_job("scan", next_run_time=datetime.now(UTC))  # catch up at once
             if self.app.settings.apple.check_interval_s:
                 self._jobs.modify_job("apple", next_run_time=datetime.now(UTC))
+            self._jobs.modify_job("directories", next_run_time=datetime.now(UTC))
         elif self.leader and not holding:
             log.warning("scheduler_lease_lost", owner=self.owner, holder=self.lease.holder())
             self.leader = False

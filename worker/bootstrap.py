@@ -31,6 +31,7 @@ from worker.timefmt import utc_now
 if TYPE_CHECKING:
     from worker.apple.client import AppleClient
     from worker.services.apple_checks import AppleChecker
+    from worker.services.directory_checks import DirectoryChecker
 
 #: Seconds to wait for Redis to accept a connection before saying it is unreachable.
 REDIS_CONNECT_TIMEOUT = 5.0
@@ -88,7 +89,7 @@ class App:
 
     @cached_property
     def sources(self) -> SourceStore:
-        return SourceStore(self.redis)
+        return SourceStore(self.redis, self.keyring)
 
     @cached_property
     def apple(self) -> AppleClient:
@@ -103,6 +104,23 @@ class App:
         from worker.services.apple_checks import AppleChecker
 
         return AppleChecker(self.store, self.apple, self.settings.apple)
+
+    @cached_property
+    def directory_checker(self) -> DirectoryChecker:
+        """Rounds of the polling sources (imported here: worker processes never run one)."""
+        from worker.directories.factory import client_for
+        from worker.publish import Publisher
+        from worker.services.directory_checks import DirectoryChecker
+
+        publisher = Publisher(self.broker, self.now)
+        return DirectoryChecker(
+            self.store,
+            self.sources,
+            publisher.enqueue,
+            self.settings.directories,
+            self.now,
+            client_for,
+        )
 
     def keyring(self) -> LiveKeyring:
         """Loaded on first use, so commands that touch no secret never create a key file."""

@@ -10,6 +10,7 @@
     │   └── AppleMalformed           an answer that cannot be understood
     ├── DirectoryError               a directory (Okta, Entra ID, Google) could not be asked
     │   ├── DirectoryCredentialsRejected   its credential is expired, revoked or lacks rights
+    │   │                            (exit code 2)
     │   └── DirectoryUnreachable     timeouts, connection errors, 5xx, throttled (exit code 3)
     ├── SecretsError                 a sealed value cannot be opened (wrong master key)
     │   └── UnknownMasterKey         sealed under a master key this process does not hold
@@ -123,7 +124,10 @@ class DirectoryError(TokenwardenError):
 
 class DirectoryCredentialsRejected(DirectoryError):
     """The directory refused tokenwarden's credential (expired, revoked, or without the
-    permission the checks need): nothing can be learned until an admin fixes it."""
+    permission the checks need): nothing can be learned until an admin fixes it (exit code
+    2, as any setting that is wrong)."""
+
+    exit_code = 2
 
 
 class DirectoryUnreachable(DirectoryError):

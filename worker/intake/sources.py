@@ -1,5 +1,6 @@
-"""A source: one sender of events into the intake, its kind, its secret (kept only as a hash)
-and how its users' domains map to Managed Apple Account domains. Pure."""
+"""A source: one sender of events into the intake (its secret kept only as a hash), or one
+directory tokenwarden asks on a schedule (its credential sealed apart, see SourceStore), and how
+its users' domains map to Managed Apple Account domains. Pure."""
 
 from __future__ import annotations
 
@@ -10,13 +11,34 @@ import re
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
+from worker.environment import is_loopback
 from worker.errors import InvalidInput
 from worker.records import from_ms, to_ms
 from worker.timefmt import format_rfc3339
 
 CLOUDEVENTS, OKTA, SCIM = "cloudevents", "okta", "scim"
-KINDS = (CLOUDEVENTS, OKTA, SCIM)
+#: The kinds that push over HTTP (`tokenwarden serve`).
+PUSH_KINDS = (CLOUDEVENTS, OKTA, SCIM)
+#: The directories tokenwarden asks on a schedule (worker/directories/).
+OKTA_API, ENTRA, GOOGLE = "okta-api", "entra", "google"
+POLL_KINDS = (OKTA_API, ENTRA, GOOGLE)
+KINDS = PUSH_KINDS + POLL_KINDS
+
+#: Seconds between two rounds of a polling source, by default, and the bounds of --interval.
+DEFAULT_POLL_INTERVAL_S = 300
+MIN_POLL_INTERVAL_S, MAX_POLL_INTERVAL_S = 60, 7 * 86400
+
+#: The options each polling kind needs (not secrets: shown by `sources list`).
+POLL_OPTIONS = {
+    OKTA_API: ("org_url",),
+    ENTRA: ("tenant_id", "client_id"),
+    GOOGLE: ("admin_subject",),
+}
+
+#: Where the users of a source without '@' in their id are indexed (see Source.watches).
+NO_DOMAIN = "-"
 
 #: How long a rotated-out secret keeps working, so the directory can be updated meanwhile.
 DEFAULT_GRACE = timedelta(hours=24)
@@ -46,8 +68,11 @@ def clean_kind(raw: str) -> str:
     return kind
 
 
-def parse_domain_maps(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
-    """`school.edu=appleid.school.edu` -> (("school.edu", "appleid.school.edu"),)."""
+def parse_domain_maps(
+    items: tuple[str, ...], *, polling: bool = False
+) -> tuple[tuple[str, str], ...]:
+    """`school.edu=appleid.school.edu` -> (("school.edu", "appleid.school.edu"),). A polling
+    source maps each Managed Apple Account domain back to one directory domain only."""
     maps = []
     for item in items:
         before, equals, after = item.partition("=")
@@ -60,7 +85,63 @@ def parse_domain_maps(items: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         maps.append(pair)
     if len({before for before, _ in maps}) != len(maps):
         raise InvalidInput("--map-domain names the same directory domain twice")
+    if polling and len({after for _, after in maps}) != len(maps):
+        raise InvalidInput(
+            "--map-domain maps two directory domains to one Managed Apple Account domain; a "
+            "source that asks its directory needs one per domain: add a source per directory "
+            "domain"
+        )
     return tuple(maps)
+
+
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[a-z0-9.-]{1,253}$")
+
+
+def clean_poll_options(kind: str, given: dict[str, str | None]) -> tuple[tuple[str, str], ...]:
+    """The options a polling kind needs, each checked, or InvalidInput naming the flag."""
+    options = []
+    for name in POLL_OPTIONS[kind]:
+        value = (given.get(name) or "").strip()
+        flag = "--" + name.replace("_", "-")
+        if not value:
+            raise InvalidInput(f"a source of kind {kind} needs {flag}")
+        options.append((name, _check_option(name, value, flag)))
+    return tuple(options)
+
+
+def _check_option(name: str, value: str, flag: str) -> str:
+    if name == "org_url":
+        return check_provider_url(value, flag, "https://ORG.okta.com")
+    if name == "tenant_id" and not (
+        _GUID.fullmatch(value.lower()) or _DOMAIN.fullmatch(value.lower())
+    ):
+        raise InvalidInput(f"{flag} {value!r} is not a tenant id (a GUID) or a tenant domain")
+    if name == "client_id" and not _GUID.fullmatch(value.lower()):
+        raise InvalidInput(f"{flag} {value!r} is not an application (client) id: a GUID")
+    if name == "admin_subject" and not _EMAIL.fullmatch(value.lower()):
+        raise InvalidInput(f"{flag} {value!r} is not an administrator's e-mail address")
+    return value.lower() if name != "org_url" else value
+
+
+def check_provider_url(value: str, flag: str, example: str) -> str:
+    """A provider's base URL: https, or http on a loopback address (a test's fake), with no
+    path, query or credentials."""
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = None
+    usable = (
+        parts is not None
+        and parts.hostname
+        and not (parts.username or parts.password or parts.query or parts.fragment)
+        and parts.path in ("", "/")
+        and (parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname)))
+    )
+    if not usable:
+        raise InvalidInput(f"{flag} {value.strip()!r} is not a base URL like {example}")
+    return value.strip().rstrip("/")
 
 
 def generate_secret() -> str:
@@ -86,15 +167,29 @@ class Source:
     name: str
     kind: str
     created_at: datetime
+    #: "" for a polling source: it accepts no request.
     secret_hash: str = field(repr=False)
     #: The secret replaced by the last rotation, accepted until `previous_until`.
     previous_hash: str | None = field(default=None, repr=False)
     previous_until: datetime | None = None
     domain_maps: tuple[tuple[str, str], ...] = ()
+    #: A polling source's options (POLL_OPTIONS of its kind), as (name, value) pairs.
+    options: tuple[tuple[str, str], ...] = ()
+    #: Seconds between two rounds of a polling source (0 for a push source).
+    interval_s: int = 0
+
+    @property
+    def polls(self) -> bool:
+        return self.kind in POLL_KINDS
+
+    def option(self, name: str) -> str:
+        return dict(self.options)[name]
 
     def accepts(self, secret: str, now: datetime) -> bool:
         """Whether `secret` is this source's (or the previous one, within its grace), compared
         in constant time."""
+        if not self.secret_hash:  # a polling source takes no request
+            return False
         given = secret_hash(secret)
         current = hmac.compare_digest(given, self.secret_hash)
         previous = hmac.compare_digest(given, self.previous_hash or "")  # "" matches no hash
@@ -120,7 +215,23 @@ class Source:
                 return f"{local}@{after}"
         return user.strip()
 
-    def path(self) -> str:
+    def directory_login(self, user: str) -> str:
+        """The directory login of a Managed Apple Account: map_user backwards (the first
+        mapping to its domain; a polling source has one per domain, see parse_domain_maps)."""
+        local, at, domain = user.strip().rpartition("@")
+        for before, after in self.domain_maps if at else ():
+            if domain.lower() == after:
+                return f"{local}@{before}"
+        return user.strip()
+
+    def watched_domains(self) -> tuple[str, ...] | None:
+        """The Managed Apple Account domains whose users a polling source asks about: the
+        mapped ones (map a domain to itself to name it without rewriting); None: every one."""
+        return tuple(sorted({after for _, after in self.domain_maps})) or None
+
+    def path(self) -> str | None:
+        if self.polls:
+            return None
         return {
             CLOUDEVENTS: f"/sources/{self.name}/events",
             OKTA: f"/sources/{self.name}/okta",
@@ -136,6 +247,8 @@ class Source:
             "previous": self.previous_hash or "",
             "previous_until": to_ms(self.previous_until) if self.previous_until else "",
             "map_domain": json.dumps([list(pair) for pair in self.domain_maps]),
+            "options": json.dumps(dict(self.options)),
+            "interval": self.interval_s,
         }
 
     @classmethod
@@ -148,6 +261,8 @@ class Source:
             previous_hash=data.get("previous") or None,
             previous_until=from_ms(data.get("previous_until")),
             domain_maps=tuple(tuple(p) for p in json.loads(data.get("map_domain") or "[]")),
+            options=tuple(sorted(json.loads(data.get("options") or "{}").items())),
+            interval_s=int(data.get("interval") or 0),
         )
 
     def describe(self, now: datetime) -> dict[str, object]:
@@ -159,4 +274,6 @@ class Source:
             "created_at": format_rfc3339(self.created_at),
             "previous_secret_until": format_rfc3339(self.previous_until) if grace else None,
             "map_domain": [f"{a}={b}" for a, b in self.domain_maps],
+            "options": dict(self.options),
+            "interval_s": self.interval_s or None,
         }

@@ -53,6 +53,11 @@ def compose(event: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
         subject, text = _APPLE_NOTICES[event["type"]]
         message["Subject"] = subject.format(server=server)
         message.set_content(text.format(server=server, **_apple_fields(data)))
+    elif event["type"] in _SOURCE_NOTICES:
+        subject, text = _SOURCE_NOTICES[event["type"]]
+        fields = {name: str(data.get(name) or "?") for name in _SOURCE_FIELDS}
+        message["Subject"] = subject.format(**fields)
+        message.set_content(text.format(**fields))
     else:
         message["Subject"] = f"tokenwarden: {event['type']} for {server}"
         message.set_content(f'{event["type"]} for the MDM server "{server}".\n\n-- tokenwarden\n')
@@ -82,6 +87,26 @@ _APPLE_NOTICES = {
         "Apple terms accepted for {server}",
         'Apple\'s device enrollment service answers again for the MDM server "{server}"{where}: '
         "the terms waiting since {since} were accepted. Nothing more to do.\n\n-- tokenwarden\n",
+    ),
+}
+
+
+_SOURCE_FIELDS = ("source", "kind", "error", "failing_since", "last_success")
+
+_SOURCE_NOTICES = {
+    catalog.SOURCE_FAILING: (
+        "tokenwarden cannot ask the directory {source}",
+        'tokenwarden cannot learn from the directory source "{source}" ({kind}) since '
+        "{failing_since}: {error}\n\nUntil this is fixed, a password change or a departure of "
+        "someone who downloaded a token is noticed only if the directory pushes it. The last "
+        "round that worked ended {last_success}.\n\nWhat to do: fix the credential or the "
+        "directory's permissions (README: Directory checks), then run\n"
+        "  tokenwarden sources check {source}\n\n-- tokenwarden\n",
+    ),
+    catalog.SOURCE_RECOVERED: (
+        "tokenwarden asks the directory {source} again",
+        'The directory source "{source}" ({kind}), failing since {failing_since}, answered '
+        "again. Nothing more to do.\n\n-- tokenwarden\n",
     ),
 }
 

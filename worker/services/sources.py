@@ -1,21 +1,35 @@
-"""Adding, listing, rotating and removing the sources of the HTTP intake."""
+"""Adding, listing, rotating and removing sources: those of the HTTP intake, and the
+directories tokenwarden asks on a schedule (checked by worker/services/directory_checks.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from worker.errors import NotFound
+from worker.errors import InvalidInput, NotFound
 from worker.intake.sources import (
+    DEFAULT_POLL_INTERVAL_S,
+    ENTRA,
+    GOOGLE,
+    MAX_POLL_INTERVAL_S,
+    MIN_POLL_INTERVAL_S,
+    OKTA_API,
+    POLL_KINDS,
     Source,
     check_secret,
     clean_kind,
+    clean_poll_options,
     clean_source_name,
     generate_secret,
     parse_domain_maps,
     secret_hash,
 )
-from worker.store.source_store import SourceStore
+from worker.store.source_store import PollState, SourceStore
+
+#: Longest credential taken on the command line, in characters (a Google key file is read
+#: from its file instead).
+MAX_CREDENTIAL_CHARS = 4096
 
 
 @dataclass(frozen=True)
@@ -35,16 +49,92 @@ def add_source(
     secret: str | None = None,
     map_domain: tuple[str, ...] = (),
 ) -> WithSecret:
+    kind = clean_kind(kind)
+    if kind in POLL_KINDS:
+        raise InvalidInput(f"a source of kind {kind} asks its directory: use add_directory")
     clear = check_secret(secret) if secret is not None else generate_secret()
     source = Source(
         name=clean_source_name(name),
-        kind=clean_kind(kind),
+        kind=kind,
         created_at=now,
         secret_hash=secret_hash(clear),
         domain_maps=parse_domain_maps(map_domain),
     )
     sources.add(source)
     return WithSecret(source, clear)
+
+
+def add_directory(
+    sources: SourceStore,
+    name: str,
+    kind: str,
+    *,
+    now: datetime,
+    options: dict[str, str | None],
+    credentials: dict[str, Any],
+    map_domain: tuple[str, ...] = (),
+    interval_s: int = DEFAULT_POLL_INTERVAL_S,
+) -> Source:
+    """A directory asked on a schedule, its first round due at once; its credential sealed."""
+    kind = clean_kind(kind)
+    if kind not in POLL_KINDS:
+        raise InvalidInput(f"a source of kind {kind} pushes over HTTP: use add_source")
+    if not MIN_POLL_INTERVAL_S <= interval_s <= MAX_POLL_INTERVAL_S:
+        raise InvalidInput(
+            f"--interval {interval_s} is not from {MIN_POLL_INTERVAL_S} to "
+            f"{MAX_POLL_INTERVAL_S} seconds"
+        )
+    source = Source(
+        name=clean_source_name(name),
+        kind=kind,
+        created_at=now,
+        secret_hash="",
+        domain_maps=parse_domain_maps(map_domain, polling=True),
+        options=clean_poll_options(kind, options),
+        interval_s=interval_s,
+    )
+    sources.add(source, check_credentials(kind, credentials), first_round=now)
+    return source
+
+
+def check_credentials(kind: str, given: dict[str, Any]) -> dict[str, Any]:
+    """The credential a kind needs, checked, or InvalidInput naming the flag (never the
+    value)."""
+    if kind == GOOGLE:
+        from worker.directories.google import read_service_account
+
+        if not given.get("service_account_text"):
+            raise InvalidInput("a source of kind google needs --service-account-file")
+        return {"service_account": read_service_account(given["service_account_text"])}
+    field, flag = {
+        OKTA_API: ("api_token", "--api-token"),
+        ENTRA: ("client_secret", "--client-secret"),
+    }[kind]
+    value = (given.get(field) or "").strip()
+    if not value:
+        raise InvalidInput(f"a source of kind {kind} needs {flag} ('-' reads it from stdin)")
+    if len(value) > MAX_CREDENTIAL_CHARS or any(c.isspace() for c in value):
+        raise InvalidInput(f"{flag} is not usable: one line without spaces, as the portal shows it")
+    return {field: value}
+
+
+def set_credential(
+    sources: SourceStore, name: str, credentials: dict[str, Any], *, now: datetime
+) -> Source:
+    """A directory source's new credential (the old one revoked or expiring); its next round
+    is due at once, so a source reported failing is seen to recover."""
+    source = find_source(sources, name)
+    if not source.polls:
+        raise InvalidInput(
+            f"source {source.name!r} ({source.kind}) pushes over HTTP; give it a new secret "
+            f"with `tokenwarden sources rotate-secret {source.name}`"
+        )
+    sources.set_credentials(source.name, check_credentials(source.kind, credentials), due=now)
+    return source
+
+
+def poll_states(sources: SourceStore, listed: list[Source]) -> dict[str, PollState]:
+    return sources.poll_states([s.name for s in listed if s.polls])
 
 
 def find_source(sources: SourceStore, name: str) -> Source:
@@ -63,8 +153,14 @@ def rotate_secret(
     secret: str | None = None,
 ) -> WithSecret:
     """A new secret; the old one keeps working for `grace` (0: stops at once)."""
+    source = find_source(sources, name)
+    if source.polls:
+        raise InvalidInput(
+            f"source {source.name!r} ({source.kind}) has no secret of its own; give it a new "
+            f"credential with `tokenwarden sources set-credential {source.name}`"
+        )
     clear = check_secret(secret) if secret is not None else generate_secret()
-    rotated = find_source(sources, name).rotated(clear, now, grace)
+    rotated = source.rotated(clear, now, grace)
     sources.replace(rotated)
     return WithSecret(rotated, clear)
 

@@ -183,6 +183,9 @@ def _write_apple_facts(script: _Script, decision: Decision) -> None:
             script.write("EXPIRE", k.user(moved.old_key), TOKENLESS_USER_TTL)
         script.write("HSET", k.user(moved.new_key), field, 1, k.USER_VERSION, moved.new_version)
         script.write("PERSIST", k.user(moved.new_key))  # it may have been set to expire
+        domain = k.user_domain(moved.new_key)
+        script.write("SADD", k.watched(domain), moved.new_key)
+        script.write("SADD", k.WATCHED_DOMAINS, domain)
 
 
 def _write_replacement(script: _Script, change: ReplacementChange, decision: Decision) -> None:

@@ -95,6 +95,7 @@ SEALED_LOCATIONS = (
     ("tw:cred:*", None),
     ("tw:subscription:*", "secret"),
     ("tw:subscription:*", "url"),
+    ("tw:source:*", "credentials"),
 )
 
 
@@ -211,6 +212,44 @@ def source(name: str) -> str:
 
 #: Set: the names of the sources.
 SOURCES = "tw:sources"
+
+#: Hash field of a polling source (see source()) holding its directory credential, sealed.
+SOURCE_CREDENTIALS = "credentials"
+
+
+def source_poll(name: str) -> str:
+    """Hash: how a polling source's rounds went: `last_success`, `last_round` (ms), `failures`
+    in a row, `failing_since` (ms) and `error` while it fails, `summary` of the last round."""
+    return f"tw:source-poll:{name}"
+
+
+def source_lock(name: str) -> str:
+    """String with a TTL: the scheduler replica running a round of this polling source."""
+    return f"tw:source-lock:{name}"
+
+
+#: Sorted set: polling source names by when their next round is due (ms).
+SOURCES_NEXT_POLL = "tw:sources:next-poll"
+
+
+def watched(domain: str) -> str:
+    """Set: keys of the users of this Managed Apple Account domain who downloaded a current
+    token, the people directories are asked about. Added to at install; a user who no longer
+    holds one is taken out by the next round that meets them (lua/forget_unwatched.lua)."""
+    return f"tw:watched:{domain}"
+
+
+#: Set: the domains that have a watched() set.
+WATCHED_DOMAINS = "tw:watched-domains"
+
+#: String: set once the users of the tokens installed before the index existed were added.
+WATCHED_BACKFILLED = "tw:watched:backfilled"
+
+
+def user_domain(user_key: str) -> str:
+    """The Managed Apple Account domain a user is watched under ("-" without one)."""
+    local, at, domain = user_key.rpartition("@")
+    return domain if at and local and domain else "-"
 
 
 def scim_users(source_name: str) -> str:

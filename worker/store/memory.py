@@ -28,6 +28,7 @@ from worker.store.memory_apple import MemoryAppleChecks
 from worker.store.memory_events import InMemoryEvents
 from worker.store.memory_facts import event_facts, rotation_facts
 from worker.store.memory_state import MemoryState
+from worker.store.memory_watched import MemoryWatched
 from worker.store.protocol import ResealReport
 
 
@@ -45,6 +46,7 @@ class InMemoryStore:
         self._keyring = keyring
         self.events = InMemoryEvents(self._state)
         self.apple = MemoryAppleChecks(self._state)
+        self.watched = MemoryWatched(self._state)
 
     @property
     def lock(self) -> threading.RLock:

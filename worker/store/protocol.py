@@ -9,7 +9,7 @@ notification side has its own protocol, worker/notify/store.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from worker.crypto.keys import KeyMaterial
 from worker.records import KeyPair, Replacement, Server, Token
 from worker.rules.decision import Decision
+from worker.rules.directory import WatchedUser
 from worker.rules.facts import AppleCheckFacts, EventFacts, InstallFacts, ScanFacts
 
 
@@ -113,6 +114,23 @@ class AppleChecks(Protocol):
     def current_tokens(self, token_ids: list[str]) -> list[Token]: ...
 
 
+class WatchedUsers(Protocol):
+    """The people directories are asked about: users holding a current token, by domain
+    (watched.py, memory_watched.py)."""
+
+    def users(self, domains: Sequence[str] | None, batch: int = 200) -> Iterator[list[WatchedUser]]:
+        """Those of `domains` (None: every domain), `batch` at a time."""
+        ...
+
+    def count(self, domains: Sequence[str] | None) -> int: ...
+
+    def domains(self) -> set[str]: ...
+
+    def backfill(self) -> int:
+        """Index the users of tokens installed before the index existed; once."""
+        ...
+
+
 class Store(Protocol):
     """Servers, key pairs and tokens, the facts decisions are made on, and the two writes that
     carry a decision in one step (staging a key, installing a token)."""
@@ -122,6 +140,9 @@ class Store(Protocol):
 
     @property
     def apple(self) -> AppleChecks: ...
+
+    @property
+    def watched(self) -> WatchedUsers: ...
 
     def ping(self) -> None:
         """Raises when the store cannot be reached."""

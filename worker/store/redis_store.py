@@ -29,6 +29,7 @@ from worker.store.apple_checks import RedisAppleChecks
 from worker.store.event_store import EventStore
 from worker.store.facts import read_event_facts, read_scan_facts, token_ids_in
 from worker.store.protocol import ResealReport
+from worker.store.watched import RedisWatched
 
 #: Keys read per round trip when listing or re-sealing.
 BATCH = 500
@@ -67,6 +68,7 @@ class RedisStore:
         self._keyring = keyring
         self.events = events or EventStore(client)
         self.apple = RedisAppleChecks(client)
+        self.watched = RedisWatched(client)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
     # ---- servers ---------------------------------------------------------------------------

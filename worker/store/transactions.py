@@ -37,11 +37,19 @@ def queue_token_writes(
     pipe.hset(user_hash, k.user_token_field(token.id), 1)
     pipe.hincrby(user_hash, k.USER_VERSION, 1)
     pipe.persist(user_hash)  # it may have been a user known only from events, set to expire
+    watch_user(pipe, user_key(token.downloaded_by))
     pipe.zadd(k.TOKENS_NEXT_CHECK, {token.id: to_ms(check_at)})
     # Apple is asked about it at the next round of checks (which puts it an interval ahead
     # when the install itself asked Apple).
     pipe.zadd(k.APPLE_NEXT_CHECK, {token.id: to_ms(check_at)})
     pipe.hset(k.server(token.server_id), "token", token.id)
+
+
+def watch_user(pipe: redis.client.Pipeline, key: str) -> None:
+    """Index the user among the people directories are asked about (worker/store/watched.py)."""
+    domain = k.user_domain(key)
+    pipe.sadd(k.watched(domain), key)
+    pipe.sadd(k.WATCHED_DOMAINS, domain)
 
 
 # ---- staging a key ---------------------------------------------------------------------------

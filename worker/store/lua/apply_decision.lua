@@ -13,7 +13,7 @@
 
 local WRITES = {
   HSET = true, HDEL = true, DEL = true, EXPIRE = true, PERSIST = true,
-  ZADD = true, ZREM = true, XADD = true,
+  ZADD = true, ZREM = true, XADD = true, SADD = true,
 }
 
 local decision = cjson.decode(ARGV[1])
