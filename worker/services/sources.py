@@ -101,10 +101,10 @@ def check_credentials(kind: str, given: dict[str, Any]) -> dict[str, Any]:
     """The credential a kind needs, checked, or InvalidInput naming the flag (never the
     value)."""
     if kind == GOOGLE:
-        from worker.directories.google import read_service_account
-
         if not given.get("service_account_text"):
             raise InvalidInput("a source of kind google needs --service-account-file")
+        from worker.directories.google import read_service_account
+
         return {"service_account": read_service_account(given["service_account_text"])}
     field, flag = {
         OKTA_API: ("api_token", "--api-token"),
