@@ -105,37 +105,41 @@ def status_command(app: App, as_json: bool) -> None:
     if as_json:
         print_json(described)
     else:
-        table = [
-            (
-                d["server"],
-                d["org"] or "-",
-                d["state"],
-                d["expires_at"] or "-",
-                "-" if d["days_left"] is None else d["days_left"],
-                d["downloaded_by"] or "-",
-                _apple_cell(d["apple"]),
-                (d["replacement"] or {}).get("because") or "-",
-            )
-            for d in described
-        ]
-        print_table(
-            (
-                "SERVER",
-                "ORG",
-                "STATE",
-                "EXPIRES",
-                "DAYS",
-                "DOWNLOADED BY",
-                "APPLE (LAST CONFIRMED)",
-                "REPLACE BECAUSE",
-            ),
-            table,
-            empty="no servers yet",
-        )
+        _print_status(described)
     failing = _failing_sources(app)
     for line in failing:
         note(line)
     sys.exit(max(status.verdict(rows), 1 if failing else 0))
+
+
+def _print_status(described: list[dict]) -> None:
+    table = [
+        (
+            d["server"],
+            d["org"] or "-",
+            d["state"],
+            d["expires_at"] or "-",
+            "-" if d["days_left"] is None else d["days_left"],
+            d["downloaded_by"] or "-",
+            _apple_cell(d["apple"]),
+            (d["replacement"] or {}).get("because") or "-",
+        )
+        for d in described
+    ]
+    print_table(
+        (
+            "SERVER",
+            "ORG",
+            "STATE",
+            "EXPIRES",
+            "DAYS",
+            "DOWNLOADED BY",
+            "APPLE (LAST CONFIRMED)",
+            "REPLACE BECAUSE",
+        ),
+        table,
+        empty="no servers yet",
+    )
 
 
 def _failing_sources(app: App) -> list[str]:
