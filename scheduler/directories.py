@@ -19,6 +19,7 @@ import structlog
 from redis.exceptions import LockError
 
 from worker.bootstrap import App
+from worker.errors import TokenwardenError
 
 log = structlog.get_logger(__name__)
 
@@ -32,8 +33,9 @@ ROUND_LEASE_S = 60
 ROUNDS_AT_ONCE = 4
 
 
-class RoundStopped(Exception):
-    """This replica stopped leading or is shutting down: the round ends between batches."""
+class RoundStopped(TokenwardenError):
+    """This replica stopped leading or is shutting down: the round ends between batches (not
+    a DirectoryError: a round catches those, and this one must end it)."""
 
 
 class DirectoryRounds:

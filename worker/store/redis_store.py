@@ -113,6 +113,7 @@ class RedisStore:
     def remove_server(self, server: Server) -> None:
         qualifier = k.server_qualifier(name_key(server.org), name_key(server.name))
         watched = (k.server(server.id), k.server_keys(server.id), k.server_tokens(server.id))
+        removed_tokens: list[Token] = []
 
         def write(pipe: redis.client.Pipeline) -> None:
             # Read the ids under WATCH: a key staged or a token installed meanwhile restarts
@@ -122,6 +123,7 @@ class RedisStore:
             tokens = [
                 Token.from_hash(d) for d in (pipe.hgetall(k.token(i)) for i in token_ids) if d
             ]
+            removed_tokens[:] = tokens
             pipe.multi()
             pipe.hdel(k.SERVERS, qualifier)
             pipe.srem(k.servers_named(name_key(server.name)), server.id)
@@ -139,6 +141,8 @@ class RedisStore:
             )
 
         self._redis.transaction(write, *watched)
+        # Its downloaders holding no other current token are asked about no more.
+        self.watched.forget_idle({user_key(t.downloaded_by) for t in removed_tokens})
 
     # ---- key pairs -------------------------------------------------------------------------
 

@@ -78,10 +78,17 @@ class RedisWatched:
                 continue
             users.append(_watched(key, current, hashes[key]))
         if idle:
-            user_hashes = [k.user(key) for key in idle]
-            self._forget(keys=[k.watched(domain), k.WATCHED_DOMAINS, *user_hashes],
-                         args=[domain, *idle])  # fmt: skip
+            self.forget_idle(set(idle))
         return users
+
+    def forget_idle(self, keys: set[str]) -> None:
+        """Take out those of `keys` who hold no current token any more (a server removed)."""
+        by_domain: dict[str, list[str]] = {}
+        for key in sorted(keys):
+            by_domain.setdefault(k.user_domain(key), []).append(key)
+        for domain, members in by_domain.items():
+            self._forget(keys=[k.watched(domain), k.WATCHED_DOMAINS, *map(k.user, members)],
+                         args=[domain, *members])  # fmt: skip
 
     def backfill(self) -> int:
         """Index the users of the current tokens installed before the index existed; once.
