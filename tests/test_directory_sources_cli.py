@@ -233,3 +233,19 @@ def test_a_round_stopped_by_shutdown_stays_due_for_the_next_leader(
     rounds.stop()
     assert app.sources.next_round("staff") == FIXTURE_NOW
     assert app.sources.poll_states(["staff"])["staff"].last_round is None
+
+
+def test_a_directory_credential_is_resealed_by_reencrypt_and_opens_under_the_new_key(
+    app, cli, redis_url, tmp_path, clock
+):
+    from worker.bootstrap import App
+    from worker.config import Settings
+    from worker.crypto.sealing import generate_master_key
+
+    add_okta(cli)
+    old, new = app.settings.master_key, generate_master_key()
+    rotated = App(Settings(redis_url=redis_url, data_dir=tmp_path, master_key=f"{new},{old}"),
+                  clock=clock)  # fmt: skip
+    assert rotated.store.reseal_all().resealed == 1
+    only_new = App(Settings(redis_url=redis_url, data_dir=tmp_path, master_key=new), clock=clock)
+    assert only_new.sources.open_credentials("staff") == {"api_token": TOKEN}
