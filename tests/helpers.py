@@ -222,7 +222,9 @@ def serving(asgi_app):
 
     import uvicorn
 
-    sock = socket.socket()
+    # IPPROTO_TCP named: asyncio turns Nagle's algorithm off (TCP_NODELAY) only for a socket
+    # whose protocol says TCP, and with it on every small answer waits about 40 ms.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(asgi_app, log_config=None, access_log=False, lifespan="off")
