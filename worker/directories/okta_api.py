@@ -64,8 +64,8 @@ class _Answer:
     status: int
     headers: httpx.Headers
     body: bytes
-    #: The body was cut at MAX_BODY_BYTES: not read.
-    too_large: bool = False
+    #: Why the body could not be read (too large, undecodable); "" when it was.
+    unreadable: str = ""
 
 
 @dataclass
@@ -197,21 +197,25 @@ class OktaApiClient:
         deadline = time.monotonic() + self._timeout_s
         with self._http.stream("GET", self._base + path, headers=headers) as response:
             body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    return _Answer(response.status_code, response.headers, b"", too_large=True)
-                if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout("the answer came too slowly")
+            try:
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY_BYTES:
+                        why = f"larger than {MAX_BODY_BYTES // 1024} KiB"
+                        return _Answer(response.status_code, response.headers, b"", why)
+                    if time.monotonic() > deadline:
+                        raise httpx.ReadTimeout("the answer came too slowly")
+            except httpx.DecodingError as exc:
+                why = f"undecodable ({type(exc).__name__})"
+                return _Answer(response.status_code, response.headers, b"", why)
             return _Answer(response.status_code, response.headers, bytes(body))
 
     def _meaning(self, login: str, answer: _Answer) -> Observation | Unobserved:
         if answer.status in (401, 403) and (error := okta_error(answer.body)):
             code, summary = error
             raise DirectoryCredentialsRejected(self._rejected(answer.status, code, summary))
-        if answer.too_large:
-            why = f"HTTP {answer.status} from Okta larger than {MAX_BODY_BYTES // 1024} KiB"
-            return Unobserved(login, why)
+        if answer.unreadable:
+            return Unobserved(login, f"HTTP {answer.status} from Okta {answer.unreadable}")
         return read_answer(login, answer.status, answer.body)
 
     def _rejected(self, status: int, code: str, summary: str) -> str:
