@@ -225,7 +225,7 @@ class OktaApiClient:
             "give the admin who created the token the Read-only Administrator role"
             if status == 403
             else "create a new API token in Okta's admin console (Security > API > Tokens) "
-            "and give it to tokenwarden"
+            "and give it with `tokenwarden sources set-credential NAME --api-token -`"
         )
         return (
             f"Okta ({self._host}) refused the API token: {code} {summary} (HTTP {status}); {todo}"
