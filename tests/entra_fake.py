@@ -49,9 +49,19 @@ MAX_BATCH = 20
 #: Seconds an issued access token lasts (Entra's are about an hour).
 TOKEN_LIFETIME_S = 3599
 #: Graph's default properties of a user (those answered without `$select`).
-DEFAULT_PROPERTIES = ("businessPhones", "displayName", "givenName", "jobTitle", "mail",
-                      "mobilePhone", "officeLocation", "preferredLanguage", "surname",
-                      "userPrincipalName", "id")  # fmt: skip
+DEFAULT_PROPERTIES = (
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+)
 GRAPH_JSON = "application/json;odata.metadata=minimal;odata.streaming=true;charset=utf-8"
 HTML_404 = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found</h1></body></html>"
 
@@ -208,23 +218,28 @@ class FakeEntra:
         if tenant != self.tenant_id:
             return self._tenant_not_found(tenant)
         base = f"{self.url}/{tenant}"
-        return JSONResponse({
-            "token_endpoint": f"{base}/oauth2/v2.0/token",
-            "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt",
-                                                      "client_secret_basic"],
-            "jwks_uri": f"{self.url}/{tenant}/discovery/v2.0/keys",
-            "response_modes_supported": ["query", "fragment", "form_post"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
-            "scopes_supported": ["openid", "profile", "email", "offline_access"],
-            "issuer": f"{base}/v2.0",
-            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
-            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
-            "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
-            "tenant_region_scope": "EU",
-            "cloud_instance_name": "microsoftonline.com",
-        })  # fmt: skip
+        return JSONResponse(
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "jwks_uri": f"{self.url}/{tenant}/discovery/v2.0/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "issuer": f"{base}/v2.0",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+                "tenant_region_scope": "EU",
+                "cloud_instance_name": "microsoftonline.com",
+            }
+        )
 
     async def token(self, request: Request) -> Response:
         if (played := await self._arrive("login")) is not None:
@@ -245,36 +260,62 @@ class FakeEntra:
         with self._lock:
             self._tokens[bearer] = time.monotonic() + TOKEN_LIFETIME_S
             self.bearers_issued.append(bearer)
-        return JSONResponse({"token_type": "Bearer", "expires_in": TOKEN_LIFETIME_S,
-                             "ext_expires_in": TOKEN_LIFETIME_S, "access_token": bearer})  # fmt: skip
+        return JSONResponse(
+            {
+                "token_type": "Bearer",
+                "expires_in": TOKEN_LIFETIME_S,
+                "ext_expires_in": TOKEN_LIFETIME_S,
+                "access_token": bearer,
+            }
+        )
 
     def _refuse_grant(self, form: dict, client_id: str | None, secret: str | None):
         grant = form.get("grant_type")
         if not grant:
             return self._missing("grant_type")
         if grant != "client_credentials":
-            return self._entra_error(400, "unsupported_grant_type", 70003,
-                                     f"The app requested an unsupported grant type '{grant}'.")  # fmt: skip
+            return self._entra_error(
+                400,
+                "unsupported_grant_type",
+                70003,
+                f"The app requested an unsupported grant type '{grant}'.",
+            )
         if not client_id:
             return self._missing("client_id")
         if client_id != self.client_id:
-            return self._entra_error(400, "unauthorized_client", 700016,
+            return self._entra_error(
+                400,
+                "unauthorized_client",
+                700016,
                 f"Application with identifier '{client_id}' was not found in the directory "
                 f"'{self.tenant_id}'. This can happen if the application has not been installed "
-                "by the administrator of the tenant or consented to by any user in the tenant.")  # fmt: skip
+                "by the administrator of the tenant or consented to by any user in the tenant.",
+            )
         if not secret:
-            return self._entra_error(401, "invalid_client", 7000218,
+            return self._entra_error(
+                401,
+                "invalid_client",
+                7000218,
                 "The request body must contain the following parameter: 'client_assertion' "
-                "or 'client_secret'.")  # fmt: skip
+                "or 'client_secret'.",
+            )
         if not secrets.compare_digest(secret.encode(), self.client_secret.encode()):
-            return self._entra_error(401, "invalid_client", 7000215,
+            return self._entra_error(
+                401,
+                "invalid_client",
+                7000215,
                 "Invalid client secret provided. Ensure the secret being sent in the request "
                 "is the client secret value, not the client secret ID, for a secret added to "
-                f"app '{self.client_id}'.")  # fmt: skip
+                f"app '{self.client_id}'.",
+            )
         if self.secret_expired:
-            return self._entra_error(401, "invalid_client", 7000222,
+            return self._entra_error(
+                401,
+                "invalid_client",
+                7000222,
                 f"The provided client secret keys for app '{self.client_id}' are expired. "
-                "Visit the Azure portal to create new keys for your app.")  # fmt: skip
+                "Visit the Azure portal to create new keys for your app.",
+            )
         return self._refuse_scope(form.get("scope"))
 
     def _refuse_scope(self, scope: str | None):
@@ -283,36 +324,55 @@ class FakeEntra:
         if scope == f"{self.url}/.default":
             return None
         if scope.endswith("/.default"):
-            return self._entra_error(400, "invalid_resource", 500011,
+            return self._entra_error(
+                400,
+                "invalid_resource",
+                500011,
                 f"The resource principal named {scope[:-9]} was not found in the tenant named "
-                f"{self.tenant_id}.")  # fmt: skip
-        return self._entra_error(400, "invalid_scope", 1002012,
+                f"{self.tenant_id}.",
+            )
+        return self._entra_error(
+            400,
+            "invalid_scope",
+            1002012,
             f"The provided value for scope {scope} is not valid. Client credential flows must "
             "have a scope value with /.default suffixed to the resource identifier "
-            "(application ID URI).")  # fmt: skip
+            "(application ID URI).",
+        )
 
     def _missing(self, name: str) -> Response:
-        return self._entra_error(400, "invalid_request", 900144,
-                                 f"The request body must contain the following parameter: '{name}'.")  # fmt: skip
+        return self._entra_error(
+            400,
+            "invalid_request",
+            900144,
+            f"The request body must contain the following parameter: '{name}'.",
+        )
 
     def _tenant_not_found(self, tenant: str) -> Response:
-        return self._entra_error(400, "invalid_tenant", 90002,
+        return self._entra_error(
+            400,
+            "invalid_tenant",
+            90002,
             f"Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID "
-            "and are signing into the correct cloud.")  # fmt: skip
+            "and are signing into the correct cloud.",
+        )
 
     def _entra_error(self, status: int, error: str, code: int, description: str) -> Response:
         trace, correlation = uuid.uuid4(), uuid.uuid4()
         stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-        return JSONResponse(status_code=status, content={
-            "error": error,
-            "error_description": f"AADSTS{code}: {description}\r\nTrace ID: {trace}\r\n"
-                                 f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
-            "error_codes": [code],
-            "timestamp": stamp,
-            "trace_id": str(trace),
-            "correlation_id": str(correlation),
-            "error_uri": f"{self.url}/error?code={code}",
-        })  # fmt: skip
+        return JSONResponse(
+            status_code=status,
+            content={
+                "error": error,
+                "error_description": f"AADSTS{code}: {description}\r\nTrace ID: {trace}\r\n"
+                f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
+                "error_codes": [code],
+                "timestamp": stamp,
+                "trace_id": str(trace),
+                "correlation_id": str(correlation),
+                "error_uri": f"{self.url}/error?code={code}",
+            },
+        )
 
     # Graph
 
@@ -322,8 +382,9 @@ class FakeEntra:
         refused = self._refuse_bearer(request.headers.get("authorization", ""))
         if refused is not None:
             return _graph_response(*refused)
-        return _graph_response(*self._user_answer(request.path_params["who"],
-                                                  request.query_params.get("$select")))  # fmt: skip
+        return _graph_response(
+            *self._user_answer(request.path_params["who"], request.query_params.get("$select"))
+        )
 
     async def batch(self, request: Request) -> Response:
         if (played := await self._arrive("graph")) is not None:
@@ -338,8 +399,13 @@ class FakeEntra:
         except (ValueError, KeyError, TypeError, AssertionError):
             return _graph_response(400, graph_error("BadRequest", "Invalid batch payload format."))
         if len(asked) > MAX_BATCH:
-            return _graph_response(400, graph_error("BadRequest",
-                f"The batch holds {len(asked)} requests; at most {MAX_BATCH} are allowed."))  # fmt: skip
+            return _graph_response(
+                400,
+                graph_error(
+                    "BadRequest",
+                    f"The batch holds {len(asked)} requests; at most {MAX_BATCH} are allowed.",
+                ),
+            )
         if len(set(ids)) != len(ids):
             return _graph_response(400, graph_error("BadRequest", "Request ids must be unique."))
         with self._lock:
@@ -405,12 +471,20 @@ class FakeEntra:
             )
         fields = [f.strip() for f in select.split(",")] if select else list(DEFAULT_PROPERTIES)
         everything = {
-            "id": user.id, "userPrincipalName": user.upn, "accountEnabled": user.enabled,
+            "id": user.id,
+            "userPrincipalName": user.upn,
+            "accountEnabled": user.enabled,
             "lastPasswordChangeDateTime": _iso(user.password_changed_at),
-            "displayName": user.upn.split("@")[0].title(), "mail": user.upn,
-            "givenName": None, "surname": None, "jobTitle": None, "mobilePhone": None,
-            "officeLocation": None, "preferredLanguage": None, "businessPhones": [],
-        }  # fmt: skip
+            "displayName": user.upn.split("@")[0].title(),
+            "mail": user.upn,
+            "givenName": None,
+            "surname": None,
+            "jobTitle": None,
+            "mobilePhone": None,
+            "officeLocation": None,
+            "preferredLanguage": None,
+            "businessPhones": [],
+        }
         shown = ",".join(fields) if select else ""
         body = {"@odata.context": f"{self.url}/v1.0/$metadata#users({shown})/$entity"}
         body.update({f: everything[f] for f in fields if f in everything})
@@ -449,8 +523,12 @@ def _played(failure: _Failure) -> Response:
         response = _graph_response(429, body)
         response.headers["Retry-After"] = str(failure.retry_after)
         return response
-    codes = {500: "UnknownError", 502: "BadGateway", 503: "serviceNotAvailable",
-             504: "GatewayTimeout"}  # fmt: skip
+    codes = {
+        500: "UnknownError",
+        502: "BadGateway",
+        503: "serviceNotAvailable",
+        504: "GatewayTimeout",
+    }
     code = codes.get(failure.status, "UnknownError")
     return _graph_response(
         failure.status, graph_error(code, f"HTTP {failure.status} from the fake")
@@ -473,12 +551,14 @@ def _iso(when: datetime | None) -> str | None:
 
 
 def entra_app(fake: FakeEntra) -> Starlette:
-    return Starlette(routes=[
-        Route("/{tenant}/v2.0/.well-known/openid-configuration", fake.discovery),
-        Route("/{tenant}/oauth2/v2.0/token", fake.token, methods=["POST"]),
-        Route("/v1.0/$batch", fake.batch, methods=["POST"]),
-        Route("/v1.0/users/{who:path}", fake.user),
-    ])  # fmt: skip
+    return Starlette(
+        routes=[
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", fake.discovery),
+            Route("/{tenant}/oauth2/v2.0/token", fake.token, methods=["POST"]),
+            Route("/v1.0/$batch", fake.batch, methods=["POST"]),
+            Route("/v1.0/users/{who:path}", fake.user),
+        ]
+    )
 
 
 @contextlib.contextmanager
@@ -490,9 +570,14 @@ def serving_tls(asgi_app, certfile, keyfile):
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        asgi_app, log_config=None, access_log=False, lifespan="off",
-        ssl_certfile=str(certfile), ssl_keyfile=str(keyfile), timeout_graceful_shutdown=2,
-    )  # fmt: skip
+        asgi_app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        ssl_certfile=str(certfile),
+        ssl_keyfile=str(keyfile),
+        timeout_graceful_shutdown=2,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
