@@ -242,10 +242,10 @@ class FakeEntra:
         )
 
     async def token(self, request: Request) -> Response:
-        if (played := await self._arrive("login")) is not None:
-            return played
         with self._lock:
             self.token_requests += 1
+        if (played := await self._arrive("login")) is not None:
+            return played
         tenant = request.path_params["tenant"]
         if tenant != self.tenant_id:
             return self._tenant_not_found(tenant)
