@@ -40,15 +40,14 @@ HINTS = {
 }
 
 
-@dataclass(frozen=True)
 class TokenUnavailable(Exception):
-    """The token could not be had this time (timeout, connection, 429, 5xx): ask again."""
+    """The token could not be had this time (timeout, connection, 429, 5xx): ask again,
+    after `retry_after` (Entra's header as sent) when it gave one."""
 
-    why: str
-    retry_after: str | None = None
-
-    def __str__(self) -> str:
-        return self.why
+    def __init__(self, why: str, retry_after: str | None = None):
+        super().__init__(why)
+        self.why = why
+        self.retry_after = retry_after
 
 
 @dataclass
