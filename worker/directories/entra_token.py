@@ -23,7 +23,7 @@ from msal.exceptions import MsalServiceError
 
 from worker.config import DirectorySettings
 from worker.directories.graph import header, quote
-from worker.errors import DirectoryCredentialsRejected
+from worker.errors import DirectoryCredentialsRejected, DirectoryUnreachable
 from worker.logs import REDACTED
 from worker.outbound import requests_session
 
@@ -40,9 +40,10 @@ HINTS = {
 }
 
 
-class TokenUnavailable(Exception):
+class TokenUnavailable(DirectoryUnreachable):
     """The token could not be had this time (timeout, connection, 429, 5xx): ask again,
-    after `retry_after` (Entra's header as sent) when it gave one."""
+    after `retry_after` (Entra's header as sent) when it gave one. The client retries it and
+    raises a DirectoryUnreachable of its own after the last attempt."""
 
     def __init__(self, why: str, retry_after: str | None = None):
         super().__init__(why)
