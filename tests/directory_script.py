@@ -17,6 +17,8 @@ class ScriptedDirectory:
         #: Raised by the next observe() calls, when set.
         self.error: DirectoryError | None = None
         self.asked: list[WatchedLogin] = []
+        #: How many logins each observe() call asked about.
+        self.calls: list[int] = []
         self.requests_made = 0
         self.closed = 0
         self._lock = threading.Lock()
@@ -24,6 +26,7 @@ class ScriptedDirectory:
     def observe(self, logins: Sequence[WatchedLogin]) -> list[Observation | Unobserved]:
         with self._lock:
             self.asked += logins
+            self.calls.append(len(logins))
             self.requests_made += len(logins)
         if self.error is not None:
             raise self.error

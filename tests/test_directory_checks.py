@@ -244,3 +244,17 @@ def test_a_failing_report_lost_in_a_crash_is_made_by_the_next_round(
     checker.run_round(source)
     checker.run_round(source)
     assert outbox_types(app) == [catalog.SOURCE_FAILING]
+
+
+def test_a_batch_spans_domains_so_a_directory_is_asked_in_full_batches(
+    app, cli, clock, tmp_path, directory, checker, monkeypatch
+):
+    from worker.services import directory_checks
+
+    monkeypatch.setattr(directory_checks, "ROUND_BATCH", 4)
+    for i in range(6):  # two people in each of three domains
+        server_with_token(cli, clock, tmp_path, f"S{i}", f"u{i}@d{i // 2}.example")
+    report = checker.run_round(add_source(app))
+    assert report.watched == 6
+    assert directory.calls == [4, 2]
+    assert sorted(w.login for w in directory.asked) == [f"u{i}@d{i // 2}.example" for i in range(6)]

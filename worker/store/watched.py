@@ -34,20 +34,33 @@ class RedisWatched:
         self._redis = client
         self._forget = client.register_script(FORGET_UNWATCHED)
 
-    def users(self, domains: Sequence[str] | None, batch: int = 200) -> Iterator[list[WatchedUser]]:
-        """The watched users of `domains` (None: of every domain), `batch` at a time."""
+    def users(
+        self, domains: Sequence[str] | None, batch: int = 200
+    ) -> Iterator[list[WatchedUser]]:
+        """The watched users of `domains` (None: of every domain), `batch` at a time (a batch
+        spans domains: most hold a few people)."""
         names = sorted(domains) if domains is not None else sorted(self.domains())
+        pending: list[WatchedUser] = []
         for domain in names:
-            seen: set[str] = set()  # SSCAN may return a member twice while the set rehashes
-            cursor = 0
-            while True:
-                cursor, members = self._redis.sscan(k.watched(domain), cursor, count=batch)
-                fresh = sorted(set(members) - seen)
-                seen.update(fresh)
-                if fresh and (found := self._read(domain, fresh)):
-                    yield found
-                if cursor == 0:
-                    break
+            for found in self._domain_users(domain, batch):
+                pending += found
+                while len(pending) >= batch:
+                    yield pending[:batch]
+                    pending = pending[batch:]
+        if pending:
+            yield pending
+
+    def _domain_users(self, domain: str, batch: int) -> Iterator[list[WatchedUser]]:
+        seen: set[str] = set()  # SSCAN may return a member twice while the set rehashes
+        cursor = 0
+        while True:
+            cursor, members = self._redis.sscan(k.watched(domain), cursor, count=batch)
+            fresh = sorted(set(members) - seen)
+            seen.update(fresh)
+            if fresh and (found := self._read(domain, fresh)):
+                yield found
+            if cursor == 0:
+                return
 
     def domains(self) -> set[str]:
         return self._redis.smembers(k.WATCHED_DOMAINS)
