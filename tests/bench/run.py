@@ -4,7 +4,7 @@ as a table and as JSON (var/bench.json).
     .venv/bin/python -m tests.bench.run            # the full run, about 6 minutes here
     .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
     .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover,
-                                                       # apple, intake)
+                                                       # apple, intake, directories)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import apple, cloudevents, failover, latency, okta, pipeline, scan
+from tests.bench import apple, cloudevents, directories, failover, latency, okta, pipeline, scan
 from tests.bench.common import start_redis, stop_redis
 from tests.bench.serve import load_average
 from worker.config import DEFAULT_APPLE_CONCURRENCY
@@ -38,6 +38,7 @@ FULL = {
     "okta_rate": 20.0,
     "okta_seconds": 30.0,
     "ce_seconds": 10.0,
+    "directory_users": 10_000,
 }
 SMALL = {
     "events": 300,
@@ -53,6 +54,7 @@ SMALL = {
     "okta_rate": 20.0,
     "okta_seconds": 2.0,
     "ce_seconds": 1.0,
+    "directory_users": 100,
 }
 
 
@@ -246,6 +248,26 @@ def _intake(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
     return {"okta": hooks, "cloudevents": batches}, rows
 
 
+def _directories(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    users = sizes["directory_users"]
+    progress(f"directory checks: one round over {users:,} watched users against each fake")
+    rounds = directories.measure(url, workdir, users)
+    rows = []
+    for kind, measured in rounds.items():
+        rows.append(
+            (
+                f"{kind}: one round over {users:,} watched users",
+                f"{measured['seconds']} s",
+                f"{measured['requests']:,} requests",
+                "",
+                "<= 60 s" + (", <= 600 requests" if kind == "entra" else ""),
+                measured["seconds"] <= 60
+                and (kind != "entra" or measured["requests"] <= 600 * max(1, users // 10_000)),
+            )
+        )
+    return {"directories": rounds}, rows
+
+
 #: The parts of the benchmark, in the order they run (`--only` picks one).
 PARTS = {
     "pipeline": _pipeline,
@@ -253,6 +275,7 @@ PARTS = {
     "failover": _failover,
     "apple": _apple,
     "intake": _intake,
+    "directories": _directories,
 }
 
 
