@@ -366,7 +366,9 @@ class GoogleFake:
             )
         subject = self._find(bearer.subject)
         if subject is None or not subject.is_admin:
-            return None, google_error(403, "forbidden", "Not Authorized to access this resource/api")
+            return None, google_error(
+                403, "forbidden", "Not Authorized to access this resource/api"
+            )
         return bearer, None
 
     async def _user(self, request: Request) -> Response:
@@ -410,7 +412,9 @@ class GoogleFake:
         user = self._find(key)
         if user is None:
             return None
-        return [a for a in self._by_actor.get(user.email.lower(), ()) if a.application == application]
+        return [
+            a for a in self._by_actor.get(user.email.lower(), ()) if a.application == application
+        ]
 
     def _page(self, request: Request, chosen: list[_Activity]) -> Response:
         offset = int(base64.urlsafe_b64decode(request.query_params.get("pageToken", "MA==")))

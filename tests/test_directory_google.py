@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from tests import google_fake as fakes
 from tests.google_fake import (
     ADMIN,
     AUDIENCE,
     DIRECTORY_SCOPE,
     JWT_GRANT,
     REPORTS_SCOPE,
-    google_fake,  # noqa: F401
     rsa_key_pem,
     service_account_info,
 )
@@ -23,6 +23,8 @@ from tests.helpers import private_key_forms
 from worker.directories.base import Observation, Unobserved, WatchedLogin
 from worker.directories.google import GoogleClient, read_service_account
 from worker.errors import DirectoryCredentialsRejected, DirectoryUnreachable, InvalidInput
+
+google_fake = fakes.google_fake  # the fixture
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DOWNLOADED = NOW - timedelta(days=30)
@@ -203,7 +205,7 @@ def test_a_timeout_makes_the_directory_unreachable(google_fake):
     client = warmed(google_fake, timeout_s=0.3)
     client._attempts = 2
     google_fake.hang(5)
-    with pytest.raises(DirectoryUnreachable, match="no answer from Google within 0.3 s"):
+    with pytest.raises(DirectoryUnreachable, match=r"no answer from Google within 0\.3 s"):
         client.observe(watch(ANN))
 
 
@@ -302,7 +304,9 @@ def test_the_fake_checks_the_grant_as_google_does(google_fake):
     from google.auth import jwt as google_jwt
 
     def grant(label="main", **claims):
-        signer = crypt.RSASigner.from_string(rsa_key_pem(label), "3f1c0d5e7a9b2c4d6e8f0a1b3c5d7e9f1a2b3c4d")
+        signer = crypt.RSASigner.from_string(
+            rsa_key_pem(label), "3f1c0d5e7a9b2c4d6e8f0a1b3c5d7e9f1a2b3c4d"
+        )
         now = int(datetime.now(UTC).timestamp())
         payload = {
             "iss": google_fake.credentials()["service_account"]["client_email"],
@@ -367,17 +371,30 @@ def test_a_service_account_key_file_is_read():
     assert read_service_account(json.dumps(info)) == info
 
 
+def _without_email(info: dict) -> str:
+    return json.dumps({k: v for k, v in info.items() if k != "client_email"})
+
+
+def _truncated_key(info: dict) -> str:
+    return json.dumps(
+        info | {"private_key": info["private_key"][:300] + "-----END PRIVATE KEY-----"}
+    )
+
+
 @pytest.mark.parametrize(
     ("change", "why"),
     [
         (lambda i: "not json {", "not JSON"),
         (lambda i: json.dumps([i]), "not a service account key"),
         (lambda i: json.dumps(i | {"type": "authorized_user"}), "not a service account key"),
-        (lambda i: json.dumps({k: v for k, v in i.items() if k != "client_email"}), "lacks client_email"),
-        (lambda i: json.dumps(i | {"private_key": "", "private_key_id": None}), "lacks private_key, private_key_id"),
-        (lambda i: json.dumps(i | {"private_key": i["private_key"][:300] + "-----END PRIVATE KEY-----\n"}), "not a readable RSA"),
+        (_without_email, "lacks client_email"),
+        (
+            lambda i: json.dumps(i | {"private_key": "", "private_key_id": None}),
+            "lacks private_key",
+        ),
+        (_truncated_key, "not a readable RSA"),
     ],
-)  # fmt: skip
+)
 def test_an_unusable_key_file_is_refused_in_one_line_without_the_key(change, why):
     info = service_account_info("https://oauth2.googleapis.com/token")
     with pytest.raises(InvalidInput, match=why) as raised:
