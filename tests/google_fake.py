@@ -381,8 +381,12 @@ class GoogleFake:
         _bearer, refused = self._authorized(request, DIRECTORY_SCOPE)
         if refused is not None:
             return refused
+        key = request.path_params["key"]
         with self._lock:
-            user = self._find(request.path_params["key"])
+            user = self._find(key)
+        if user is None and "@" in key and not key.lower().endswith("@" + DOMAIN):
+            # a user of a domain the customer does not own: Google says "not authorized"
+            return google_error(403, "forbidden", "Not Authorized to access this resource/api")
         if user is None:
             return google_error(404, "notFound", "Resource Not Found: userKey")
         return JSONResponse(_user_json(user))

@@ -134,6 +134,14 @@ def test_a_user_named_by_an_alias_case_is_matched(google_fake):
     assert seen.password_changed_at == NOW - timedelta(days=1)
 
 
+def test_a_user_outside_the_organization_is_unobserved_not_a_refused_credential(google_fake):
+    # Google answers 403 forbidden for it, as for an admin without the right
+    google_fake.add_user(ANN)
+    outsider, ann = client_for(google_fake).observe(watch("jo@elsewhere.example", ANN))
+    assert isinstance(outsider, Unobserved) and "does not let the admin read" in outsider.why
+    assert ann.found
+
+
 # Failures about one login, or the whole directory
 
 

@@ -60,6 +60,21 @@ class _NotObserved(Exception):
         self.transient = transient
 
 
+class _Refused(DirectoryCredentialsRejected):
+    """Google refused the credential; `code` is its reason (forbidden, authError...)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+#: Why a user the admin may not read is unobserved (its credential reads the admin itself).
+NOT_READABLE = (
+    "Google does not let the admin read this user (a domain outside the organization, or an "
+    "organizational unit outside the admin role's reach)"
+)
+
+
 @dataclass
 class _Run:
     """One observe() call's tally, shared by its threads."""
@@ -105,6 +120,7 @@ class GoogleClient:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ):
         self._base = settings.google_admin_url.rstrip("/")
+        self._subject = admin_subject
         self._timeout_s = settings.timeout_s
         self._concurrency = max(1, settings.concurrency)
         self._sleep = sleep
@@ -174,7 +190,15 @@ class GoogleClient:
 
     def _look_up(self, watched: WatchedLogin) -> _Found | Observation:
         login = watched.login
-        user = self._get(USERS_PATH + quote(login, safe="@"), {})
+        try:
+            user = self._get(USERS_PATH + quote(login, safe="@"), {})
+        except _Refused as exc:
+            # Google answers 403 forbidden for a user the admin may not see, as for an admin
+            # without the right: the credential is refused only if the admin cannot read itself.
+            if exc.code != "forbidden" or login.lower() == self._subject.lower():
+                raise
+            self._get(USERS_PATH + quote(self._subject, safe="@"), {})
+            raise _NotObserved(NOT_READABLE) from None
         if user is None:
             return Observation(login, found=False, enabled=False, status="not found")
         state = answers.user_state(user)
@@ -265,10 +289,11 @@ class GoogleClient:
                 renewed, attempt = True, attempt - 1
                 continue
             if verdict.kind in (Kind.EXPIRED, Kind.REFUSED):
-                raise DirectoryCredentialsRejected(
+                raise _Refused(
+                    verdict.code,
                     f"google refused {self._tokens.client_email} impersonating the admin "
                     f"({verdict.detail}): check the domain-wide delegation and the admin's "
-                    "privileges (Users: Read, Reports)"
+                    "privileges (Users: Read, Reports)",
                 )
             if verdict.kind is Kind.OK:
                 return self._read(path, response)
