@@ -31,7 +31,7 @@ from worker.directories import google_answers as answers
 from worker.directories.base import Observation, Unobserved, WatchedLogin
 from worker.directories.google_answers import Kind
 from worker.directories.google_token import TokenSource, read_service_account
-from worker.errors import DirectoryCredentialsRejected, DirectoryUnreachable
+from worker.errors import DirectoryCredentialsRejected, DirectoryError, DirectoryUnreachable
 from worker.outbound import retry_after_s, tls_context
 
 __all__ = ["GoogleClient", "read_service_account"]
@@ -53,7 +53,9 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_JITTER = 0.2
 
 
-class _NotObserved(Exception):
+class _NotObserved(DirectoryError):
+    """One login could not be observed (never leaves the client)."""
+
     def __init__(self, why: str, transient: bool = False):
         super().__init__(why)
         self.why = why
@@ -176,7 +178,8 @@ class GoogleClient:
             run.stopped = True  # every other request would be refused the same way
             raise
         except DirectoryUnreachable as exc:  # the token endpoint, when renewing mid-call
-            return self._unobserved(watched, run, _NotObserved(str(exc), transient=True))
+            why = str(exc).removeprefix("google: ")
+            return self._unobserved(watched, run, _NotObserved(why, transient=True))
         except _NotObserved as exc:
             return self._unobserved(watched, run, exc)
         run.record(None)

@@ -23,7 +23,12 @@ from google.oauth2 import service_account
 
 from worker.config import DirectorySettings
 from worker.directories.google_answers import REFUSED_GRANT_CODES, one_line
-from worker.errors import DirectoryCredentialsRejected, DirectoryUnreachable, InvalidInput
+from worker.errors import (
+    DirectoryCredentialsRejected,
+    DirectoryError,
+    DirectoryUnreachable,
+    InvalidInput,
+)
 from worker.outbound import requests_session, retry_after_s
 
 #: Read-only: the users' state, and the audit of password changes.
@@ -67,7 +72,9 @@ def read_service_account(text: str) -> dict:
     return info
 
 
-class _TokenEndpointBusy(Exception):
+class _TokenEndpointBusy(DirectoryError):
+    """A 429 or 5xx from the token endpoint (caught by TokenSource, never leaves it)."""
+
     def __init__(self, status: int, wait_s: float | None):
         super().__init__(f"HTTP {status} from Google's token endpoint")
         self.status = status
