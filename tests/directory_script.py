@@ -38,6 +38,6 @@ class ScriptedDirectory:
     def close(self) -> None:
         self.closed += 1
 
-    def factory(self, source, credentials, settings):
+    def factory(self, source, credentials, settings, now):
         assert credentials  # the sealed credential was opened
         return self

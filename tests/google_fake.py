@@ -23,7 +23,6 @@ import contextlib
 import functools
 import itertools
 import secrets
-import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -32,7 +31,6 @@ from urllib.parse import parse_qs
 
 import google.auth.exceptions
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import jwt
@@ -41,7 +39,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tests.helpers import wait_until
+from tests.helpers import serving
 from worker.config import DirectorySettings
 
 DOMAIN = "school.example"
@@ -524,32 +522,18 @@ def _played(fault: tuple[str, dict, int | None]) -> Response:
 
 
 @contextlib.contextmanager
-def serving_without_delay(asgi_app):
-    """tests/helpers.py's `serving`, with TCP_NODELAY on the listening socket (the accepted
-    ones inherit it): uvicorn writes an answer's headers and body in two writes, and without
-    it Nagle's algorithm and the client's delayed ACK hold each answer for ~40 ms."""
-    sock = socket.socket()
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(asgi_app, log_config=None, access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=10, what="uvicorn to start")
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@pytest.fixture
-def google_fake():
+def running_fake_google(directory=None):
+    """A GoogleFake served on loopback (`directory` unused: the other fakes' signature)."""
     fake = GoogleFake()
-    with serving_without_delay(fake.app) as url:
+    with serving(fake.app) as url:
         fake.url = url
         try:
             yield fake
         finally:
             fake.closing.set()
+
+
+@pytest.fixture
+def google_fake():
+    with running_fake_google() as fake:
+        yield fake

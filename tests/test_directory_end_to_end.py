@@ -9,16 +9,22 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from tests.entra_fake import entra_fake  # noqa: F401
-from tests.google_fake import google_fake  # noqa: F401
-from tests.okta_api_fake import okta_api_fake  # noqa: F401
 
 from events import catalog
 from scheduler.directories import DirectoryRounds
-from tests.helpers import DOWNLOADED, every_redis_byte, install, replacements, wait_until
+from tests.conftest import Clock
+from tests.entra_fake import entra_fake  # noqa: F401
+from tests.google_fake import google_fake  # noqa: F401
+from tests.helpers import every_redis_byte, install, replacements, wait_until
+from tests.okta_api_fake import okta_api_fake  # noqa: F401
+
+#: The wall clock here, not the tests' usual fixed one: Google keeps 180 days of reports back
+#: from today, whatever clock tokenwarden is given.
+NOW = datetime.now(UTC).replace(microsecond=0)
+DOWNLOADED = NOW - timedelta(days=20)
 
 KINDS = {"okta_api_fake": "okta-api", "entra_fake": "entra", "google_fake": "google"}
 
@@ -30,6 +36,11 @@ PEOPLE = {
     "Gym": "dan@school.example",  # changed his password before he downloaded: nothing
     "Hall": "eve@school.example",  # nothing happens to her
 }
+
+
+@pytest.fixture
+def clock():
+    return Clock(NOW)
 
 
 @pytest.fixture(params=list(KINDS))

@@ -4,6 +4,8 @@ heavy, and most installations use one directory)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from worker.config import DirectorySettings
@@ -12,8 +14,12 @@ from worker.intake.sources import ENTRA, GOOGLE, OKTA_API, Source
 
 
 def client_for(
-    source: Source, credentials: dict[str, Any], settings: DirectorySettings
+    source: Source,
+    credentials: dict[str, Any],
+    settings: DirectorySettings,
+    now: Callable[[], datetime],
 ) -> DirectoryClient:
+    """`now`: the App's clock (Google's Reports API keeps 180 days back from it)."""
     if source.kind == OKTA_API:
         from worker.directories.okta_api import OktaApiClient
 
@@ -31,6 +37,9 @@ def client_for(
         from worker.directories.google import GoogleClient
 
         return GoogleClient(
-            credentials["service_account"], source.option("admin_subject"), settings=settings
+            credentials["service_account"],
+            source.option("admin_subject"),
+            settings=settings,
+            now=now,
         )
     raise ValueError(f"source {source.name!r} of kind {source.kind} asks no directory")

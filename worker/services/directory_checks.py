@@ -43,7 +43,9 @@ MIN_SUSPICIOUS = 5
 #: Findings a report keeps for `sources check` (the counts are always whole).
 MAX_KEPT_FINDINGS = 100_000
 
-ClientFactory = Callable[[Source, dict[str, Any], DirectorySettings], DirectoryClient]
+ClientFactory = Callable[
+    [Source, dict[str, Any], DirectorySettings, Callable[[], datetime]], DirectoryClient
+]
 
 
 class Misconfigured(DirectoryError):
@@ -116,9 +118,8 @@ class DirectoryChecker:
         report = RoundReport(source.name, source.kind)
         self._store.watched.backfill()
         try:
-            client = self._client_factory(
-                source, self._sources.open_credentials(source.name), self._settings
-            )
+            credentials = self._sources.open_credentials(source.name)
+            client = self._client_factory(source, credentials, self._settings, self._now)
         except NotFound:  # removed meanwhile
             report.error = DirectoryError(f"source {source.name!r} was removed")
             return report

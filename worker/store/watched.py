@@ -34,9 +34,7 @@ class RedisWatched:
         self._redis = client
         self._forget = client.register_script(FORGET_UNWATCHED)
 
-    def users(
-        self, domains: Sequence[str] | None, batch: int = 200
-    ) -> Iterator[list[WatchedUser]]:
+    def users(self, domains: Sequence[str] | None, batch: int = 200) -> Iterator[list[WatchedUser]]:
         """The watched users of `domains` (None: of every domain), `batch` at a time (a batch
         spans domains: most hold a few people)."""
         names = sorted(domains) if domains is not None else sorted(self.domains())
