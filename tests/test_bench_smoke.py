@@ -25,4 +25,8 @@ def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
     assert figures["okta"]["webhook_p99_ms"] > 0
     assert figures["cloudevents"]["events"] > 0
     assert figures["cloudevents"]["baseline_publisher_events_per_s"] > 0
-    assert len(figures["targets_met"]) == 11
+    for kind in ("okta-api", "entra", "google"):
+        measured = figures["directories"][kind]
+        assert measured["watched"] == SMALL["directory_users"]
+        assert measured["requests"] > 0 and measured["events"] > 0
+    assert len(figures["targets_met"]) == 14
