@@ -26,7 +26,6 @@ import base64
 import contextlib
 import json
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -41,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.helpers import wait_until
+from tests.helpers import serving
 from worker.config import DirectorySettings
 
 #: Most lookups Graph takes in one `$batch`.
@@ -562,35 +561,6 @@ def entra_app(fake: FakeEntra) -> Starlette:
 
 
 @contextlib.contextmanager
-def serving_tls(asgi_app, certfile, keyfile):
-    """tests/helpers.py's `serving`, over TLS: yield the https URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        asgi_app,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        ssl_certfile=str(certfile),
-        ssl_keyfile=str(keyfile),
-        timeout_graceful_shutdown=2,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, timeout=10, what="uvicorn to start")
-    try:
-        yield f"https://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@contextlib.contextmanager
 def running_fake_entra(directory):
     """A FakeEntra served over TLS, its CA's PEM written in `directory`."""
     ca = trustme.CA()
@@ -601,7 +571,7 @@ def running_fake_entra(directory):
     cert.private_key_pem.write_to_path(str(key_pem))
     fake = FakeEntra()
     fake.ca_bundle = ca_pem
-    with serving_tls(entra_app(fake), cert_pem, key_pem) as url:
+    with serving(entra_app(fake), certfile=cert_pem, keyfile=key_pem) as url:
         fake.url = url
         try:
             yield fake

@@ -215,8 +215,9 @@ def worker_threads(app):
 
 
 @contextlib.contextmanager
-def serving(asgi_app):
-    """Serve an ASGI app with uvicorn on a free loopback port, in a thread; yield its URL."""
+def serving(asgi_app, *, certfile=None, keyfile=None):
+    """Serve an ASGI app with uvicorn on a free loopback port, in a thread; yield its URL
+    (https when given a certificate and its key)."""
     import socket
     import threading
 
@@ -227,13 +228,21 @@ def serving(asgi_app):
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(asgi_app, log_config=None, access_log=False, lifespan="off")
+    tls = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)} if certfile else {}
+    config = uvicorn.Config(
+        asgi_app,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=2,
+        **tls,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     wait_until(lambda: server.started, timeout=10, what="uvicorn to start")
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if certfile else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=10)
