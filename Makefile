@@ -1,12 +1,13 @@
 # Two commands for a new user: `make run` and `make test`. Each sets up what it needs on a
-# fresh Debian machine (a .venv with tokenwarden installed editable, Debian's redis-server).
+# fresh Debian machine (a .venv with tokenwarden installed editable, Debian's redis-server,
+# redis-sentinel and prometheus for promtool).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint lock redis-stop clean help
+.PHONY: setup debian-packages run test bench lint lock redis-stop clean help
 
 help:
 	@echo "make run    set up, start a local Redis (AOF under var/redis/) and tokenwarden"
@@ -15,7 +16,7 @@ help:
 	@echo "make setup  only the set-up; make lint  ruff; make redis-stop  stop the local Redis"
 	@echo "make lock   refresh requirements.lock from pyproject.toml's ranges (newest allowed)"
 
-setup: $(STAMP) redis-server
+setup: $(STAMP) debian-packages
 
 # Installs exactly the versions in requirements.lock (pyproject.toml keeps the ranges), so a
 # library's new release tomorrow cannot break a fresh install today.
@@ -32,8 +33,8 @@ lock:
 	$(BIN)/pip-compile --quiet --upgrade --extra test --strip-extras --no-emit-index-url \
 		--no-emit-find-links --no-emit-trusted-host --output-file requirements.lock pyproject.toml
 
-redis-server:
-	@deploy/local/ensure-redis-server.sh
+debian-packages:
+	@deploy/local/ensure-debian-packages.sh
 
 run: setup
 	@deploy/local/run.sh
