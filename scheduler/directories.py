@@ -19,7 +19,7 @@ import structlog
 from redis.exceptions import LockError
 
 from worker.bootstrap import App
-from worker.errors import TokenwardenError
+from worker.services.directory_checks import RoundStopped
 
 log = structlog.get_logger(__name__)
 
@@ -33,17 +33,14 @@ ROUND_LEASE_S = 60
 ROUNDS_AT_ONCE = 4
 
 
-class RoundStopped(TokenwardenError):
-    """This replica stopped leading or is shutting down: the round ends between batches (not
-    a DirectoryError: a round catches those, and this one must end it)."""
-
-
 class DirectoryRounds:
     def __init__(self, app: App, leading: Callable[[], bool]):
         self._app = app
         self._leading = leading
         self._pool = ThreadPoolExecutor(ROUNDS_AT_ONCE, thread_name_prefix="directory-round")
         self._running: dict[str, object] = {}  # source name -> its lease (redis Lock)
+        #: Rounds running here whose lease lapsed: another replica may run them now.
+        self._lost: set[str] = set()
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -54,8 +51,10 @@ class DirectoryRounds:
         for name, lease in running.items():
             try:
                 lease.reacquire()
-            except LockError:  # lapsed: another replica may run it now; ours stops soon
+            except LockError:  # lapsed: another replica may run it now; ours stops at once
                 log.warning("directory_round_lease_lost", source=name)
+                with self._lock:
+                    self._lost.add(name)
         if not self._leading() or self._stopping:
             return
         for name in self._app.sources.due(self._app.now()):
@@ -81,7 +80,9 @@ class DirectoryRounds:
                 return
             if next_round > self._app.now():
                 return  # another replica ran it between our look and our lease
-            report = self._app.directory_checker.run_round(source, between_batches=self._check)
+            report = self._app.directory_checker.run_round(
+                source, between_batches=lambda: self._check(name)
+            )
             log.info(
                 "directory_round_done",
                 source=name,
@@ -92,7 +93,7 @@ class DirectoryRounds:
                 seconds=round(report.seconds, 2),
             )
         except RoundStopped:
-            source = None  # stays due: the next leader takes it up
+            source = None  # stays due: the next leader (or the lease's new holder) takes it up
             log.info("directory_round_stopped", source=name)
         except Exception:
             log.exception("directory_round_failed", source=name)
@@ -102,12 +103,13 @@ class DirectoryRounds:
                 self._app.sources.schedule(name, at)
             self._release(name, lease)
 
-    def _check(self) -> None:
-        if self._stopping or not self._leading():
+    def _check(self, name: str) -> None:
+        if self._stopping or not self._leading() or name in self._lost:
             raise RoundStopped()
 
     def _release(self, name: str, lease) -> None:
         with self._lock:
             self._running.pop(name, None)
+            self._lost.discard(name)
         with contextlib.suppress(LockError):  # lapsed meanwhile
             lease.release()

@@ -101,8 +101,9 @@ class SchedulerService:
         # A round of checks with Apple stops between batches once this replica no longer
         # leads: without this, shutting down waits for every token due.
         leading, self.leader = self.leader, False
-        self._jobs.shutdown(wait=True)
+        # The rounds end at their next batch; the ticks keep renewing their leases meanwhile.
         self.directories.stop()
+        self._jobs.shutdown(wait=True)
         if leading:
             self.lease.release()  # a clean stop hands over at once, not after the TTL
         log.info("scheduler_stopped", owner=self.owner)

@@ -35,7 +35,7 @@ def checker(app, directory):
     )  # fmt: skip
 
 
-def add_source(app, name="staff", maps=()):
+def add_source(app, name="staff", maps=(), domains=("school.example",)):
     return service.add_directory(
         app.sources,
         name,
@@ -44,6 +44,7 @@ def add_source(app, name="staff", maps=()):
         options={"org_url": "https://school.okta.com"},
         credentials={"api_token": "00" + "a" * 40},
         map_domain=maps,
+        domains=() if maps else domains,
     )
 
 
@@ -103,7 +104,7 @@ def test_two_overlapping_rounds_send_the_same_event_which_is_taken_once(
 ):
     server_with_token(cli, clock, tmp_path, "Lab", "ann@school.example")
     source = add_source(app)
-    directory.answers["ann@school.example"] = Observation("ann@school.example", False, False)
+    directory.answers["ann@school.example"] = Observation("ann@school.example", True, False)
     first = checker.run_round(source, keep_findings=True)  # before any worker records it
     second = checker.run_round(source, keep_findings=True)
     assert first.findings[0].event.id == second.findings[0].event.id
@@ -168,6 +169,61 @@ def test_many_users_not_found_at_once_send_no_departure(
     worker.drain()
     assert replacements(cli) == []
     assert outbox_types(app) == [catalog.SOURCE_FAILING]
+
+
+def test_the_only_watched_user_not_found_is_held_until_a_person_confirms(
+    app, cli, clock, tmp_path, worker, directory, checker
+):
+    server_with_token(cli, clock, tmp_path, "Lab", "ann@school.example")
+    directory.answers["ann@school.example"] = Observation("ann@school.example", False, False)
+    source = add_source(app)
+    report = checker.run_round(source)
+    assert report.held_back == 1 and report.events == 0
+    assert "--confirm-departures" in str(report.error)
+    confirmed = checker.run_round(source, confirm_departures=True)
+    assert confirmed.error is None and confirmed.events == 1
+    worker.drain()
+    assert open_for(cli) == {"Lab": [catalog.USER_LEFT]}
+    # The confirmed round worked: the misconfiguration report is closed by a recovery.
+    assert outbox_types(app)[:1] == [catalog.SOURCE_FAILING]
+    assert catalog.SOURCE_RECOVERED in outbox_types(app)
+
+
+def test_a_source_asks_only_about_the_domains_it_names(
+    app, cli, clock, tmp_path, directory, checker
+):
+    server_with_token(cli, clock, tmp_path, "Lab", "ann@school.example")
+    server_with_token(cli, clock, tmp_path, "Partner", "pat@partner.example")
+    checker.run_round(add_source(app))
+    assert [w.login for w in directory.asked] == ["ann@school.example"]
+
+
+def test_a_round_with_nobody_to_ask_about_says_nothing_of_the_directory(
+    app, cli, clock, tmp_path, directory, checker
+):
+    source = add_source(app)
+    app.sources.mark_failing("staff", clock.now, "okta refused the API token")
+    report = checker.run_round(source)
+    assert report.watched == 0 and report.error is None and directory.asked == []
+    state = app.sources.poll_states(["staff"])["staff"]
+    assert state.failing_since is not None and state.last_success is None
+    assert state.last_round == clock.now
+    assert outbox_types(app) == []  # no "recovered" without asking
+
+
+def test_a_client_that_breaks_is_a_failed_round_reported_not_a_crash(
+    app, cli, clock, tmp_path, directory, checker
+):
+    server_with_token(cli, clock, tmp_path, "Lab", "ann@school.example")
+
+    def broken(logins):
+        raise UnicodeEncodeError("ascii", "é", 0, 1, "ordinal not in range")
+
+    directory.observe = broken
+    report = checker.run_round(add_source(app))
+    assert "failed unexpectedly (UnicodeEncodeError)" in str(report.error)
+    assert outbox_types(app) == [catalog.SOURCE_FAILING]
+    assert directory.closed == 1
 
 
 def test_one_user_not_found_among_several_has_left(
@@ -254,7 +310,7 @@ def test_a_batch_spans_domains_so_a_directory_is_asked_in_full_batches(
     monkeypatch.setattr(directory_checks, "ROUND_BATCH", 4)
     for i in range(6):  # two people in each of three domains
         server_with_token(cli, clock, tmp_path, f"S{i}", f"u{i}@d{i // 2}.example")
-    report = checker.run_round(add_source(app))
+    report = checker.run_round(add_source(app, domains=("d0.example", "d1.example", "d2.example")))
     assert report.watched == 6
     assert directory.calls == [4, 2]
     assert sorted(w.login for w in directory.asked) == [f"u{i}@d{i // 2}.example" for i in range(6)]

@@ -75,7 +75,9 @@ def add_source_args(fake, tmp_path) -> tuple[list[str], str | None]:
 @pytest.fixture
 def source(cli, fake, kind, tmp_path):
     args, stdin = add_source_args(fake, tmp_path)
-    result = cli("sources", "add", "staff", "--kind", kind, *args, input=stdin)
+    result = cli(
+        "sources", "add", "staff", "--kind", kind, "--domain", "school.example", *args, input=stdin
+    )
     assert result.exit_code == 0, result.output
     return "staff"
 

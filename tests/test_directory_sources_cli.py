@@ -24,7 +24,8 @@ from worker.services.directory_checks import DirectoryChecker
 from worker.store import keys as k
 
 TOKEN = "00Okta" + "t" * 36
-OKTA = ("--kind", "okta-api", "--org-url", "https://school.okta.com", "--api-token", "-")
+OKTA = ("--kind", "okta-api", "--org-url", "https://school.okta.com", "--api-token", "-",
+        "--domain", "school.example")  # fmt: skip
 
 
 def add_okta(cli, name="staff", *extra):
@@ -57,7 +58,8 @@ def test_an_entra_source_takes_its_ids_and_secret(app, cli):
         "sources", "add", "staff-entra", "--kind", "entra",
         "--tenant-id", "0b0c1a2e-3d4f-4a5b-8c6d-7e8f9a0b1c2d",
         "--client-id", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
-        "--client-secret", "-", input="s3cr3t~value.for-the-app\n",
+        "--client-secret", "-", "--domain", "school.example",
+        input="s3cr3t~value.for-the-app\n",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert listed(cli)["staff-entra"]["options"]["tenant_id"].startswith("0b0c1a2e")
@@ -80,6 +82,13 @@ def test_an_entra_source_takes_its_ids_and_secret(app, cli):
          "two words", "--api-token is not usable"),
         ((*OKTA, "--tenant-id", "x"), TOKEN, "--tenant-id is not an option of --kind okta-api"),
         ((*OKTA, "--interval", "5"), TOKEN, "--interval 5 is not from 60"),
+        ((*OKTA, "--interval", "0"), TOKEN, "--interval 0 is not from 60"),
+        (OKTA[:-2], TOKEN, "name the Managed Apple Account domains this directory holds"),
+        (("--kind", "okta-api", "--org-url", "https://school.okta.com", "--api-token", TOKEN,
+          "--domain", "school.example"), None, "--api-token takes '-' and the value on stdin"),
+        (OKTA, "00Okta\u00e9" + "t" * 30, "printable ASCII"),
+        (("--kind", "google", "--admin-subject", "admin@school.edu", "--domain", "school.edu",
+          "--service-account-file", "/dev/zero"), None, "is larger than 65536 bytes"),
         ((*OKTA, "--map-domain", "a.edu=apple.edu", "--map-domain", "b.edu=apple.edu"), TOKEN,
          "maps two directory domains to one Managed Apple Account domain"),
         (("--kind", "entra", "--tenant-id", "t", "--client-id", "1a2b3c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",  # noqa: E501
@@ -97,6 +106,8 @@ def test_an_entra_source_takes_its_ids_and_secret(app, cli):
 def test_a_directory_source_that_cannot_work_is_refused_in_one_line(
     cli, snapshot, args, stdin, message
 ):
+    if "--domain" not in args and "--map-domain" not in args and "domains" not in message:
+        args = (*args, "--domain", "school.example")
     before = snapshot()
     result = cli("sources", "add", "staff", *args, input=None if stdin is None else stdin + "\n")
     assert result.exit_code != 0
@@ -118,8 +129,12 @@ def test_rotate_secret_is_refused_for_a_directory_and_set_credential_replaces_it
     assert app.sources.open_credentials("staff") == {"api_token": "00New" + "n" * 30}
     assert app.sources.due(FIXTURE_NOW) == ["staff"]  # asked again at once
     assert cli("sources", "add", "push", "--kind", "okta").exit_code == 0
-    assert_refused(cli, snapshot, ("sources", "set-credential", "push", "--api-token", "x" * 30),
-                   "rotate-secret")  # fmt: skip
+    args = ("sources", "set-credential", "push", "--api-token", "x" * 30)
+    assert_refused(cli, snapshot, args, "takes '-'")
+    before = snapshot()
+    result = cli("sources", "set-credential", "push", "--api-token", "-", input="x" * 30 + "\n")
+    assert result.exit_code == 1 and "rotate-secret" in result.output
+    assert snapshot() == before
 
 
 def test_check_refuses_a_push_source_and_an_unknown_one(cli, snapshot):
@@ -249,3 +264,36 @@ def test_a_directory_credential_is_resealed_by_reencrypt_and_opens_under_the_new
     assert rotated.store.reseal_all().resealed == 1
     only_new = App(Settings(redis_url=redis_url, data_dir=tmp_path, master_key=new), clock=clock)
     assert only_new.sources.open_credentials("staff") == {"api_token": TOKEN}
+
+
+def test_a_round_whose_lease_lapsed_stops_at_its_next_batch(
+    app, cli, clock, tmp_path, scripted, monkeypatch
+):
+    from worker.services import directory_checks
+
+    monkeypatch.setattr(directory_checks, "ROUND_BATCH", 1)
+    for server, user in (("Lab", "ann@school.example"), ("Office", "bob@school.example")):
+        assert cli("servers", "add", server).exit_code == 0
+        install(cli, clock, tmp_path, server, user, DOWNLOADED)
+    add_okta(cli)
+    rounds = DirectoryRounds(app, lambda: True)
+    stolen = []
+
+    def observe_then_lose_the_lease(logins):
+        if not stolen:  # the lease lapses, another replica takes it; our tick notices
+            app.redis.delete(k.source_lock("staff"))
+            other = app.sources.lock("staff", 60)
+            assert other.acquire(blocking=False)
+            stolen.append(other)
+            rounds.tick()
+        return ScriptedDirectory.observe(scripted, logins)
+
+    scripted.observe = observe_then_lose_the_lease
+    lease = app.sources.lock("staff", 60)
+    assert lease.acquire(blocking=False)
+    rounds._running["staff"] = lease
+    rounds._round("staff", lease)
+    rounds.stop()
+    assert len(scripted.asked) == 1  # the second batch was never asked
+    assert app.sources.next_round("staff") == FIXTURE_NOW  # still due for the lease's holder
+    assert app.redis.exists(k.source_lock("staff"))  # ours did not release theirs

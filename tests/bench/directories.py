@@ -99,6 +99,7 @@ def time_round(url: str, workdir: Path, kind: str, users: int) -> dict:
             source = service.add_directory(
                 app.sources, "bench", kind, now=NOW, options=fake.source_options(),
                 credentials=credentials_for(fake, workdir),
+                domains=tuple(sorted({user_of(i).split("@")[1] for i in range(users)})),
             )  # fmt: skip
             started = time.perf_counter()
             report = app.directory_checker.run_round(source)

@@ -22,9 +22,15 @@ NOTHING_CHANGED, CHANGED, CREDENTIAL_REFUSED, UNREACHABLE = 0, 1, 2, 3
 
 @click.command("check")
 @click.argument("name")
+@click.option(
+    "--confirm-departures",
+    is_flag=True,
+    help="Send the departures of the people the directory does not know even when they are "
+    "most of those asked about (held back otherwise, as a sign of a wrong --domain).",
+)
 @json_option
 @pass_app
-def check(app: App, name: str, as_json: bool) -> None:
+def check(app: App, name: str, confirm_departures: bool, as_json: bool) -> None:
     """Ask NAME's directory about every watched user now; send what changed to the workers.
     Exit 0: nothing changed; 1: something changed; 2: the credential was refused; 3: the
     directory could not be reached."""
@@ -34,7 +40,9 @@ def check(app: App, name: str, as_json: bool) -> None:
             f"source {source.name!r} ({source.kind}) pushes over HTTP; only the directories "
             "tokenwarden asks (okta-api, entra, google) can be checked"
         )
-    report = app.directory_checker.run_round(source, keep_findings=True)
+    report = app.directory_checker.run_round(
+        source, keep_findings=True, confirm_departures=confirm_departures
+    )
     if as_json:
         print_json(_as_json(report))
     else:

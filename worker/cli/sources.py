@@ -35,23 +35,48 @@ def group() -> None:
 group.add_command(check)
 
 
+#: Largest service account key file read, in bytes (Google's are about 2.3 KB).
+MAX_KEY_FILE_BYTES = 64 * 1024
+
+
 def _read_secret(secret: str | None) -> str | None:
     """`-` reads the secret from stdin (kept out of the shell history)."""
     return sys.stdin.readline().strip() if secret == "-" else secret
+
+
+def _read_credential(value: str | None, flag: str) -> str | None:
+    """A directory's credential: only from stdin (`-`), never from the command line, where
+    the shell history and `ps` would keep it."""
+    if value is None:
+        return None
+    if value != "-":
+        raise InvalidInput(
+            f"{flag} takes '-' and the value on stdin (e.g. printf '%s' \"$TOKEN\" | "
+            f"tokenwarden sources ... {flag} -): on the command line it would stay in the shell "
+            "history and in `ps`"
+        )
+    return sys.stdin.readline().strip()
 
 
 def _read_file(path: Path | None) -> str | None:
     if path is None:
         return None
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            data = file.read(MAX_KEY_FILE_BYTES + 1)
+        if len(data) > MAX_KEY_FILE_BYTES:
+            raise InvalidInput(
+                f"--service-account-file {str(path)!r} is larger than {MAX_KEY_FILE_BYTES} "
+                "bytes: give the service account's JSON key file"
+            )
+        return data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or "not UTF-8 text"
         raise InvalidInput(f"cannot read --service-account-file {str(path)!r}: {why}") from None
 
 
 _POLL_FLAGS = ("org_url", "api_token", "tenant_id", "client_id", "client_secret",
-               "service_account_file", "admin_subject", "interval")  # fmt: skip
+               "service_account_file", "admin_subject", "interval", "domain")  # fmt: skip
 
 
 @group.command("add")
@@ -64,6 +89,13 @@ _POLL_FLAGS = ("org_url", "api_token", "tenant_id", "client_id", "client_secret"
     help="Rewrite users of directory domain FROM to Managed Apple Account domain TO "
     "(e.g. school.edu=appleid.school.edu); repeatable. A directory asked on a schedule is "
     "asked only about the users of the TO domains (map a domain to itself to name it).",
+)
+@click.option(
+    "--domain",
+    multiple=True,
+    metavar="DOMAIN",
+    help="Directories: a Managed Apple Account domain this directory holds, its logins the "
+    "same (repeatable; or --map-domain when they differ). One of them is needed.",
 )
 @click.option("--secret", default=None, help="Push kinds: '-' reads it from stdin; default: "
               "generated.")  # fmt: skip
@@ -95,7 +127,9 @@ def add(app: App, name: str, kind: str, map_domain: tuple[str, ...], secret: str
     if kind in POLL_KINDS:
         _add_directory(app, name, kind, map_domain, poll, as_json)
         return
-    given = [f"--{flag.replace('_', '-')}" for flag in _POLL_FLAGS if poll.get(flag) is not None]
+    given = [
+        f"--{flag.replace('_', '-')}" for flag in _POLL_FLAGS if poll.get(flag) not in (None, ())
+    ]
     if given:
         raise InvalidInput(f"{given[0]} is for the directories asked on a schedule, not {kind}")
     added = service.add_source(
@@ -116,15 +150,16 @@ def _add_directory(
     foreign = [
         f"--{flag.replace('_', '-')}"
         for flag in _POLL_FLAGS
-        if poll.get(flag) is not None and flag not in _FLAGS_OF[kind] + ("interval",)
+        if poll.get(flag) not in (None, ()) and flag not in _FLAGS_OF[kind] + _SHARED_FLAGS
     ]
     if foreign:
         raise InvalidInput(f"{foreign[0]} is not an option of --kind {kind}")
     credentials = {
-        "api_token": _read_secret(poll.get("api_token")),
-        "client_secret": _read_secret(poll.get("client_secret")),
+        "api_token": _read_credential(poll.get("api_token"), "--api-token"),
+        "client_secret": _read_credential(poll.get("client_secret"), "--client-secret"),
         "service_account_text": _read_file(poll.get("service_account_file")),
     }
+    interval = poll.get("interval")
     source = service.add_directory(
         app.sources,
         name,
@@ -133,7 +168,8 @@ def _add_directory(
         options={option: poll.get(option) for option in POLL_OPTIONS[kind]},
         credentials=credentials,
         map_domain=map_domain,
-        interval_s=poll.get("interval") or DEFAULT_POLL_INTERVAL_S,
+        domains=poll.get("domain") or (),
+        interval_s=DEFAULT_POLL_INTERVAL_S if interval is None else interval,
     )
     if as_json:
         print_json(source.describe(app.now()))
@@ -141,6 +177,9 @@ def _add_directory(
     click.echo(f"added source {source.name!r} ({source.kind}), asked every {source.interval_s} s")
     note(f"its credential is sealed; `tokenwarden sources check {source.name}` asks it now")
 
+
+#: The flags every directory kind takes.
+_SHARED_FLAGS = ("interval", "domain")
 
 #: The flags of each directory kind (its options and its credential).
 _FLAGS_OF = {
@@ -202,7 +241,9 @@ def _state_cell(described: dict) -> str:
         return f"FAILING since {described['failing_since']}: {described['error']}"
     if described["failures_in_a_row"]:
         return f"{described['failures_in_a_row']} round(s) failed"
-    return "ok" if described["last_success"] else "waiting for its first round"
+    if described["last_success"]:
+        return "ok"
+    return "nobody to ask about yet" if described["last_round"] else "waiting for its first round"
 
 
 @group.command("rotate-secret")
@@ -248,8 +289,8 @@ def set_credential(
 ) -> None:  # fmt: skip
     """Give the directory source NAME a new credential (sealed); it is asked again at once."""
     credentials = {
-        "api_token": _read_secret(api_token),
-        "client_secret": _read_secret(client_secret),
+        "api_token": _read_credential(api_token, "--api-token"),
+        "client_secret": _read_credential(client_secret, "--client-secret"),
         "service_account_text": _read_file(service_account_file),
     }
     source = service.set_credential(app.sources, name, credentials, now=app.now())

@@ -224,10 +224,10 @@ class Source:
                 return f"{local}@{before}"
         return user.strip()
 
-    def watched_domains(self) -> tuple[str, ...] | None:
+    def watched_domains(self) -> tuple[str, ...]:
         """The Managed Apple Account domains whose users a polling source asks about: the
-        mapped ones (map a domain to itself to name it without rewriting); None: every one."""
-        return tuple(sorted({after for _, after in self.domain_maps})) or None
+        mapped ones (--domain D is stored as D=D)."""
+        return tuple(sorted({after for _, after in self.domain_maps}))
 
     def path(self) -> str | None:
         if self.polls:

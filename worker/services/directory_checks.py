@@ -21,7 +21,7 @@ import structlog
 
 from worker.config import DirectorySettings
 from worker.directories.base import DirectoryClient, WatchedLogin
-from worker.errors import DirectoryError, DirectoryUnreachable, NotFound
+from worker.errors import DirectoryError, DirectoryUnreachable, NotFound, TokenwardenError
 from worker.intake.sources import Source
 from worker.rules import directory as rules
 from worker.rules.directory import Finding, WatchedUser
@@ -35,10 +35,10 @@ log = structlog.get_logger(__name__)
 ROUND_BATCH = 200
 
 #: A round whose directory says "no such user" for more than this share of the users it
-#: answered about (and at least MIN_SUSPICIOUS of them) sends none of those departures: a
-#: wrong --map-domain or a directory emptied by mistake looks like that, not real departures.
+#: answered about sends none of those departures (unless a person confirms them with `sources
+#: check --confirm-departures`): a wrong --domain or --map-domain, or a directory emptied by
+#: mistake, looks like that, not real departures.
 SUSPICIOUS_NOT_FOUND_SHARE = 0.5
-MIN_SUSPICIOUS = 5
 
 #: Findings a report keeps for `sources check` (the counts are always whole).
 MAX_KEPT_FINDINGS = 100_000
@@ -50,6 +50,11 @@ ClientFactory = Callable[
 
 class Misconfigured(DirectoryError):
     """The directory answered, but as if asked about the wrong people."""
+
+
+class RoundStopped(TokenwardenError):
+    """Raised by `between_batches` to end a round early (the scheduler stops leading, shuts
+    down, or lost the round's lease): nothing is recorded, and the round stays due."""
 
 
 @dataclass
@@ -111,9 +116,11 @@ class DirectoryChecker:
         *,
         keep_findings: bool = False,
         between_batches: Callable[[], None] = lambda: None,
+        confirm_departures: bool = False,
     ) -> RoundReport:
         """One round over the source's watched users; `between_batches` runs after each batch
-        (the scheduler renews its lease there, and stops a round when it stops)."""
+        (the scheduler stops a round there). `confirm_departures`: a person confirmed that the
+        people the directory does not know have left: send their departures however many."""
         started, now = time.monotonic(), self._now()
         report = RoundReport(source.name, source.kind)
         self._store.watched.backfill()
@@ -126,14 +133,24 @@ class DirectoryChecker:
         held: list[Finding] = []
         try:
             self._ask(client, source, report, held, keep_findings, between_batches)
+        except RoundStopped:
+            raise
         except DirectoryError as exc:
             report.error = exc
+        except Exception as exc:  # a client's surprise is a failed round, reported as one
+            log.exception("directory_round_error", source=source.name)
+            report.error = DirectoryError(
+                f"the round failed unexpectedly ({type(exc).__name__}); the log says where"
+            )
         finally:
             report.requests = client.requests_made
             client.close()
-        self._settle(report, held)
+        self._settle(report, held, confirm_departures)
         report.seconds = time.monotonic() - started
-        self._reports.conclude(source, report.error, _summary(report), now)
+        if report.watched or report.error:
+            self._reports.conclude(source, report.error, _summary(report), now)
+        else:  # nobody to ask about: the credential was not even tried
+            self._sources.record_idle_round(source.name, now)
         return report
 
     def _ask(
@@ -159,7 +176,7 @@ class DirectoryChecker:
             report.events += self._send([f for f in findings if f.outcome != rules.NOT_FOUND])
             between_batches()
 
-    def _settle(self, report: RoundReport, held: list[Finding]) -> None:
+    def _settle(self, report: RoundReport, held: list[Finding], confirmed: bool) -> None:
         """Send the not-found departures held back, unless the round looks misconfigured;
         a round that observed no one at all is an unreachable directory."""
         observed = report.watched - report.counts[rules.UNOBSERVED]
@@ -167,12 +184,13 @@ class DirectoryChecker:
             why = report.first_unobserved or "no answer"
             report.error = DirectoryUnreachable(f"the directory answered about no one ({why})")
         not_found = report.counts[rules.NOT_FOUND]
-        if len(held) >= MIN_SUSPICIOUS and not_found > SUSPICIOUS_NOT_FOUND_SHARE * observed:
+        if held and not confirmed and not_found > SUSPICIOUS_NOT_FOUND_SHARE * observed:
             report.held_back = len(held)
             report.error = report.error or Misconfigured(
                 f"{not_found} of the {observed} watched users the directory answered about "
-                "are not found in it; no departure was sent. Check --map-domain and that the "
-                "source asks the right directory"
+                "are not found in it; no departure was sent. Check the source's --domain or "
+                "--map-domain and that it asks the right directory; if they did leave, "
+                f"`tokenwarden sources check {report.source} --confirm-departures` sends them"
             )
             return
         if report.error is None:  # a whole round: its "no such user" answers are believed

@@ -73,9 +73,13 @@ def add_directory(
     options: dict[str, str | None],
     credentials: dict[str, Any],
     map_domain: tuple[str, ...] = (),
+    domains: tuple[str, ...] = (),
     interval_s: int = DEFAULT_POLL_INTERVAL_S,
 ) -> Source:
-    """A directory asked on a schedule, its first round due at once; its credential sealed."""
+    """A directory asked on a schedule, its first round due at once; its credential sealed.
+    It is asked only about the people of the Managed Apple Account domains it holds: `domains`
+    as they are, `map_domain` rewritten (FROM=TO); one of them is needed, else a directory would
+    call everyone of another directory's domains "not found"."""
     kind = clean_kind(kind)
     if kind not in POLL_KINDS:
         raise InvalidInput(f"a source of kind {kind} pushes over HTTP: use add_source")
@@ -89,12 +93,24 @@ def add_directory(
         kind=kind,
         created_at=now,
         secret_hash="",
-        domain_maps=parse_domain_maps(map_domain, polling=True),
+        domain_maps=directory_domains(domains, map_domain),
         options=clean_poll_options(kind, options),
         interval_s=interval_s,
     )
     sources.add(source, check_credentials(kind, credentials), first_round=now)
     return source
+
+
+def directory_domains(
+    domains: tuple[str, ...], map_domain: tuple[str, ...]
+) -> tuple[tuple[str, str], ...]:
+    if not domains and not map_domain:
+        raise InvalidInput(
+            "name the Managed Apple Account domains this directory holds: --domain school.edu "
+            "(repeatable), or --map-domain school.edu=appleid.school.edu when the logins differ"
+        )
+    as_maps = tuple(f"{d.strip()}={d.strip()}" for d in domains)
+    return parse_domain_maps(as_maps + map_domain, polling=True)
 
 
 def check_credentials(kind: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -113,8 +129,12 @@ def check_credentials(kind: str, given: dict[str, Any]) -> dict[str, Any]:
     value = (given.get(field) or "").strip()
     if not value:
         raise InvalidInput(f"a source of kind {kind} needs {flag} ('-' reads it from stdin)")
-    if len(value) > MAX_CREDENTIAL_CHARS or any(c.isspace() for c in value):
-        raise InvalidInput(f"{flag} is not usable: one line without spaces, as the portal shows it")
+    printable = value.isascii() and value.isprintable() and " " not in value
+    if len(value) > MAX_CREDENTIAL_CHARS or not printable:
+        raise InvalidInput(
+            f"{flag} is not usable: one line of printable ASCII without spaces, as the portal "
+            "shows it"
+        )
     return {field: value}
 
 

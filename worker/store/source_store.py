@@ -178,6 +178,11 @@ class SourceStore:
         pipe.hgetall(key)
         return PollState.from_hash(pipe.execute()[-1])
 
+    def record_idle_round(self, name: str, now: datetime) -> None:
+        """A round that had nobody to ask about: it says nothing of the directory (a failing
+        source stays failing, a new one waits for its first real round)."""
+        self._redis.hset(k.source_poll(name), mapping={"last_round": to_ms(now), "summary": "{}"})
+
     def mark_failing(self, name: str, since: datetime, error: str) -> datetime:
         """Record the source failing since `since`, unless it is already (the first time
         wins: it names the report); returns since when it is failing."""
