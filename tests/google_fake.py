@@ -242,9 +242,7 @@ class GoogleFake:
     def fail(self, status: int = 500, times: int | None = None, *, after: int = 0) -> None:
         """Answer `status` to the next `times` requests (None: all), once `after` requests
         have been answered normally."""
-        self._set_fault("status", {"status": status}, times)
-        with self._lock:
-            self._fault_after = after
+        self._set_fault("status", {"status": status}, times, after)
 
     def fail_html_404(self, times: int | None = None) -> None:
         self._set_fault("html_404", {}, times)
@@ -254,13 +252,14 @@ class GoogleFake:
         rateLimitExceeded), with Retry-After when given."""
         self._set_fault("throttle", {"retry_after": retry_after, "status": status}, times)
 
-    def redirect(self, times: int | None = None, status: int = 307) -> None:
+    def redirect(self, times: int | None = None, status: int = 307, *, after: int = 0) -> None:
         """Answer a redirect to /elsewhere (which counts `redirects_followed`)."""
-        self._set_fault("redirect", {"status": status, "to": f"{self.url}/elsewhere"}, times)
+        where = {"status": status, "to": f"{self.url}/elsewhere"}
+        self._set_fault("redirect", where, times, after)
 
-    def oversize(self, times: int | None = None, size: int = 300 * 1024) -> None:
+    def oversize(self, times: int | None = None, size: int = 300 * 1024, *, after: int = 0):
         """Answer 200 with a JSON object of `size` bytes."""
-        self._set_fault("oversize", {"size": size}, times)
+        self._set_fault("oversize", {"size": size}, times, after)
 
     def hang(self, seconds: float) -> None:
         with self._lock:
@@ -306,9 +305,9 @@ class GoogleFake:
             email = login.lower()
             self._users[email] = replace(self._users[email], **changes)
 
-    def _set_fault(self, kind: str, params: dict, times: int | None) -> None:
+    def _set_fault(self, kind: str, params: dict, times: int | None, after: int = 0) -> None:
         with self._lock:
-            self._fault, self._fault_after = (kind, params, times), 0
+            self._fault, self._fault_after = (kind, params, times), after
 
     def _find(self, key: str) -> _User | None:
         email = self._by_id.get(key, key.lower())
