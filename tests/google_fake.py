@@ -10,6 +10,12 @@ delegated (unauthorized_client). It issues opaque bearers that the API endpoints
 subject that is not an admin gets a token, and the Admin SDK's 403 "Not Authorized". Answers
 are in Google's documented shapes, with values of our own.
 
+The Reports API serves a user's own `password_edit` under application `user_accounts` (where
+Google's current documentation lists it; `set_password_changed` records it there unless told
+`application="login"`, the older place) and the admins' `CHANGE_PASSWORD` under `admin`, for
+`users/all`, with `filters=USER_EMAIL==...` (the parameter Google records: the user's primary
+e-mail).
+
     fake.add_user("ann@school.example", password_changed_at=when)
     GoogleClient(**fake.credentials(), **fake.source_options(),
                  settings=fake.directory_settings())
@@ -123,9 +129,13 @@ class _Bearer:
 class _Activity:
     time: datetime
     actor: str
-    application: str  # login, admin
+    application: str  # user_accounts, login, admin
     event: str  # password_edit, CHANGE_PASSWORD
     user_email: str | None = None  # the USER_EMAIL parameter of an admin event
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        return {"USER_EMAIL": self.user_email} if self.user_email is not None else {}
 
 
 def google_error(status: int, reason: str, message: str, state: str = "") -> JSONResponse:
@@ -160,13 +170,18 @@ class GoogleFake:
         self.requests = 0
         self.token_requests = 0
         self.bearers_issued: list[str] = []
+        #: Requests that reached the place a redirect pointed to (a client following it).
+        self.redirects_followed = 0
         self.closing = threading.Event()
         self._lock = threading.Lock()
         self._ids = itertools.count(104_857_600_000_000_000_001)
         self._users: dict[str, _User] = {}
         self._by_id: dict[str, str] = {}
-        self._activities: dict[str, list[_Activity]] = {"login": [], "admin": []}
+        self._activities: dict[str, list[_Activity]] = {
+            application: [] for application in ("user_accounts", "login", "admin")
+        }
         self._by_actor: dict[str, list[_Activity]] = {}
+        self._by_user_email: dict[str, list[_Activity]] = {}
         self._bearers: dict[str, _Bearer] = {}
         self._keys = {"3f1c0d5e7a9b2c4d6e8f0a1b3c5d7e9f1a2b3c4d": public_pem(rsa_key_pem("main"))}
         self._fault: tuple[str, dict, int | None] | None = None
@@ -176,6 +191,7 @@ class GoogleFake:
         self.app = Starlette(
             routes=[
                 Route("/token", self._token, methods=["POST"]),
+                Route("/elsewhere", self._elsewhere, methods=["GET", "POST"]),
                 Route("/admin/directory/v1/users/{key}", self._user),
                 Route(
                     "/admin/reports/v1/activity/users/{key}/applications/{application}",
@@ -196,14 +212,21 @@ class GoogleFake:
             self.set_password_changed(login, password_changed_at)
         return user.id
 
-    def set_password_changed(self, login: str, when: datetime) -> None:
-        """The user changed their own password: a `password_edit` login activity."""
-        self._record(_Activity(when.astimezone(UTC), login.lower(), "login", "password_edit"))
+    def set_password_changed(
+        self, login: str, when: datetime, *, application: str = "user_accounts"
+    ) -> None:
+        """The user changed their own password: a `password_edit` activity of `application`
+        (`user_accounts`, or `login` as older documentation had it)."""
+        activity = _Activity(when.astimezone(UTC), login.lower(), application, "password_edit")
+        self._record(activity)
 
     def admin_reset_password(self, login: str, when: datetime, by: str = ADMIN) -> None:
-        """An admin set the user's password: a `CHANGE_PASSWORD` admin activity."""
-        activity = _Activity(when.astimezone(UTC), by, "admin", "CHANGE_PASSWORD", login)
-        self._record(activity)
+        """An admin set the user's password: a `CHANGE_PASSWORD` admin activity, whose
+        USER_EMAIL is the user's primary e-mail (`login` as given for no user)."""
+        with self._lock:
+            user = self._find(login)
+        email = user.email if user is not None else login
+        self._record(_Activity(when.astimezone(UTC), by, "admin", "CHANGE_PASSWORD", email))
 
     def disable(self, login: str) -> None:
         self._change(login, suspended=True)
@@ -219,9 +242,7 @@ class GoogleFake:
     def fail(self, status: int = 500, times: int | None = None, *, after: int = 0) -> None:
         """Answer `status` to the next `times` requests (None: all), once `after` requests
         have been answered normally."""
-        self._set_fault("status", {"status": status}, times)
-        with self._lock:
-            self._fault_after = after
+        self._set_fault("status", {"status": status}, times, after)
 
     def fail_html_404(self, times: int | None = None) -> None:
         self._set_fault("html_404", {}, times)
@@ -230,6 +251,15 @@ class GoogleFake:
         """429 RESOURCE_EXHAUSTED (or, with status=403, the Admin SDK's 403
         rateLimitExceeded), with Retry-After when given."""
         self._set_fault("throttle", {"retry_after": retry_after, "status": status}, times)
+
+    def redirect(self, times: int | None = None, status: int = 307, *, after: int = 0) -> None:
+        """Answer a redirect to /elsewhere (which counts `redirects_followed`)."""
+        where = {"status": status, "to": f"{self.url}/elsewhere"}
+        self._set_fault("redirect", where, times, after)
+
+    def oversize(self, times: int | None = None, size: int = 300 * 1024, *, after: int = 0):
+        """Answer 200 with a JSON object of `size` bytes."""
+        self._set_fault("oversize", {"size": size}, times, after)
 
     def hang(self, seconds: float) -> None:
         with self._lock:
@@ -267,15 +297,17 @@ class GoogleFake:
         with self._lock:
             self._activities[activity.application].append(activity)
             self._by_actor.setdefault(activity.actor, []).append(activity)
+            if activity.user_email is not None:
+                self._by_user_email.setdefault(activity.user_email, []).append(activity)
 
     def _change(self, login: str, **changes) -> None:
         with self._lock:
             email = login.lower()
             self._users[email] = replace(self._users[email], **changes)
 
-    def _set_fault(self, kind: str, params: dict, times: int | None) -> None:
+    def _set_fault(self, kind: str, params: dict, times: int | None, after: int = 0) -> None:
         with self._lock:
-            self._fault, self._fault_after = (kind, params, times), 0
+            self._fault, self._fault_after = (kind, params, times), after
 
     def _find(self, key: str) -> _User | None:
         email = self._by_id.get(key, key.lower())
@@ -298,6 +330,11 @@ class GoogleFake:
                 return Response(status_code=503)
             await asyncio.sleep(0.02)
         return _played(fault) if fault is not None else None
+
+    async def _elsewhere(self, request: Request) -> Response:
+        with self._lock:
+            self.redirects_followed += 1
+        return JSONResponse({"error": "you followed a redirect"}, status_code=418)
 
     async def _token(self, request: Request) -> Response:
         with self._lock:
@@ -402,18 +439,30 @@ class GoogleFake:
         start, refused = _start_time(request.query_params.get("startTime"))
         if refused is not None:
             return refused
+        filters, refused = _filters(request.query_params.get("filters"))
+        if refused is not None:
+            return refused
         with self._lock:
-            chosen = self._chosen(request.path_params["key"], application)
+            chosen = self._chosen(request.path_params["key"], application, filters)
         if chosen is None:
             return google_error(400, "invalid", "Invalid value for: userKey")
         event = request.query_params.get("eventName")
-        chosen = [a for a in chosen if a.time >= start and (event is None or a.event == event)]
+        chosen = [
+            a
+            for a in chosen
+            if a.time >= start
+            and (event is None or a.event == event)
+            and all((a.parameters.get(name) == value) is equal for name, equal, value in filters)
+        ]
         chosen.sort(key=lambda a: a.time, reverse=True)
         return self._page(request, chosen)
 
-    def _chosen(self, key: str, application: str) -> list[_Activity] | None:
+    def _chosen(self, key: str, application: str, filters: list) -> list[_Activity] | None:
         if key == "all":
-            return list(self._activities[application])
+            email = next((v for n, eq, v in filters if n == "USER_EMAIL" and eq), None)
+            if email is None:
+                return list(self._activities[application])
+            return [a for a in self._by_user_email.get(email, ()) if a.application == application]
         user = self._find(key)
         if user is None:
             return None
@@ -435,6 +484,8 @@ class GoogleFake:
     def _activity_json(self, activity: _Activity) -> dict:
         actor = self._find(activity.actor)
         event: dict = {"type": "login", "name": activity.event}
+        if activity.application == "user_accounts":
+            event = {"type": "password_change", "name": activity.event}
         if activity.event == "CHANGE_PASSWORD":
             event = {
                 "type": "USER_SETTINGS",
@@ -500,8 +551,27 @@ def _start_time(value: str | None) -> tuple[datetime, Response | None]:
     return start, None
 
 
+def _filters(value: str | None) -> tuple[list[tuple[str, bool, str]], Response | None]:
+    """`filters=NAME==value,NAME<>value` as (name, equal, value)s, or Google's 400."""
+    conditions = []
+    for condition in (value or "").split(",") if value else []:
+        for operator, equal in (("==", True), ("<>", False)):
+            name, found, wanted = condition.partition(operator)
+            if found and name and wanted:
+                conditions.append((name, equal, wanted))
+                break
+        else:
+            return [], google_error(400, "invalid", "Invalid value for: filters")
+    return conditions, None
+
+
 def _played(fault: tuple[str, dict, int | None]) -> Response:
     kind, params, _times = fault
+    if kind == "redirect":
+        return Response(status_code=params["status"], headers={"Location": params["to"]})
+    if kind == "oversize":
+        padding = "x" * params["size"]
+        return JSONResponse({"kind": "admin#directory#user", "padding": padding})
     if kind == "html_404":
         page = "<html><head><title>404 Not Found</title></head><body>Not Found</body></html>"
         return HTMLResponse(page, status_code=404)

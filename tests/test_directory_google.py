@@ -20,6 +20,7 @@ from tests.google_fake import (
     service_account_info,
 )
 from tests.helpers import private_key_forms
+from worker.directories import google as google_module
 from worker.directories.base import Observation, Unobserved, WatchedLogin
 from worker.directories.google import GoogleClient, read_service_account
 from worker.errors import DirectoryCredentialsRejected, DirectoryUnreachable, InvalidInput
@@ -109,6 +110,50 @@ def test_an_admin_reset_is_a_password_change_too(google_fake):
     assert cat.password_changed_at == NOW - timedelta(days=8)
 
 
+def test_password_edit_is_read_under_user_accounts_and_login(google_fake):
+    # Google's current docs list password_edit under user_accounts, older ones under login
+    google_fake.add_user(ANN)
+    google_fake.set_password_changed(ANN, NOW - timedelta(days=4), application="login")
+    google_fake.add_user(BOB)
+    google_fake.set_password_changed(BOB, NOW - timedelta(days=6), application="user_accounts")
+    google_fake.add_user(CAT)
+    google_fake.set_password_changed(CAT, NOW - timedelta(days=9), application="login")
+    google_fake.set_password_changed(CAT, NOW - timedelta(days=7), application="user_accounts")
+    google_fake.admin_reset_password(CAT, NOW - timedelta(days=8))
+    ann, bob, cat = client_for(google_fake).observe(watch(ANN, BOB, CAT))
+    assert ann.password_changed_at == NOW - timedelta(days=4)
+    assert bob.password_changed_at == NOW - timedelta(days=6)
+    assert cat.password_changed_at == NOW - timedelta(days=7)  # the latest of the three
+
+
+def test_an_org_full_of_admin_resets_does_not_hide_a_user_s_own(google_fake, monkeypatch):
+    # Many resets of other people (more than the page bound of one question) ...
+    monkeypatch.setattr(google_module, "MAX_PAGES", 3)
+    google_fake.add_user(ANN, password_changed_at=NOW - timedelta(days=6))
+    google_fake.admin_reset_password(ANN, NOW - timedelta(days=5))
+    for n in range(10):
+        login = f"user{n}@school.example"
+        google_fake.add_user(login)
+        google_fake.admin_reset_password(login, NOW - timedelta(days=2))
+    client = client_for(google_fake)
+    [ann] = client.observe(watch(ANN))
+    # ... are not read: Ann's question names her USER_EMAIL, and her reset is found
+    assert ann.password_changed_at == NOW - timedelta(days=5)
+    assert client.requests_made == 1 + 4  # the token; users.get and three Reports questions
+
+
+def test_a_user_with_more_pages_than_the_bound_is_unobserved_saying_so(google_fake, monkeypatch):
+    monkeypatch.setattr(google_module, "MAX_PAGES", 2)
+    google_fake.add_user(ANN)
+    for days in range(1, 6):  # five resets: three of the fake's pages
+        google_fake.admin_reset_password(ANN, NOW - timedelta(days=days))
+    google_fake.add_user(BOB, password_changed_at=NOW - timedelta(days=3))
+    ann, bob = client_for(google_fake).observe(watch(ANN, BOB))
+    assert isinstance(ann, Unobserved)
+    assert "more than 2 pages of admin CHANGE_PASSWORD activities" in ann.why
+    assert bob.password_changed_at == NOW - timedelta(days=3)
+
+
 def test_a_password_change_before_since_is_not_reported(google_fake):
     google_fake.add_user(ANN, password_changed_at=DOWNLOADED - timedelta(days=1))
     google_fake.add_user(BOB)
@@ -191,7 +236,7 @@ def test_the_stopped_logins_are_unobserved_when_others_were_observed(google_fake
         google_fake.add_user(login)
     client = warmed(google_fake, concurrency=1)
     client._attempts = 1
-    google_fake.fail(502, times=3, after=2)  # Ann's user and password changes answer
+    google_fake.fail(502, times=3, after=4)  # Ann's user and three Reports questions answer
     answers = client.observe(watch(ANN, *logins))
     assert answers[0].found
     assert [type(a).__name__ for a in answers[1:]] == ["Unobserved"] * 5
@@ -206,6 +251,83 @@ def test_an_html_404_is_unobserved_never_not_found(google_fake):
     [seen] = client.observe(watch(ANN))
     assert isinstance(seen, Unobserved)
     assert "not Google's error JSON" in seen.why
+
+
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [
+        (lambda fake: fake.fail_html_404(), "HTTP 404 that is not Google's error JSON"),
+        (lambda fake: fake.fail(status=418), "HTTP 418 invalid"),
+        (lambda fake: fake.redirect(), "HTTP 307, a redirect (not followed)"),
+        (lambda fake: fake.oversize(), "an answer larger than 256 KiB"),
+    ],
+)
+def test_a_proxy_answering_errors_costs_three_requests_and_one_warning(
+    google_fake, caplog, fault, why
+):
+    # Failures that are not retried count toward "three logins in a row" like 5xx do
+    logins = [f"user{n}@school.example" for n in range(6)]
+    for login in logins:
+        google_fake.add_user(login)
+    client = warmed(google_fake, concurrency=1)
+    fault(google_fake)
+    before = google_fake.requests
+    caplog.set_level(logging.DEBUG)
+    answers = client.observe(watch(*logins))
+    assert google_fake.requests - before == 3  # one per login, not retried
+    assert [type(a) for a in answers] == [Unobserved] * 6
+    assert answers[0].why.startswith(why) and answers[0].why.endswith("from the Directory API")
+    assert [a.why for a in answers[3:]] == ["the directory stopped answering"] * 3
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "google_logins_unobserved" in warnings[0].getMessage()
+    assert "'unobserved': 6" in warnings[0].getMessage() and why in warnings[0].getMessage()
+    assert google_fake.redirects_followed == 0
+
+
+def test_users_google_will_not_show_do_not_stop_the_call(google_fake):
+    # Google's 403 for users outside the organization is an answer, not a failing directory
+    google_fake.add_user(ANN)
+    outsiders = [f"jo{n}@elsewhere.example" for n in range(4)]
+    *seen, ann = client_for(google_fake, concurrency=1).observe(watch(*outsiders, ANN))
+    assert all("does not let the admin read" in s.why for s in seen)
+    assert ann.found
+
+
+def test_a_redirect_from_the_reports_api_is_not_followed(google_fake):
+    google_fake.add_user(ANN)
+    google_fake.add_user(BOB)
+    client = warmed(google_fake, concurrency=1)
+    google_fake.redirect(times=1, after=1)  # Ann's users.get answers, her first Reports: 307
+    ann, bob = client.observe(watch(ANN, BOB))
+    assert isinstance(ann, Unobserved) and "redirect (not followed) from the Reports API" in ann.why
+    assert bob.found and google_fake.redirects_followed == 0
+
+
+def test_a_redirect_from_the_token_endpoint_is_not_followed(google_fake):
+    # Following a 307 would post the signed assertion wherever it points
+    client = client_for(google_fake)
+    google_fake.redirect(times=1)
+    with pytest.raises(DirectoryUnreachable, match=r"redirect \(HTTP 307\), not followed"):
+        client.observe(watch(ANN))
+    assert google_fake.redirects_followed == 0
+    assert client.requests_made == 1
+
+
+def test_an_oversized_token_answer_is_unreachable(google_fake):
+    client = client_for(google_fake)
+    google_fake.oversize(times=1)
+    with pytest.raises(DirectoryUnreachable, match="more than 256 KiB"):
+        client.observe(watch(ANN))
+
+
+def test_an_oversized_reports_page_leaves_the_login_unobserved(google_fake):
+    google_fake.add_user(ANN)
+    google_fake.add_user(BOB, password_changed_at=NOW - timedelta(days=1))
+    client = warmed(google_fake, concurrency=1)
+    google_fake.oversize(times=1, after=1)
+    ann, bob = client.observe(watch(ANN, BOB))
+    assert ann == Unobserved(ANN, "an answer larger than 256 KiB from the Reports API")
+    assert bob.password_changed_at == NOW - timedelta(days=1)
 
 
 def test_a_timeout_makes_the_directory_unreachable(google_fake):
@@ -356,7 +478,7 @@ def test_no_credential_appears_in_logs_errors_or_repr(google_fake, caplog):
         assert bearer not in seen and bearer[5:40] not in seen
     for form in private_key_forms(info["private_key"].encode()):
         assert form.decode(errors="replace") not in seen
-    assert "google_login_unobserved" in caplog.text  # the logs were captured
+    assert "google_logins_unobserved" in caplog.text  # the logs were captured
 
 
 def test_requests_made_counts_every_request_token_included(google_fake):
@@ -367,8 +489,9 @@ def test_requests_made_counts_every_request_token_included(google_fake):
     google_fake.fail(500, times=1)
     client.observe(watch(ANN, BOB))
     assert client.requests_made == google_fake.requests
-    # the token (2: one 500), two users, Ann's one page of logins, two pages of admin resets
-    assert client.requests_made == 2 + 2 + 1 + 2
+    # the token (2: one 500), two users, Ann's one page of user_accounts and one of login
+    # password_edit, two pages of her admin resets (the fake's pages hold two)
+    assert client.requests_made == 2 + 2 + 1 + 1 + 2
 
 
 # The key file `sources add` reads

@@ -1,11 +1,17 @@
 """Asking Google Workspace about the people who downloaded tokens.
 
 For each login, the Admin SDK's Directory API (`GET /admin/directory/v1/users/{login}`) says
-whether the user exists and is suspended or archived; for a found, enabled user, the Reports
-API lists their own password changes (`password_edit`, application `login`) since `since`.
-Once per call, the Reports API lists the admins' password resets (`CHANGE_PASSWORD`,
-application `admin`), matched to the logins by the event's `USER_EMAIL`. The Reports API keeps
-180 days: older `since`s are clamped. Its data lags a few minutes behind the change.
+whether the user exists and is suspended or archived. For a found, enabled user, the Reports
+API is asked three questions, each since the login's `since`: the user's own password changes
+(`password_edit`) under application `user_accounts` (where Google's current documentation puts
+them) and under `login` (where older documentation did), and the admins' resets of their
+password (`CHANGE_PASSWORD`, application `admin`, filtered by the user's `USER_EMAIL`). The
+latest of all is the password change. The Reports API keeps 180 days: older `since`s are
+clamped. Its data lags a few minutes behind the change.
+
+Answers are read streamed, up to MAX_BODY_BYTES; a redirect is never followed. A login whose
+answers fail is unobserved; after STOP_AFTER logins in a row failed (whatever the failure:
+a 5xx, or an error page from a proxy), the rest of the call is not asked.
 
 The credential is a service account key with domain-wide delegation, impersonating an admin
 (worker/directories/google_token.py). No key, assertion or bearer is ever logged or put in an
@@ -43,10 +49,16 @@ ACTIVITY_PATH = "/admin/reports/v1/activity/users/{user}/applications/{applicati
 #: How far back the Reports API answers, and the margin kept from that edge.
 REPORTS_REACH = timedelta(days=180)
 REPORTS_MARGIN = timedelta(hours=1)
-#: Activities asked per page (the Reports API's largest), and the most pages read.
+#: Activities asked per page (the Reports API's largest), and the most pages read per question
+#: (beyond it, the login is unobserved rather than judged on part of its history).
 PAGE_SIZE = 1000
-MAX_PAGES = 100
-#: Logins failing in a row (transport, 5xx, 429) after which the rest of a call is not asked.
+MAX_PAGES = 10
+#: Largest answer read, in bytes (a user is a few KiB, a full page of activities ~ 100 KiB).
+MAX_BODY_BYTES = 256 * 1024
+#: Where a user's own `password_edit` is listed: Google's current docs, then the older ones.
+OWN_CHANGE_APPLICATIONS = ("user_accounts", "login")
+#: Logins failing in a row (any failure to answer, not only 5xx) after which the rest of a
+#: call is not asked.
 STOP_AFTER = 3
 STOPPED = "the directory stopped answering"
 BACKOFF_FIRST_S = 1.0
@@ -56,10 +68,13 @@ BACKOFF_JITTER = 0.2
 class _NotObserved(DirectoryError):
     """One login could not be observed (never leaves the client)."""
 
-    def __init__(self, why: str, transient: bool = False):
+    def __init__(self, why: str, transient: bool = False, answered: bool = False):
         super().__init__(why)
         self.why = why
         self.transient = transient
+        #: Google answered, meaningfully, about this login (a user it will not show, a history
+        #: too long): not a sign that the directory stopped answering.
+        self.answered = answered
 
 
 class _Refused(DirectoryCredentialsRejected):
@@ -89,22 +104,22 @@ class _Run:
 
     def record(self, failure: _NotObserved | None) -> None:
         with self.lock:
-            if failure is None:
+            if failure is not None and failure.transient:
+                self.transient += 1
+            elif failure is not None:
+                self.other += 1
+            if failure is None or failure.answered:
                 self.in_a_row = 0
                 return
-            if not failure.transient:
-                self.other, self.in_a_row = self.other + 1, 0
-                return
-            self.transient, self.in_a_row = self.transient + 1, self.in_a_row + 1
+            self.in_a_row += 1
             self.stopped = self.stopped or self.in_a_row >= STOP_AFTER
 
 
 @dataclass(frozen=True)
-class _Found:
-    observation: Observation
-    #: The addresses an admin's reset names the user by (the login, the primary e-mail).
-    emails: frozenset[str]
-    since: datetime
+class _Answer:
+    verdict: answers.Verdict
+    headers: httpx.Headers | None = None
+    body: bytes = b""
 
 
 class GoogleClient:
@@ -159,17 +174,19 @@ class GoogleClient:
         run = _Run(threading.Lock())
         with ThreadPoolExecutor(max_workers=min(self._concurrency, len(logins))) as pool:
             results = list(pool.map(lambda w: self._observe_one(w, run), logins))
-        found = [r for r in results if isinstance(r, _Found) and r.observation.enabled]
-        if found:
-            results = self._with_admin_resets(results, found, run)
-        final = [r.observation if isinstance(r, _Found) else r for r in results]
-        if run.transient and not run.other and not any(isinstance(r, Observation) for r in final):
-            whys = [r.why for r in final if isinstance(r, Unobserved) and r.why != STOPPED]
-            why = whys[0] if whys else STOPPED
+        unobserved = [r for r in results if isinstance(r, Unobserved)]
+        if not unobserved:
+            return results
+        whys = [r.why for r in unobserved if r.why != STOPPED]
+        why = whys[0] if whys else STOPPED
+        log.warning(
+            "google_logins_unobserved", unobserved=len(unobserved), of=len(results), first=why
+        )
+        if run.transient and not run.other and len(unobserved) == len(results):
             raise DirectoryUnreachable(f"google: {why}")
-        return final
+        return results
 
-    def _observe_one(self, watched: WatchedLogin, run: _Run) -> _Found | Observation | Unobserved:
+    def _observe_one(self, watched: WatchedLogin, run: _Run) -> Observation | Unobserved:
         if run.stopped:
             return Unobserved(watched.login, STOPPED)
         try:
@@ -188,10 +205,10 @@ class GoogleClient:
     @staticmethod
     def _unobserved(watched: WatchedLogin, run: _Run, exc: _NotObserved) -> Unobserved:
         run.record(exc)
-        log.warning("google_login_unobserved", login=watched.login, why=exc.why)
+        log.debug("google_login_unobserved", login=watched.login, why=exc.why)
         return Unobserved(watched.login, exc.why)
 
-    def _look_up(self, watched: WatchedLogin) -> _Found | Observation:
+    def _look_up(self, watched: WatchedLogin) -> Observation:
         login = watched.login
         try:
             user = self._get(USERS_PATH + quote(login, safe="@"), {})
@@ -201,7 +218,7 @@ class GoogleClient:
             if exc.code != "forbidden" or login.lower() == self._subject.lower():
                 raise
             self._get(USERS_PATH + quote(self._subject, safe="@"), {})
-            raise _NotObserved(NOT_READABLE) from None
+            raise _NotObserved(NOT_READABLE, answered=True) from None
         if user is None:
             return Observation(login, found=False, enabled=False, status="not found")
         state = answers.user_state(user)
@@ -212,42 +229,21 @@ class GoogleClient:
         if not enabled:
             return observation
         key = user.get("id") if isinstance(user.get("id"), str) else user["primaryEmail"]
-        since = self._clamped(watched.since)
-        changed = self._latest(self._activities(key, "login", "password_edit", since))
-        emails = frozenset({login.lower(), user["primaryEmail"].lower()})
-        return _Found(replace(observation, password_changed_at=changed), emails, since)
+        changed = self._password_changed(key, user["primaryEmail"], self._clamped(watched.since))
+        return replace(observation, password_changed_at=changed)
 
-    def _with_admin_resets(self, results: list, found: list[_Found], run: _Run) -> list:
-        since = min(f.since for f in found)
-        try:
-            resets = self._admin_resets(since)
-        except _NotObserved as exc:
-            log.warning("google_admin_resets_unread", why=exc.why)
-            run.record(exc)
-            why = f"the admins' password resets could not be read: {exc.why}"
-            return [
-                Unobserved(r.observation.login, why) if isinstance(r, _Found) else r
-                for r in results
-            ]
-        return [self._merged(r, resets) if isinstance(r, _Found) else r for r in results]
-
-    @staticmethod
-    def _merged(found: _Found, resets: list[tuple[str, datetime]]) -> _Found:
-        times = [t for email, t in resets if email in found.emails and t >= found.since]
-        own = found.observation.password_changed_at
-        latest = max([*times, *([own] if own else [])], default=None)
-        return replace(found, observation=replace(found.observation, password_changed_at=latest))
-
-    def _admin_resets(self, since: datetime) -> list[tuple[str, datetime]]:
-        resets = []
-        for activity in self._activities("all", "admin", "CHANGE_PASSWORD", since):
-            when = self._time_of(activity)
-            for email in answers.parameter_values(activity, "CHANGE_PASSWORD", "USER_EMAIL"):
-                resets.append((email.lower(), when))
-        return resets
-
-    def _latest(self, activities: list[dict]) -> datetime | None:
-        times = [self._time_of(a) for a in activities if "password_edit" in answers.event_names(a)]
+    def _password_changed(self, key: str, email: str, since: datetime) -> datetime | None:
+        """The latest of the user's own password changes and the admins' resets of it."""
+        times = []
+        for application in OWN_CHANGE_APPLICATIONS:
+            found = self._activities(key, application, "password_edit", since)
+            times += [self._time_of(a) for a in found if "password_edit" in answers.event_names(a)]
+        wanted = email.lower()
+        resets = self._activities("all", "admin", "CHANGE_PASSWORD", since, f"USER_EMAIL=={email}")
+        for activity in resets:
+            named = answers.parameter_values(activity, "CHANGE_PASSWORD", "USER_EMAIL")
+            if wanted in (n.lower() for n in named):
+                times.append(self._time_of(activity))
         return max(times, default=None)
 
     @staticmethod
@@ -260,9 +256,12 @@ class GoogleClient:
     def _clamped(self, since: datetime) -> datetime:
         return max(since.astimezone(UTC), self._now() - REPORTS_REACH + REPORTS_MARGIN)
 
-    def _activities(self, user: str, application: str, event: str, since: datetime) -> list:
+    def _activities(
+        self, user: str, application: str, event: str, since: datetime, filters: str = ""
+    ) -> list:
         path = ACTIVITY_PATH.format(user=quote(user, safe="@"), application=application)
         params = {"eventName": event, "startTime": answers.rfc3339(since)}
+        params |= {"filters": filters} if filters else {}
         params["maxResults"] = str(PAGE_SIZE)
         items: list[dict] = []
         for _ in range(MAX_PAGES):
@@ -275,7 +274,11 @@ class GoogleClient:
             if not isinstance(token, str) or not token:
                 return items
             params = {**params, "pageToken": token}
-        raise _NotObserved(f"more than {MAX_PAGES} pages of {event} activities")
+        raise _NotObserved(
+            f"more than {MAX_PAGES} pages of {application} {event} activities since "
+            f"{since:%Y-%m-%d}: not all read",
+            answered=True,
+        )
 
     def _get(self, path: str, params: dict[str, str]) -> dict | None:
         """The JSON object Google answers, or None for its own "not found"; raises
@@ -286,7 +289,8 @@ class GoogleClient:
         while True:
             attempt += 1
             token = self._tokens.current()
-            verdict, response = self._fetch(path, params, token)
+            answer = self._fetch(path, params, token)
+            verdict = answer.verdict
             if verdict.kind is Kind.EXPIRED and not renewed:
                 self._tokens.renew(token)  # expired, or dropped early: one new token, one replay
                 renewed, attempt = True, attempt - 1
@@ -299,39 +303,55 @@ class GoogleClient:
                     "privileges (Users: Read, Reports)",
                 )
             if verdict.kind is Kind.OK:
-                return self._read(path, response)
+                return self._read(path, answer.body)
             if verdict.kind is Kind.NOT_FOUND:
                 return None
             if verdict.kind is Kind.UNREADABLE:
                 raise _NotObserved(f"{verdict.detail} from {_api(path)}")
             asked = None
-            if response is not None:
-                asked = retry_after_s(response.headers.get("retry-after"), self._now())
+            if answer.headers is not None:
+                asked = retry_after_s(answer.headers.get("retry-after"), self._now())
             if attempt >= self._attempts or not self._pause(attempt, asked):
                 raise _NotObserved(f"{verdict.detail}, {attempt} attempts", transient=True)
 
-    def _read(self, path: str, response: httpx.Response | None) -> dict:
-        document = answers.json_object(response.content) if response is not None else None
+    @staticmethod
+    def _read(path: str, body: bytes) -> dict:
+        document = answers.json_object(body)
         if document is None:
             raise _NotObserved(f"an answer from {_api(path)} that is not a JSON object")
         return document
 
-    def _fetch(
-        self, path: str, params: dict[str, str], token: str
-    ) -> tuple[answers.Verdict, httpx.Response | None]:
+    def _fetch(self, path: str, params: dict[str, str], token: str) -> _Answer:
         self._counted()
         try:
-            response = self._http.get(
-                self._base + path, params=params, headers={"Authorization": f"Bearer {token}"}
-            )
+            return self._streamed(path, params, token)
         except httpx.TimeoutException:
             why = f"no answer from Google within {self._timeout_s:g} s"
-            return answers.Verdict(Kind.TRANSIENT, "timeout", why), None
+            return _Answer(answers.Verdict(Kind.TRANSIENT, "timeout", why))
         except httpx.TransportError as exc:  # its text may name the URL: only its kind is kept
             why = f"cannot reach Google ({type(exc).__name__})"
-            return answers.Verdict(Kind.TRANSIENT, "connection", why), None
-        content_type = response.headers.get("content-type", "")
-        return answers.classify(response.status_code, content_type, response.content), response
+            return _Answer(answers.Verdict(Kind.TRANSIENT, "connection", why))
+        except httpx.DecodingError as exc:
+            why = f"an undecodable answer ({type(exc).__name__})"
+            return _Answer(answers.Verdict(Kind.UNREADABLE, "undecodable", why))
+
+    def _streamed(self, path: str, params: dict[str, str], token: str) -> _Answer:
+        """The answer, read up to MAX_BODY_BYTES; httpx's timeouts are per read, so one
+        deadline for the whole body stops a trickle."""
+        deadline = time.monotonic() + self._timeout_s
+        headers = {"Authorization": f"Bearer {token}"}
+        with self._http.stream("GET", self._base + path, params=params, headers=headers) as got:
+            body = bytearray()
+            for chunk in got.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY_BYTES:
+                    why = f"an answer larger than {MAX_BODY_BYTES // 1024} KiB"
+                    return _Answer(answers.Verdict(Kind.UNREADABLE, "too_large", why))
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer came too slowly")
+        content_type = got.headers.get("content-type", "")
+        verdict = answers.classify(got.status_code, content_type, bytes(body))
+        return _Answer(verdict, got.headers, bytes(body))
 
     def _pause(self, attempt: int, asked_s: float | None) -> bool:
         """Wait before retry `attempt + 1`: Retry-After when given (False when it asks for

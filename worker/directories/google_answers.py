@@ -40,7 +40,7 @@ class Kind(enum.Enum):
     EXPIRED = "expired"  # 401: the access token is refused; renew it once
     REFUSED = "refused"  # 403 in Google's words: the credential lacks the right
     TRANSIENT = "transient"  # 429, 5xx, a throttling 403: retry
-    UNREADABLE = "unreadable"  # anything else: this login is unobserved
+    UNREADABLE = "unreadable"  # anything else (a redirect too): this login is unobserved
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,8 @@ def classify(status: int, content_type: str, body: bytes) -> Verdict:
     detail = f"HTTP {status}" + (f" {code}: {error.message}" if error else "")
     if 200 <= status < 300:
         return Verdict(Kind.OK, "ok", detail)
+    if 300 <= status < 400:  # never followed: the bearer would go wherever it points
+        return Verdict(Kind.UNREADABLE, code, f"HTTP {status}, a redirect (not followed)")
     if status == 429 or status >= 500 or (status == 403 and THROTTLE_REASONS & set(reasons)):
         return Verdict(Kind.TRANSIENT, code, detail)
     if error is None:  # not Google's JSON: a proxy or a load balancer speaking

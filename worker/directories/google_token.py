@@ -2,21 +2,24 @@
 service account key file `sources add --kind google` reads.
 
 google-auth builds and signs the JWT bearer grant (RFC 7523) and posts it to the token endpoint
-through a requests session trusting tokenwarden's CAs. Its own retries of a busy token
-endpoint sleep for real; tokenwarden's request wrapper turns a 429 or 5xx into an exception
-instead, so that the client retries with its own (injectable) sleep and counts every request.
+through tokenwarden's own transport: a requests session trusting tokenwarden's CAs, that never
+follows a redirect (a 307 would post the signed assertion wherever it points), reads the answer
+streamed up to MAX_BODY_BYTES, and counts every request. google-auth's own retries of a busy
+token endpoint sleep for real; the transport turns a 429 or 5xx into an exception instead, so
+that the client retries with its own (injectable) sleep.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
 import google.auth.exceptions
 import google.auth.transport
-import google.auth.transport.requests
+import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from google.oauth2 import service_account
@@ -36,6 +39,8 @@ SCOPES = (
     "https://www.googleapis.com/auth/admin.directory.user.readonly",
     "https://www.googleapis.com/auth/admin.reports.audit.readonly",
 )
+#: Largest token endpoint answer read, in bytes (a token answer is about 1 KiB).
+MAX_BODY_BYTES = 256 * 1024
 #: What a key file must hold besides `"type": "service_account"`.
 REQUIRED_FIELDS = ("client_email", "private_key", "private_key_id")
 
@@ -81,25 +86,77 @@ class _TokenEndpointBusy(DirectoryError):
         self.wait_s = wait_s
 
 
+class _TokenEndpointUnusable(DirectoryError):
+    """An answer of the token endpoint not worth retrying: a redirect, an oversized body."""
+
+
+class _Answer(google.auth.transport.Response):
+    def __init__(self, status: int, headers, data: bytes):
+        self._status, self._headers, self._data = status, headers, data
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @property
+    def headers(self):
+        return self._headers
+
+    @property
+    def data(self) -> bytes:
+        return self._data
+
+
 class _CountingRequest(google.auth.transport.Request):
-    """google-auth's requests transport, counting each request, with tokenwarden's timeout,
-    and raising on a busy token endpoint rather than letting google-auth sleep."""
+    """google-auth's transport, over requests: counting each request, with tokenwarden's
+    timeout (for the whole answer), never following a redirect, reading at most
+    MAX_BODY_BYTES, and raising on a busy token endpoint rather than letting google-auth
+    sleep. Like google-auth's own, it never logs the request (whose body is the assertion)."""
 
     def __init__(self, settings: DirectorySettings, count: Callable[[], None], now):
-        self._inner = google.auth.transport.requests.Request(requests_session(settings.ca_bundle))
+        self._session = requests_session(settings.ca_bundle)
         self._timeout_s = settings.timeout_s
         self._count = count
         self._now = now
 
     def __call__(self, url, method="GET", body=None, headers=None, timeout=None, **kwargs):
         self._count()
-        response = self._inner(
-            url, method=method, body=body, headers=headers, timeout=self._timeout_s, **kwargs
-        )
-        if response.status == 429 or response.status >= 500:
+        deadline = time.monotonic() + self._timeout_s
+        try:
+            with self._session.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                timeout=self._timeout_s,
+                allow_redirects=False,
+                stream=True,
+            ) as response:
+                if 300 <= response.status_code < 400:
+                    raise _TokenEndpointUnusable(
+                        f"Google's token endpoint answered a redirect (HTTP "
+                        f"{response.status_code}), not followed"
+                    )
+                data = _capped(response, deadline)
+        except requests.exceptions.RequestException as exc:
+            raise google.auth.exceptions.TransportError(exc) from exc
+        if response.status_code == 429 or response.status_code >= 500:
             wait = retry_after_s(response.headers.get("retry-after"), self._now())
-            raise _TokenEndpointBusy(response.status, wait)
-        return response
+            raise _TokenEndpointBusy(response.status_code, wait)
+        return _Answer(response.status_code, response.headers, data)
+
+
+def _capped(response: requests.Response, deadline: float) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_content(chunk_size=16 * 1024):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _TokenEndpointUnusable(
+                f"Google's token endpoint answered more than {MAX_BODY_BYTES // 1024} KiB"
+            )
+        if time.monotonic() > deadline:
+            raise requests.exceptions.ReadTimeout("the answer came too slowly")
+    return bytes(body)
 
 
 class TokenSource:
@@ -157,6 +214,8 @@ class TokenSource:
             try:
                 self._credentials.refresh(self._request)
                 return
+            except _TokenEndpointUnusable as exc:
+                raise DirectoryUnreachable(f"google: {exc}") from None
             except _TokenEndpointBusy as exc:
                 failure, wait = str(exc), exc.wait_s
             except google.auth.exceptions.TransportError as exc:
