@@ -293,7 +293,7 @@ def test_answers_that_are_not_okta_s_count_toward_stopping(okta, make_client, st
     # one warning for the call, naming how many and the first why
     warnings = [e for e in logs if e["log_level"] == "warning"]
     assert len(warnings) == 1
-    assert warnings[0]["unobserved"] == 29 and why in warnings[0]["first_why"]
+    assert warnings[0]["unobserved"] == 29 and why in warnings[0]["why"]
 
 
 def test_once_logins_fail_the_others_wait_for_the_probe(okta, make_client):

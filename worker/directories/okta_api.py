@@ -12,12 +12,10 @@ What an answer means is decided by the pure functions at the end of this module:
                                       max_wait_s, else backoff 1 s, 2 s ...), then Unobserved
     anything else (an HTML 404 ...)   Unobserved, never a departure
 
-Within one observe() call, logins are asked one at a time until Okta has answered one (then
-`settings.concurrency` at once), and after 3 logins in a row fail (anything but an answer of
-Okta about the user: a 5xx through its retries, a timeout, a proxy's error page, ...) the rest
-are not asked: a directory that answers nothing costs a few requests, not one per login. When
-no login was answered at all, DirectoryUnreachable. One warning per call sums up the logins
-left unobserved.
+In one observe() call, logins are asked one at a time until Okta answers one; after 3 in a
+row fail (anything but Okta's answer about the user: a 5xx, a timeout, a proxy's page ...)
+the rest are not asked, and when none was answered, DirectoryUnreachable. One warning per call
+sums up the logins left unobserved.
 
 Okta reports its rate limit on every answer (X-Rate-Limit-Remaining, X-Rate-Limit-Reset in
 epoch seconds, read against the answer's own Date): when none remain, every thread of the
@@ -55,8 +53,7 @@ USERS_PATH = "/api/v1/users/"
 DISABLED_STATUSES = frozenset({"SUSPENDED", "DEPROVISIONED"})
 #: Okta's errorCode for "Not found: Resource not found: <login> (User)".
 NOT_FOUND_CODE = "E0000007"
-#: Logins failing in a row (transport, 5xx, 429 through their retries, an error page, an
-#: unexpected answer) after which the rest of a call is not asked.
+#: Logins failing in a row (anything but Okta's answer about them) after which a call stops.
 STOP_AFTER_FAILURES = 3
 STOPPED = "the directory stopped answering"
 #: First wait before a retry without Retry-After, in seconds; doubled for each further one.
@@ -78,11 +75,8 @@ class _Answer:
 
 @dataclass
 class _Round:
-    """One observe() call: the run of failing logins, and whether Okta answered any.
-
-    Until Okta has answered one login, and again while logins are failing, the logins are
-    asked one at a time (`turn()`): a directory answering nothing is asked
-    STOP_AFTER_FAILURES times, not once per worker."""
+    """One observe() call: the run of failing logins, whether Okta answered any. Until it
+    has, and while logins fail, they are asked one at a time (`turn()`)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     probe: threading.Lock = field(default_factory=threading.Lock)
@@ -92,32 +86,27 @@ class _Round:
     unobserved: int = 0
     first_failure: str = ""
 
-    @property
-    def healthy(self) -> bool:
-        return self.answered and not self.streak
-
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
-        if not self.healthy:
+        if self.streak or not self.answered:
             with self.probe:
-                if not self.healthy:  # this login is the probe
+                if self.streak or not self.answered:  # this login is the probe
                     yield
                     return
         yield
 
-    def record(self, result: Observation | Unobserved, failed: bool) -> None:
+    def record(self, result: Observation | Unobserved, failed: bool) -> Observation | Unobserved:
         """`failed`: not an answer of Okta about the user (a 5xx, an error page ...)."""
         with self.lock:
             if isinstance(result, Unobserved):
                 self.unobserved += 1
                 self.first_failure = self.first_failure or result.why
             if not failed:
-                self.answered = True
-                self.streak = 0
-                return
+                self.answered, self.streak = True, 0
+                return result
             self.streak += 1
-            if self.streak >= STOP_AFTER_FAILURES:
-                self.stopped = True
+            self.stopped = self.stopped or self.streak >= STOP_AFTER_FAILURES
+            return result
 
 
 class OktaApiClient:
@@ -165,25 +154,18 @@ class OktaApiClient:
         with ThreadPoolExecutor(workers, thread_name_prefix="okta") as pool:
             futures = [pool.submit(self._observe_one, w.login, call) for w in logins]
             results = [future.result() for future in futures]
+        why = call.first_failure
         if not call.answered:
-            log.warning("okta_unreachable", host=self._host, why=call.first_failure)
-            raise DirectoryUnreachable(f"Okta ({self._host}) cannot be asked: {call.first_failure}")
-        if call.unobserved:
-            log.warning(
-                "okta_unobserved",
-                host=self._host,
-                unobserved=call.unobserved,
-                asked=len(logins),
-                first_why=call.first_failure,
-            )
+            log.warning("okta_unreachable", host=self._host, why=why)
+            raise DirectoryUnreachable(f"Okta ({self._host}) cannot be asked: {why}")
+        if call.unobserved:  # one line per call, the first why
+            log.warning("okta_unobserved", host=self._host, unobserved=call.unobserved, why=why)
         return results
 
     def _observe_one(self, login: str, call: _Round) -> Observation | Unobserved:
         with call.turn():
             if call.stopped:
-                result: Observation | Unobserved = Unobserved(login, STOPPED)
-                call.record(result, failed=True)
-                return result
+                return call.record(Unobserved(login, STOPPED), failed=True)
             try:
                 result, failed = self._ask(login)
             except DirectoryCredentialsRejected:
@@ -326,12 +308,9 @@ class OktaApiClient:
 
 
 def about_user(answer: _Answer) -> bool:
-    """Okta's answer about a user (a user with a status), even one whose stamps are unreadable:
-    Okta answered, whatever can be read of it."""
-    if answer.status != 200 or answer.unreadable:
-        return False
+    """A user Okta answered (with a status), its stamps readable or not."""
     try:
-        user = json.loads(answer.body)
+        user = json.loads(answer.body) if answer.status == 200 and not answer.unreadable else 0
     except ValueError:
         return False
     return isinstance(user, dict) and isinstance(user.get("status"), str) and bool(user["status"])
