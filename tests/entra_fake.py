@@ -10,8 +10,10 @@ opaque bearers it issued, while they last (401 InvalidAuthenticationToken otherw
 in Graph's shapes, refuses a `$batch` of more than 20 lookups, and answers 403
 Authorization_RequestDenied while the app lacks User.Read.All (`deny_permission()`).
 
-The failures a test asks for (`fail`, `fail_html_404`, `hang`, `throttle`) apply to Graph's
-requests unless `where="login"` (discovery and token) or `where="all"`.
+The failures a test asks for (`fail`, `fail_html_404`, `fail_page`, `hang`, `throttle`) apply
+to Graph's requests unless `where="login"` (discovery and token) or `where="all"`. A 3xx page
+of `fail_page` points to `/elsewhere`, which counts what reaches it (`elsewhere_requests`).
+`pad_batch` and `pad_token` make answers larger (valid JSON still).
 
     def test_x(entra_fake):
         entra_fake.add_user("ann@school.example")
@@ -67,11 +69,13 @@ HTML_404 = b"<html><head><title>404 Not Found</title></head><body><h1>Not Found<
 
 @dataclass
 class _Failure:
-    kind: str  # "status", "html_404", "throttle"
+    kind: str  # "status", "html_404", "page", "throttle"
     where: str
     remaining: int | None
     status: int = 500
     retry_after: int = 1
+    after: int = 0  # requests answered normally before the failure starts
+    location: str = ""
 
 
 @dataclass
@@ -109,6 +113,10 @@ class FakeEntra:
         self._hang_s = 0.0
         self._hang_where = "graph"
         self.closing = threading.Event()
+        #: Requests that reached `/elsewhere` (where a redirect points).
+        self.elsewhere_requests = 0
+        self._batch_padding = [0, 0]  # [bytes, times]
+        self._token_padding = 0
 
     # What a test tells the fake
 
@@ -139,6 +147,24 @@ class FakeEntra:
 
     def fail_html_404(self, times: int | None = None, where: str = "graph") -> None:
         self._set_failure(_Failure("html_404", where, times, status=404))
+
+    def fail_page(
+        self, status: int, times: int | None = None, where: str = "graph", *, after: int = 0
+    ) -> None:
+        """A proxy's HTML page with `status` (a 3xx pointing to `/elsewhere`), after `after`
+        requests answered normally."""
+        failure = _Failure("page", where, times, status=status, after=after)
+        failure.location = f"{self.url}/elsewhere/token"
+        self._set_failure(failure)
+
+    def pad_batch(self, size: int, times: int | None = None) -> None:
+        """The next `times` `$batch` answers (None: all) carry `size` more bytes."""
+        with self._lock:
+            self._batch_padding = [size, -1 if times is None else times]
+
+    def pad_token(self, size: int) -> None:
+        """The token endpoint's answers carry `size` more bytes (0: stop)."""
+        self._token_padding = size
 
     def throttle(self, times: int = 1, retry_after: int = 1, where: str = "graph") -> None:
         """429 with Retry-After for the next `times` requests (a whole `$batch`)."""
@@ -192,7 +218,10 @@ class FakeEntra:
             self.requests += 1
             hang_s = self._hang_s if self._hang_where in (where, "all") else 0
             failure = self._failure
-            if failure is not None and failure.where in (where, "all"):
+            if failure is not None and failure.where in (where, "all") and failure.after > 0:
+                failure.after -= 1
+                failure = None
+            elif failure is not None and failure.where in (where, "all"):
                 if failure.remaining is not None:
                     failure.remaining -= 1
                     if failure.remaining <= 0:
@@ -259,14 +288,20 @@ class FakeEntra:
         with self._lock:
             self._tokens[bearer] = time.monotonic() + TOKEN_LIFETIME_S
             self.bearers_issued.append(bearer)
-        return JSONResponse(
-            {
-                "token_type": "Bearer",
-                "expires_in": TOKEN_LIFETIME_S,
-                "ext_expires_in": TOKEN_LIFETIME_S,
-                "access_token": bearer,
-            }
-        )
+        answer = {
+            "token_type": "Bearer",
+            "expires_in": TOKEN_LIFETIME_S,
+            "ext_expires_in": TOKEN_LIFETIME_S,
+            "access_token": bearer,
+        }
+        if self._token_padding:
+            answer["x_padding"] = "x" * self._token_padding
+        return JSONResponse(answer)
+
+    async def elsewhere(self, request: Request) -> Response:
+        with self._lock:
+            self.elsewhere_requests += 1
+        return JSONResponse({"error": "not_here"}, 400)
 
     def _refuse_grant(self, form: dict, client_id: str | None, secret: str | None):
         grant = form.get("grant_type")
@@ -410,7 +445,13 @@ class FakeEntra:
         with self._lock:
             self.batch_sizes.append(len(asked))
         answers = [self._sub_answer(sub) for sub in reversed(asked)]  # any order, as Graph
-        return JSONResponse({"responses": answers})
+        answer: dict = {"responses": answers}
+        with self._lock:
+            size, times = self._batch_padding
+            if size and times:
+                self._batch_padding[1] = times - 1
+                answer["@odata.padding"] = "x" * size
+        return JSONResponse(answer)
 
     def _sub_answer(self, sub: dict) -> dict:
         if sub.get("method") != "GET" or not str(sub.get("url", "")).startswith("/users/"):
@@ -517,6 +558,10 @@ def _graph_response(status: int, body: dict) -> Response:
 def _played(failure: _Failure) -> Response:
     if failure.kind == "html_404":
         return Response(HTML_404, 404, media_type="text/html")
+    if failure.kind == "page":
+        page = f"<html><body><h1>{failure.status}</h1>the proxy says no</body></html>"
+        headers = {"Location": failure.location} if 300 <= failure.status < 400 else None
+        return Response(page, failure.status, headers, media_type="text/html")
     if failure.kind == "throttle":
         body = graph_error("TooManyRequests", "Too many requests.")
         response = _graph_response(429, body)
@@ -556,6 +601,7 @@ def entra_app(fake: FakeEntra) -> Starlette:
             Route("/{tenant}/oauth2/v2.0/token", fake.token, methods=["POST"]),
             Route("/v1.0/$batch", fake.batch, methods=["POST"]),
             Route("/v1.0/users/{who:path}", fake.user),
+            Route("/elsewhere/{rest:path}", fake.elsewhere, methods=["GET", "POST"]),
         ]
     )
 

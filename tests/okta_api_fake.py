@@ -58,10 +58,12 @@ class _User:
     status: str
     created: datetime
     status_changed: datetime
-    password_changed: datetime | None
+    password_changed: datetime | str | None  # a str: sent as it is (an unreadable one)
 
     def shape(self) -> dict:
         first, _, domain = self.login.partition("@")
+        changed = self.password_changed
+        raw = isinstance(changed, str)
         return {
             "id": self.id,
             "status": self.status,
@@ -70,9 +72,9 @@ class _User:
             "statusChanged": okta_time(self.status_changed),
             "lastLogin": None,
             "lastUpdated": okta_time(
-                max(self.status_changed, self.password_changed or self.created)
+                max(self.status_changed, (None if raw else changed) or self.created)
             ),
-            "passwordChanged": okta_time(self.password_changed),
+            "passwordChanged": changed if raw else okta_time(changed),
             "type": {"id": "oty1abcdEFGH2345ijk6"},
             "profile": {
                 "login": self.login,
@@ -86,12 +88,13 @@ class _User:
 
 @dataclass
 class _Fault:
-    kind: str  # "status", "html404", "throttle"
+    kind: str  # "status", "html404", "page", "throttle"
     left: int | None  # None: every request until heal()
     status: int = 500
     retry_after: int = 1
     retry_after_header: bool = True
     after: int = 0  # requests answered normally before the fault starts
+    location: str | None = None  # a "page" fault's Location header
 
 
 @dataclass
@@ -152,6 +155,11 @@ class FakeOktaOrg:
         with self._lock:
             self._users[login.lower()].password_changed = when
 
+    def set_password_changed_raw(self, login: str, value: str) -> None:
+        """passwordChanged sent as `value`, whatever it is."""
+        with self._lock:
+            self._users[login.lower()].password_changed = value
+
     def set_status(self, login: str, status: str) -> None:
         """Any of Okta's statuses (STAGED, PROVISIONED, ACTIVE, RECOVERY, LOCKED_OUT,
         PASSWORD_EXPIRED, SUSPENDED, DEPROVISIONED)."""
@@ -177,6 +185,12 @@ class FakeOktaOrg:
 
     def fail_html_404(self, times: int | None = None) -> None:
         self._add_fault(_Fault("html404", times, status=404))
+
+    def fail_page(
+        self, status: int, times: int | None = None, *, after: int = 0, location=None
+    ) -> None:
+        """A proxy's HTML page (not Okta's JSON) with `status` (a 3xx with `location`)."""
+        self._add_fault(_Fault("page", times, status=status, after=after, location=location))
 
     def throttle(self, times: int = 1, retry_after: int = 1, retry_after_header: bool = True):
         """429 E0000047 with Okta's headers (X-Rate-Limit-Reset `retry_after` s ahead of the
@@ -276,6 +290,10 @@ class FakeOktaOrg:
         if fault.kind == "html404":
             page = "<html><head><title>404 Not Found</title></head><body>nginx</body></html>"
             return HTMLResponse(page, status_code=404)
+        if fault.kind == "page":
+            page = f"<html><body><h1>{fault.status}</h1>the proxy says no</body></html>"
+            headers = {"Location": fault.location} if fault.location else None
+            return HTMLResponse(page, status_code=fault.status, headers=headers)
         if fault.kind == "throttle":
             headers = limits | {
                 "X-Rate-Limit-Remaining": "0",

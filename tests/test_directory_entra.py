@@ -5,6 +5,7 @@ client-credentials grant and the bearers as Entra does."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
@@ -203,14 +204,111 @@ def test_after_3_failed_batches_the_rest_is_not_asked(entra_fake, client_for):
     assert entra_fake.requests == 2 + 3  # discovery, token, then 3 of the 5 batches
 
 
-def test_an_html_404_is_unobserved_never_not_found(entra_fake, client):
+def test_an_html_404_is_unobserved_never_not_found(entra_fake, client_for):
+    logins = people(entra_fake, 25)
+    entra_fake.fail_html_404(times=1)
+
+    seen = client_for(concurrency=1).observe(watched(*logins))
+
+    assert all(isinstance(s, Unobserved) for s in seen[:20])
+    assert "HTTP 404" in seen[0].why and "without its error shape" in seen[0].why
+    assert all(isinstance(s, Observation) and s.found for s in seen[20:])
+
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [(404, "HTTP 404 from Microsoft Graph without its error shape"),
+     (401, "HTTP 401 from Microsoft Graph without its error shape"),
+     (403, "HTTP 403 from Microsoft Graph without its error shape"),
+     (418, "HTTP 418 from Microsoft Graph without its error shape"),
+     (307, "HTTP 307 from Microsoft Graph without its error shape"),
+     (200, "Graph's $batch answer is unreadable")],
+)  # fmt: skip
+def test_a_proxy_page_to_every_batch_costs_three_batches(entra_fake, client_for, status, why):
+    # Given 200 users (10 batches) behind a proxy answering a page of its own to Graph's requests
+    logins = people(entra_fake, 200)
+    entra_fake.fail_page(status)
+
+    # When / Then nothing was observed: unreachable, naming the first why
+    with pytest.raises(DirectoryUnreachable, match=re.escape(why)):
+        client_for(concurrency=4).observe(watched(*logins))
+    assert entra_fake.requests == 2 + 3  # discovery, token, then 3 batches
+    assert entra_fake.elsewhere_requests == 0
+
+
+def test_failing_batches_after_answered_ones_stop_the_call(entra_fake, client_for):
+    # Given the first batch answers, then a proxy's page to everything
+    logins = people(entra_fake, 200)
+    entra_fake.fail_page(418, after=1)
+    client = client_for(concurrency=1)
+
+    with capture_logs() as logs:
+        seen = client.observe(watched(*logins))
+
+    assert all(isinstance(s, Observation) for s in seen[:20])
+    assert all(isinstance(s, Unobserved) for s in seen[20:])
+    assert entra_fake.requests == 2 + 1 + 3
+    # one warning line for the call: how many, and the first why
+    [warning] = [entry for entry in logs if entry["log_level"] == "warning"]
+    assert warning["unobserved"] == 180 and "HTTP 418" in warning["why"]
+
+
+def test_with_batches_at_once_failing_batches_still_stop_the_call(entra_fake, client_for):
+    logins = people(entra_fake, 400)
+    entra_fake.fail_page(418, after=2)
+
+    seen = client_for(concurrency=4).observe(watched(*logins))
+
+    assert sum(isinstance(s, Observation) for s in seen) == 40
+    assert entra_fake.requests <= 2 + 2 + 4 + 3  # those in flight when it began, 3 more
+
+
+def test_a_batch_answer_over_4_mib_leaves_its_logins_unobserved(entra_fake, client_for):
+    logins = people(entra_fake, 45)
+    entra_fake.pad_batch(5 * 1024 * 1024, times=1)
+    client = client_for(concurrency=1)
+
+    seen = client.observe(watched(*logins))
+
+    assert all(isinstance(s, Unobserved) and "larger than 4 MiB" in s.why for s in seen[:20])
+    assert all(isinstance(s, Observation) for s in seen[20:])
+
+    entra_fake.pad_batch(3 * 1024 * 1024, times=1)  # within the cap: read
+    assert all(isinstance(s, Observation) for s in client.observe(watched(*logins)))
+
+
+def test_a_token_answer_over_256_kib_is_refused(entra_fake, client, waits):
     entra_fake.add_user("ann@school.example")
-    entra_fake.fail_html_404()
+    entra_fake.pad_token(300 * 1024)
 
-    [seen] = client.observe(watched("ann@school.example"))
+    with pytest.raises(DirectoryUnreachable, match="more than 256 KiB"):
+        client.observe(watched("ann@school.example"))
+    assert entra_fake.token_requests == 1 and waits == []  # not asked again
 
-    assert isinstance(seen, Unobserved)
-    assert "HTTP 404" in seen.why and "without its error shape" in seen.why
+    entra_fake.pad_token(100 * 1024)  # within the cap: taken
+    assert client.observe(watched("ann@school.example"))[0].found
+
+
+def test_a_redirect_from_the_token_endpoint_is_not_followed(entra_fake, client, waits):
+    entra_fake.add_user("ann@school.example")
+    client.observe(watched("ann@school.example"))  # the tenant's discovery, a token
+    entra_fake.expire_tokens()
+    entra_fake.fail_page(307, where="login")
+
+    with pytest.raises(DirectoryUnreachable, match="HTTP 307, a redirect"):
+        client.observe(watched("ann@school.example"))
+    assert entra_fake.elsewhere_requests == 0  # the client secret went nowhere else
+    assert entra_fake.token_requests == 2 and waits == []
+
+
+def test_a_redirect_of_the_tenant_s_discovery_is_not_followed(entra_fake, client, waits):
+    entra_fake.add_user("ann@school.example")
+    entra_fake.fail_page(302, where="login")
+
+    with pytest.raises(DirectoryUnreachable, match="HTTP 302, a redirect"):
+        client.observe(watched("ann@school.example"))
+    assert entra_fake.elsewhere_requests == 0
+    assert entra_fake.requests == 1 and waits == []  # not asked again
 
 
 def test_a_timeout_is_unreachable(entra_fake, client_for):

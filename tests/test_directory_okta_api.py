@@ -238,14 +238,102 @@ def test_after_three_logins_fail_in_a_row_the_rest_are_not_asked(okta, make_clie
     assert okta.requests == 1 + 3 * 3
 
 
-def test_an_html_404_is_unobserved_never_a_departure(okta, client):
+def test_an_html_404_is_unobserved_never_a_departure(okta, make_client):
     okta.add_user("ann@school.example")
+    okta.add_user("bob@school.example")
+    okta.fail_html_404(times=1)
+    client = make_client(settings={"concurrency": 1})
+
+    seen = client.observe(watched("ann@school.example", "bob@school.example"))
+
+    assert isinstance(seen[0], Unobserved)
+    assert "HTTP 404 without Okta's error" in seen[0].why
+    assert seen[1].found
+
+
+@pytest.mark.parametrize("concurrency", [1, 4, 16])
+def test_a_proxy_answering_an_html_404_to_everything_is_asked_three_times(
+    okta, make_client, concurrency
+):
+    # Given 50 users behind a proxy that answers its own error page to every request
+    logins = [f"user{i}@school.example" for i in range(50)]
+    for login in logins:
+        okta.add_user(login)
     okta.fail_html_404()
+    client = make_client(settings={"concurrency": concurrency})
 
-    [seen] = client.observe(watched("ann@school.example"))
+    # When / Then nothing was observed: unreachable, naming the first failure
+    with pytest.raises(DirectoryUnreachable, match="HTTP 404 without Okta's error"):
+        client.observe(watched(*logins))
+    assert client.requests_made == okta.requests == 3
 
-    assert isinstance(seen, Unobserved)
-    assert "HTTP 404 without Okta's error" in seen.why
+
+@pytest.mark.parametrize(
+    ("status", "why"),
+    [(401, "HTTP 401 without Okta's error"), (403, "HTTP 403 without Okta's error"),
+     (418, "HTTP 418 without Okta's error"), (307, "HTTP 307 without Okta's error"),
+     (200, "a user that is not JSON")],
+)  # fmt: skip
+def test_answers_that_are_not_okta_s_count_toward_stopping(okta, make_client, status, why):
+    # Given the first user answers, then a proxy answers a page of its own to everything
+    logins = [f"user{i}@school.example" for i in range(30)]
+    for login in logins:
+        okta.add_user(login)
+    okta.fail_page(status, after=1)
+    client = make_client(settings={"concurrency": 1})
+
+    with capture_logs() as logs:
+        seen = client.observe(watched(*logins))
+
+    # Then three logins were asked after the first, and not one more
+    assert seen[0].found
+    assert sum(isinstance(s, Unobserved) and why in s.why for s in seen) == 3
+    assert all(isinstance(s, Unobserved) for s in seen[1:])
+    assert client.requests_made == okta.requests == 1 + 3
+    # one warning for the call, naming how many and the first why
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert len(warnings) == 1
+    assert warnings[0]["unobserved"] == 29 and why in warnings[0]["why"]
+
+
+def test_once_logins_fail_the_others_wait_for_the_probe(okta, make_client):
+    # Given 40 users answered, then a proxy's page to everything, asked 8 at a time
+    logins = [f"user{i}@school.example" for i in range(200)]
+    for login in logins:
+        okta.add_user(login)
+    okta.fail_page(404, after=40)
+    client = make_client(settings={"concurrency": 8})
+
+    seen = client.observe(watched(*logins))
+
+    # Then the requests in flight when the first failed, and at most 3 more
+    assert sum(isinstance(s, Observation) for s in seen) == 40
+    assert okta.requests <= 40 + 8 + 3
+
+
+def test_a_redirect_is_not_followed(okta, make_client):
+    okta.add_user("ann@school.example")
+    okta.fail_page(307, location="/api/v1/users/ann@school.example?moved=1")
+    client = make_client()
+
+    with pytest.raises(DirectoryUnreachable, match="HTTP 307"):
+        client.observe(watched("ann@school.example"))
+    assert okta.requests == 1
+
+
+def test_a_user_okta_answers_unreadably_does_not_stop_the_call(okta, make_client):
+    # Given users whose passwordChanged Okta answers in a shape no one reads
+    logins = [f"user{i}@school.example" for i in range(6)]
+    for login in logins:
+        okta.add_user(login)
+        okta.set_password_changed_raw(login, "yesterday")
+    client = make_client(settings={"concurrency": 1})
+
+    seen = client.observe(watched(*logins))
+
+    # Then each is unobserved, all of them asked: Okta answered about each
+    assert all(isinstance(s, Unobserved) and "'yesterday'" in s.why for s in seen)
+    assert okta.requests == 6
 
 
 def test_a_hanging_directory_is_unreachable(okta, make_client):

@@ -8,16 +8,23 @@ what each answer means.
 Throttling: a whole batch answered 429/503/504 (or 5xx, or not answered at all) is sent again
 after Graph's Retry-After (else a backoff of 1 s, 2 s ...); lookups answered 429 inside a batch
 are sent again alone, after their own Retry-After. A Retry-After beyond `max_wait_s` is not
-waited for: those logins are Unobserved. After 3 batches in a row fail that way the rest of the
-call is not asked; when no login at all was observed, DirectoryUnreachable.
+waited for: those logins are Unobserved.
+
+A batch fails when Graph answered none of its lookups: 429/5xx/timeouts through their
+retries, and as much a proxy's error page, a non-JSON answer, an unexpected status, a 401/403
+without Graph's error, a redirect (never followed), an answer larger than 4 MiB. Batches are
+sent one at a time until Graph has answered one (and again while batches fail); after 3 in a
+row fail the rest of the call is not asked, and when Graph answered no batch at all,
+DirectoryUnreachable. One warning per call sums up the logins left unobserved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -27,7 +34,16 @@ import structlog
 from worker.config import DirectorySettings
 from worker.directories.base import Observation, Unobserved, WatchedLogin
 from worker.directories.entra_token import EntraToken, TokenUnavailable
-from worker.directories.graph import Answer, Renew, Retry, answer_for, decode, failure, user_path
+from worker.directories.graph import (
+    Answer,
+    Renew,
+    Retry,
+    answer_for,
+    decode,
+    failure,
+    graph_error,
+    user_path,
+)
 from worker.errors import DirectoryCredentialsRejected, DirectoryUnreachable
 from worker.outbound import retry_after_s, tls_context
 
@@ -35,40 +51,52 @@ log = structlog.get_logger(__name__)
 
 #: Most lookups Graph takes in one `$batch`.
 BATCH_SIZE = 20
-#: Batches in a row that fail (transport, 429, 5xx, through their retries) before the rest of
-#: a call is not asked.
+#: Batches in a row that fail (none of their lookups answered by Graph) before the rest of a
+#: call is not asked.
 STOP_AFTER_FAILED_BATCHES = 3
 #: First wait before a retry, in seconds; doubled for each further one.
 BACKOFF_FIRST_S = 1.0
 #: Share by which each backoff wait may grow at random.
 BACKOFF_JITTER = 0.2
 STOPPED = "the directory stopped answering"
+#: Largest `$batch` answer read, in bytes (20 users of a few KiB each).
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
 class _Round:
-    """One observe() call's answers, and what its failures were, shared by the batches."""
+    """One observe() call's answers, and how its batches went, shared by the batches. Until
+    Graph has answered a batch, and while batches fail, one batch at a time (`turn()`)."""
 
     def __init__(self, size: int):
         self.answers: list[Observation | Unobserved | None] = [None] * size
         self.lock = threading.Lock()
+        self.probe = threading.Lock()
         self.failed_in_row = 0
         self.aborted = False
-        self.observed = False
-        self.only_transient = True
+        self.answered = False
+        self.unobserved = 0
         self.first_why = ""
 
-    def settle(self, index: int, answer: Observation | Unobserved, transient: bool = False):
+    def settle(self, index: int, answer: Observation | Unobserved):
         with self.lock:
             self.answers[index] = answer
-            if isinstance(answer, Observation):
-                self.observed = True
-            else:
+            if isinstance(answer, Unobserved):
+                self.unobserved += 1
                 self.first_why = self.first_why or answer.why
-                self.only_transient = self.only_transient and transient
 
     def batch_done(self, failed: bool) -> None:
         with self.lock:
             self.failed_in_row = self.failed_in_row + 1 if failed else 0
+            self.answered = self.answered or not failed
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if self.failed_in_row or not self.answered:
+            with self.probe:
+                if self.failed_in_row or not self.answered:  # this batch is the probe
+                    yield
+                    return
+        yield
 
     @property
     def stopped(self) -> bool:
@@ -143,15 +171,18 @@ class EntraClient:
         batches = [{str(i): logins[i].login for i in range(s, s + BATCH_SIZE) if i < len(logins)}
                    for s in starts]  # fmt: skip
         with ThreadPoolExecutor(min(self._concurrency, len(batches))) as pool:
-            futures = [pool.submit(self._batch, run, batch) for batch in batches]
+            futures = [pool.submit(self._batch_in_turn, run, batch) for batch in batches]
             try:
                 for future in futures:
                     future.result()
             except BaseException:
                 run.aborted = True
                 raise
-        if not run.observed and run.only_transient:
+        if not run.answered:
             raise DirectoryUnreachable(f"Microsoft Graph at {self._host}: {run.first_why}")
+        if run.unobserved:  # one line per call, the first why
+            log.warning("entra_unobserved", host=self._host, unobserved=run.unobserved,
+                        asked=len(logins), why=run.first_why)  # fmt: skip
         assert all(answer is not None for answer in run.answers)
         return list(run.answers)  # type: ignore[arg-type]
 
@@ -163,23 +194,27 @@ class EntraClient:
                 return
             except TokenUnavailable as exc:
                 wait = self._wait(attempt, [exc.retry_after])
-                log.warning("entra_token_unavailable", why=exc.why, attempt=attempt)
-                if attempt == self._attempts or wait is None:
+                log.info("entra_token_unavailable", why=exc.why, attempt=attempt)
+                if attempt == self._attempts or wait is None or exc.final:
                     raise DirectoryUnreachable(
                         f"Entra ID ({self._token.login_host}): {exc.why}, {attempt} attempts"
                     ) from None
                 self._sleep(wait)
 
+    def _batch_in_turn(self, run: _Round, pending: dict[str, str]) -> None:
+        with run.turn():
+            self._batch(run, pending)
+
     def _batch(self, run: _Round, pending: dict[str, str]) -> None:
         """Look up one batch's logins, retrying the lookups Graph asks to retry."""
-        attempt, renewed, observed = 1, False, False
+        attempt, renewed, heard = 1, False, False
         while pending and not run.aborted:
             if run.stopped:
                 self._give_up(run, pending, STOPPED)
                 return
-            answers, bearer = self._send(pending)
+            answers, bearer, answered = self._send(pending)
             retries = self._settle(run, pending, answers)
-            observed = observed or len(retries) < len(pending)
+            heard = heard or answered
             pending = {i: pending[i] for i in retries}
             if not pending:
                 break
@@ -199,7 +234,7 @@ class EntraClient:
             log.info("entra_retry", host=self._host, why=why, attempt=attempt, wait_s=wait)
             self._sleep(wait)
             attempt += 1
-        run.batch_done(failed=not observed and not run.aborted)
+        run.batch_done(failed=not heard and not run.aborted)
 
     def _settle(
         self, run: _Round, pending: dict[str, str], answers: dict[str, Answer]
@@ -212,55 +247,81 @@ class EntraClient:
                 again[key] = answer
             else:
                 if isinstance(answer, Unobserved):
-                    log.warning("entra_unobserved", login=login, why=answer.why)
+                    log.debug("entra_unobserved_login", login=login, why=answer.why)
                 run.settle(int(key), answer)
         return again
 
     def _give_up(self, run: _Round, pending: dict[str, str], why: str) -> None:
-        log.warning("entra_batch_unobserved", host=self._host, logins=len(pending), why=why)
+        log.debug("entra_batch_unobserved", host=self._host, logins=len(pending), why=why)
         for key, login in pending.items():
-            run.settle(int(key), Unobserved(login, why), transient=True)
+            run.settle(int(key), Unobserved(login, why))
 
     def _why_not(self, why: str, attempt: int, wait: float | None) -> str:
         if wait is None:
             return f"{why}, asking to wait longer than {self._max_wait_s:g} s"
         return f"{why}, {attempt} attempts"
 
-    def _send(self, pending: dict[str, str]) -> tuple[dict[str, Answer], str | None]:
-        """POST one `$batch`; the answer for each sub-request id, and the bearer used."""
+    def _send(self, pending: dict[str, str]) -> tuple[dict[str, Answer], str | None, bool]:
+        """POST one `$batch`: the answer for each sub-request id, the bearer used, and whether
+        Graph answered any lookup itself (a user, or its own error about one)."""
         try:
             bearer = self._token.bearer()
         except TokenUnavailable as exc:
-            return {key: Retry(f"Entra ID: {exc.why}", exc.retry_after) for key in pending}, None
-        requests = [{"id": key, "method": "GET", "url": user_path(login)}
-                    for key, login in pending.items()]  # fmt: skip
+            why = f"Entra ID: {exc.why}"
+            if exc.final:
+                return {k: Unobserved(v, why) for k, v in pending.items()}, None, False
+            return {key: Retry(why, exc.retry_after) for key in pending}, None, False
         try:
-            response = self._http.post(
-                f"{self._graph}/v1.0/$batch",
-                json={"requests": requests},
-                headers={"Authorization": f"Bearer {bearer}", "Accept": "application/json"},
-            )
+            status, headers, content = self._post(pending, bearer)
         except httpx.TimeoutException:
             why = f"no answer from {self._host} within {self._timeout_s:g} s"
-            return {key: Retry(why) for key in pending}, bearer
+            return {key: Retry(why) for key in pending}, bearer, False
         except httpx.TransportError as exc:  # its text may name the URL: only its kind is kept
             why = f"cannot reach {self._host} ({type(exc).__name__})"
-            return {key: Retry(why) for key in pending}, bearer
-        body = decode(response.content)
-        if response.status_code != 200:
-            return {
-                key: failure(login, response.status_code, response.headers, body)
-                for key, login in pending.items()
-            }, bearer
-        return self._read_batch(pending, body), bearer
+            return {key: Retry(why) for key in pending}, bearer, False
+        except httpx.DecodingError:
+            content = None
+        if content is None:
+            why = f"Graph's $batch answer is larger than {MAX_BATCH_BYTES >> 20} MiB or undecodable"
+            return {k: Unobserved(v, why) for k, v in pending.items()}, bearer, False
+        body = decode(content)
+        if status != 200:
+            answers = {k: failure(v, status, headers, body) for k, v in pending.items()}
+            return answers, bearer, False
+        answers, heard = self._read_batch(pending, body)
+        return answers, bearer, heard
 
-    def _read_batch(self, pending: dict[str, str], body: object) -> dict[str, Answer]:
+    def _post(
+        self, pending: dict[str, str], bearer: str
+    ) -> tuple[int, httpx.Headers, bytes | None]:
+        """Graph's answer to one `$batch`: its status, headers, and body (None: larger than
+        MAX_BATCH_BYTES), read within one deadline (httpx's timeouts are per read)."""
+        requests = [{"id": key, "method": "GET", "url": user_path(login)}
+                    for key, login in pending.items()]  # fmt: skip
+        deadline = time.monotonic() + self._timeout_s
+        with self._http.stream(
+            "POST",
+            f"{self._graph}/v1.0/$batch",
+            json={"requests": requests},
+            headers={"Authorization": f"Bearer {bearer}", "Accept": "application/json"},
+        ) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BATCH_BYTES:
+                    return response.status_code, response.headers, None
+                if time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer came too slowly")
+            return response.status_code, response.headers, bytes(body)
+
+    def _read_batch(self, pending: dict[str, str], body: object) -> tuple[dict[str, Answer], bool]:
+        """Each lookup's answer, and whether Graph answered any itself."""
         responses = body.get("responses") if isinstance(body, dict) else None
         if not isinstance(responses, list):
-            return {
-                k: Unobserved(v, "Graph's $batch answer is unreadable") for k, v in pending.items()
-            }
+            why = "Graph's $batch answer is unreadable"
+            return {k: Unobserved(v, why) for k, v in pending.items()}, False
         answers: dict[str, Answer] = {}
+        heard = False
         for sub in responses:
             if not isinstance(sub, dict) or str(sub.get("id")) not in pending:
                 continue
@@ -268,7 +329,9 @@ class EntraClient:
             headers = sub.get("headers") if isinstance(sub.get("headers"), dict) else {}
             status = sub.get("status") if isinstance(sub.get("status"), int) else 0
             answers[key] = answer_for(pending[key], status, headers, sub.get("body"))
-        return answers
+            graphs = status == 200 or graph_error(sub.get("body"))[0] is not None
+            heard = heard or (graphs and not isinstance(answers[key], Retry | Renew))
+        return answers, heard
 
     def _wait(self, attempt: int, retry_afters: list[str | None]) -> float | None:
         """Graph's longest Retry-After (None when beyond max_wait_s), else a backoff."""

@@ -6,6 +6,9 @@ msal's HTTP goes through tokenwarden's TLS (TOKENWARDEN_CA_BUNDLE trusted), with
 directory timeout, and every request is counted. msal's own cache of failed POSTs (which would
 answer a retry within 5 s with the same 500, without asking) is not used: the client retries
 with its own backoff. No message, log or repr holds the client secret or a bearer.
+
+A redirect is never followed (a 307 would send the client secret on to where it points) and an
+answer is read streamed, at most 256 KiB: either is a TokenUnavailable not worth retrying.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -38,17 +42,21 @@ HINTS = {
     "invalid_request": "check the tenant id and the client id",
     "invalid_scope": "check TOKENWARDEN_GRAPH_URL (the scope asked is <graph url>/.default)",
 }
+#: Largest answer of the login endpoint read, in bytes (a token is a few KiB).
+MAX_ANSWER_BYTES = 256 * 1024
 
 
 class TokenUnavailable(DirectoryUnreachable):
     """The token could not be had this time (timeout, connection, 429, 5xx): ask again,
     after `retry_after` (Entra's header as sent) when it gave one. The client retries it and
-    raises a DirectoryUnreachable of its own after the last attempt."""
+    raises a DirectoryUnreachable of its own after the last attempt; at once when `final`
+    (a redirect, an answer too large: asking again would get the same)."""
 
-    def __init__(self, why: str, retry_after: str | None = None):
+    def __init__(self, why: str, retry_after: str | None = None, *, final: bool = False):
         super().__init__(why)
         self.why = why
         self.retry_after = retry_after
+        self.final = final
 
 
 @dataclass
@@ -68,8 +76,9 @@ class _NoPostCache(dict):
 
 
 class _CountingHttp:
-    """The HTTP client msal is given: tokenwarden's TLS, a timeout, each request counted, and
-    the last answer remembered (to tell Entra's refusals from a proxy's page)."""
+    """The HTTP client msal is given: tokenwarden's TLS, a timeout, each request counted, no
+    redirect followed, at most MAX_ANSWER_BYTES read, and the last answer remembered (to tell
+    Entra's refusals from a proxy's page)."""
 
     def __init__(self, settings: DirectorySettings, count: Callable[[], None]):
         self._session = requests_session(settings.ca_bundle)
@@ -85,14 +94,35 @@ class _CountingHttp:
 
     def _send(self, method: str, url: str, **kwargs):
         kwargs.setdefault("timeout", self._timeout_s)
-        kwargs.setdefault("allow_redirects", False)
+        kwargs.update(allow_redirects=False, stream=True)
         self.last = _Last()
         self._count()
-        response = self._session.request(method, url, **kwargs)
-        self.last = _Last(
-            response.status_code, header(response.headers, "retry-after"), response.content
-        )
+        with self._session.request(method, url, **kwargs) as response:
+            status = response.status_code
+            if 300 <= status < 400:
+                raise TokenUnavailable(
+                    f"Entra ID's login endpoint answered HTTP {status}, a redirect (not followed)",
+                    final=True,
+                )
+            body = self._read(response)
+        response._content = body  # what msal reads (.text, .json())
+        self.last = _Last(status, header(response.headers, "retry-after"), body)
         return response
+
+    def _read(self, response: requests.Response) -> bytes:
+        """The body, within one deadline for all of it; at most MAX_ANSWER_BYTES."""
+        deadline = time.monotonic() + self._timeout_s
+        body = bytearray()
+        for chunk in response.iter_content(64 * 1024):
+            body += chunk
+            if len(body) > MAX_ANSWER_BYTES:
+                raise TokenUnavailable(
+                    f"Entra ID's login endpoint answered more than {MAX_ANSWER_BYTES >> 10} KiB",
+                    final=True,
+                )
+            if time.monotonic() > deadline:
+                raise requests.Timeout("the answer came too slowly")
+        return bytes(body)
 
     def close(self) -> None:
         self._session.close()

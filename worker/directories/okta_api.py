@@ -12,6 +12,11 @@ What an answer means is decided by the pure functions at the end of this module:
                                       max_wait_s, else backoff 1 s, 2 s ...), then Unobserved
     anything else (an HTML 404 ...)   Unobserved, never a departure
 
+In one observe() call, logins are asked one at a time until Okta answers one; after 3 in a
+row fail (anything but Okta's answer about the user: a 5xx, a timeout, a proxy's page ...)
+the rest are not asked, and when none was answered, DirectoryUnreachable. One warning per call
+sums up the logins left unobserved.
+
 Okta reports its rate limit on every answer (X-Rate-Limit-Remaining, X-Rate-Limit-Reset in
 epoch seconds, read against the answer's own Date): when none remain, every thread of the
 client waits for the reset (at most max_wait_s) before its next request, instead of running
@@ -20,10 +25,11 @@ into 429s. The API token never leaves this module: not in a message, a log line 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,8 +53,7 @@ USERS_PATH = "/api/v1/users/"
 DISABLED_STATUSES = frozenset({"SUSPENDED", "DEPROVISIONED"})
 #: Okta's errorCode for "Not found: Resource not found: <login> (User)".
 NOT_FOUND_CODE = "E0000007"
-#: Logins failing in a row (transport, 5xx, 429 through their retries) after which the rest
-#: of a call is not asked.
+#: Logins failing in a row (anything but Okta's answer about them) after which a call stops.
 STOP_AFTER_FAILURES = 3
 STOPPED = "the directory stopped answering"
 #: First wait before a retry without Retry-After, in seconds; doubled for each further one.
@@ -70,26 +75,38 @@ class _Answer:
 
 @dataclass
 class _Round:
-    """One observe() call: the run of failing logins, and whether anything was observed."""
+    """One observe() call: the run of failing logins, whether Okta answered any. Until it
+    has, and while logins fail, they are asked one at a time (`turn()`)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
+    probe: threading.Lock = field(default_factory=threading.Lock)
     streak: int = 0
     stopped: bool = False
-    observed: bool = False
-    only_transient: bool = True
+    answered: bool = False
+    unobserved: int = 0
     first_failure: str = ""
 
-    def record(self, result: Observation | Unobserved, transient: bool) -> None:
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        if self.streak or not self.answered:
+            with self.probe:
+                if self.streak or not self.answered:  # this login is the probe
+                    yield
+                    return
+        yield
+
+    def record(self, result: Observation | Unobserved, failed: bool) -> Observation | Unobserved:
+        """`failed`: not an answer of Okta about the user (a 5xx, an error page ...)."""
         with self.lock:
-            if isinstance(result, Observation):
-                self.observed = True
-                self.streak = 0
-                return
-            self.first_failure = self.first_failure or result.why
-            self.only_transient = self.only_transient and transient
-            self.streak = self.streak + 1 if transient else 0
-            if self.streak >= STOP_AFTER_FAILURES:
-                self.stopped = True
+            if isinstance(result, Unobserved):
+                self.unobserved += 1
+                self.first_failure = self.first_failure or result.why
+            if not failed:
+                self.answered, self.streak = True, 0
+                return result
+            self.streak += 1
+            self.stopped = self.stopped or self.streak >= STOP_AFTER_FAILURES
+            return result
 
 
 class OktaApiClient:
@@ -137,32 +154,38 @@ class OktaApiClient:
         with ThreadPoolExecutor(workers, thread_name_prefix="okta") as pool:
             futures = [pool.submit(self._observe_one, w.login, call) for w in logins]
             results = [future.result() for future in futures]
-        if not call.observed and call.only_transient:
-            log.warning("okta_unreachable", host=self._host, why=call.first_failure)
-            raise DirectoryUnreachable(f"Okta ({self._host}) cannot be asked: {call.first_failure}")
+        why = call.first_failure
+        if not call.answered:
+            log.warning("okta_unreachable", host=self._host, why=why)
+            raise DirectoryUnreachable(f"Okta ({self._host}) cannot be asked: {why}")
+        if call.unobserved:  # one line per call, the first why
+            log.warning("okta_unobserved", host=self._host, unobserved=call.unobserved, why=why)
         return results
 
     def _observe_one(self, login: str, call: _Round) -> Observation | Unobserved:
-        if call.stopped:
-            return Unobserved(login, STOPPED)
-        try:
-            result, transient = self._ask(login)
-        except DirectoryCredentialsRejected:
-            call.stopped = True  # the logins not yet asked are not asked
-            raise
-        call.record(result, transient)
+        with call.turn():
+            if call.stopped:
+                return call.record(Unobserved(login, STOPPED), failed=True)
+            try:
+                result, failed = self._ask(login)
+            except DirectoryCredentialsRejected:
+                call.stopped = True  # the logins not yet asked are not asked
+                raise
+            call.record(result, failed)
         if isinstance(result, Unobserved):
-            log.warning("okta_unobserved", host=self._host, login=login, why=result.why)
+            log.debug("okta_unobserved_login", host=self._host, login=login, why=result.why)
         return result
 
     def _ask(self, login: str) -> tuple[Observation | Unobserved, bool]:
-        """What Okta says of `login`, and whether a failure was transient (after retries)."""
+        """What Okta says of `login`, and whether it failed: anything but Okta's answer about
+        the user (a user, Okta's not found, a user it could not read) is a failure."""
         path = USERS_PATH + quote(login, safe="")
         for attempt in range(1, self._attempts + 1):
             answer, failure = self._attempt(path)
             if failure is None:
                 assert answer is not None
-                return self._meaning(login, answer), False
+                result = self._meaning(login, answer)
+                return result, isinstance(result, Unobserved) and not about_user(answer)
             if attempt == self._attempts:
                 return Unobserved(login, f"{failure}, {attempt} attempts"), True
             wait = self._wait_before_retry(attempt, answer)
@@ -282,6 +305,15 @@ class OktaApiClient:
 
 
 # What Okta's answers mean: pure functions
+
+
+def about_user(answer: _Answer) -> bool:
+    """A user Okta answered (with a status), its stamps readable or not."""
+    try:
+        user = json.loads(answer.body) if answer.status == 200 and not answer.unreadable else 0
+    except ValueError:
+        return False
+    return isinstance(user, dict) and isinstance(user.get("status"), str) and bool(user["status"])
 
 
 def read_answer(login: str, status: int, body: bytes) -> Observation | Unobserved:
