@@ -57,6 +57,8 @@ def scan_command(app: App, at: datetime | None, dry_run: bool, as_json: bool) ->
         )
     thresholds = app.settings.scheduler.thresholds
     report = Scanner(app.store, thresholds).scan(at or now, dry_run=dry_run)
+    if not dry_run:
+        app.estate_metrics.record_scan(app.now())
     described = [w.describe() for w in report.warnings]
     if as_json:
         print_json({"dry_run": dry_run, "examined": report.examined, "warnings": described})

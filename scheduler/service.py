@@ -131,6 +131,7 @@ class SchedulerService:
         started = time.perf_counter()
         try:
             report = self.scanner.scan(self.app.now(), still_leader=lambda: self.leader)
+            self.app.estate_metrics.record_scan(self.app.now())
         except Exception:
             log.exception("scan_failed")
             return

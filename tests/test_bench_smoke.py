@@ -29,4 +29,9 @@ def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
         measured = figures["directories"][kind]
         assert measured["watched"] == SMALL["directory_users"]
         assert measured["requests"] > 0 and measured["events"] > 0
-    assert len(figures["targets_met"]) == 14
+    assert figures["metrics"]["series"]["tokens"] == SMALL["metrics_tokens"]
+    assert figures["metrics"]["series"]["per_token_series"] is True
+    assert figures["metrics"]["series"]["http_s"] > 0
+    assert figures["metrics"]["buckets"]["tokens"] == SMALL["metrics_large"]
+    assert figures["metrics"]["buckets"]["per_token_series"] is False
+    assert len(figures["targets_met"]) == 15

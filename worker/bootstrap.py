@@ -22,6 +22,7 @@ from worker.crypto.sealing import Keyring
 from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
 from worker.store.delivery_store import DeliveryStore
+from worker.store.estate_metrics import EstateMetricsStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
@@ -64,6 +65,10 @@ class App:
     @cached_property
     def store(self) -> RedisStore:
         return RedisStore(self.redis, self.keyring)
+
+    @cached_property
+    def estate_metrics(self) -> EstateMetricsStore:
+        return EstateMetricsStore(self.redis)
 
     @cached_property
     def listings(self) -> Listings:

@@ -62,6 +62,9 @@ TOKENWARDEN_HTTP_LISTEN             host:port it listens on              default
 TOKENWARDEN_HTTP_TRUSTED_PROXIES    addresses (or networks) of the reverse proxies whose
                                     X-Forwarded-For / -Proto are believed, comma separated;
                                     * believes any                   default: none
+TOKENWARDEN_METRICS_TOKEN_SERIES    current tokens up to which `/metrics` has series per token
+                                    (above it, only counts by days left); 0 = never
+                                                                     default 10000
 """
 
 from __future__ import annotations
@@ -125,6 +128,10 @@ DEFAULT_DIRECTORY_CONCURRENCY = 4
 #: Where `tokenwarden serve` listens: loopback, behind the reverse proxy that does TLS.
 DEFAULT_HTTP_HOST = "127.0.0.1"
 DEFAULT_HTTP_PORT = 8080
+
+#: Current tokens up to which `/metrics` has series per token (a Prometheus holds a few
+#: million series; an estate larger than this is shown as counts by days left).
+DEFAULT_METRICS_TOKEN_SERIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -204,6 +211,8 @@ class Settings:
     apple: AppleSettings = field(default_factory=AppleSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
     directories: DirectorySettings = field(default_factory=DirectorySettings)
+    #: Current tokens up to which `/metrics` has per-token series (0: never).
+    metrics_token_series: int = DEFAULT_METRICS_TOKEN_SERIES
     #: The variables these settings were read from (empty when built in code): the worker
     #: processes `tokenwarden worker` starts are given them, so each reads the same settings.
     environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -237,6 +246,9 @@ class Settings:
             apple=_apple(env, ca_bundle),
             http=_http(env),
             directories=_directories(env, ca_bundle),
+            metrics_token_series=env.whole_number(
+                "TOKENWARDEN_METRICS_TOKEN_SERIES", DEFAULT_METRICS_TOKEN_SERIES, 0, 10_000_000
+            ),
             environment=variables,
         )
 

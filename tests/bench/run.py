@@ -4,7 +4,7 @@ as a table and as JSON (var/bench.json).
     .venv/bin/python -m tests.bench.run            # the full run, about 6 minutes here
     .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
     .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover,
-                                                       # apple, intake, directories)
+                                                       # apple, intake, directories, metrics)
 """
 
 from __future__ import annotations
@@ -19,7 +19,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import apple, cloudevents, directories, failover, latency, okta, pipeline, scan
+from tests.bench import (
+    apple,
+    cloudevents,
+    directories,
+    failover,
+    latency,
+    metrics,
+    okta,
+    pipeline,
+    scan,
+)
 from tests.bench.common import start_redis, stop_redis
 from tests.bench.serve import load_average
 from worker.config import DEFAULT_APPLE_CONCURRENCY
@@ -39,6 +49,8 @@ FULL = {
     "okta_seconds": 30.0,
     "ce_seconds": 10.0,
     "directory_users": 10_000,
+    "metrics_tokens": 10_000,
+    "metrics_large": 100_000,
 }
 SMALL = {
     "events": 300,
@@ -55,6 +67,8 @@ SMALL = {
     "okta_seconds": 2.0,
     "ce_seconds": 1.0,
     "directory_users": 100,
+    "metrics_tokens": 200,
+    "metrics_large": 1_000,
 }
 
 
@@ -268,6 +282,35 @@ def _directories(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple
     return {"directories": rounds}, rows
 
 
+def _metrics(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    tokens, large = sizes["metrics_tokens"], sizes["metrics_large"]
+    progress(
+        f"/metrics scrapes over {tokens:,} tokens (per-token series) and {large:,} (counts "
+        "by days left); loading them takes most of the time"
+    )
+    scrapes = metrics.measure(url, workdir, tokens, large)
+    series, buckets = scrapes["series"], scrapes["buckets"]
+    rows = [
+        (
+            f"scrape /metrics over HTTP, {tokens:,} tokens (per-token series)",
+            f"{series['http_s']:.3f} s",
+            f"collector alone {series['collector_s']:.3f} s",
+            "",
+            "<= 1 s",
+            series["http_s"] <= 1,
+        ),
+        (
+            f"scrape the collector, {large:,} tokens (counts by days left)",
+            f"{buckets['collector_s']:.3f} s",
+            f"{buckets['bytes']:,} bytes",
+            "",
+            "",
+            None,  # no target: the figure to watch
+        ),
+    ]
+    return {"metrics": scrapes}, rows
+
+
 #: The parts of the benchmark, in the order they run (`--only` picks one).
 PARTS = {
     "pipeline": _pipeline,
@@ -276,6 +319,7 @@ PARTS = {
     "apple": _apple,
     "intake": _intake,
     "directories": _directories,
+    "metrics": _metrics,
 }
 
 

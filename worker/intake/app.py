@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import time
 
+import redis
 import structlog
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -17,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from worker.bootstrap import App
 from worker.intake.context import Intake
+from worker.metrics.estate import EstateCollector
 
 log = structlog.get_logger(__name__)
 
@@ -66,8 +68,27 @@ def _readyz(intake: Intake):
 
 
 def _metrics(intake: Intake):
+    """The intake's own counters and the estate's metrics (read from Redis at each scrape, in
+    the thread pool). Redis unreachable: 503, one line."""
+    app = intake.app
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(intake.metrics.registry)
+    registry.register(
+        EstateCollector(
+            app.estate_metrics.read,
+            app.now,
+            app.settings.metrics_token_series,
+            app.settings.scheduler.scan_interval_s,
+        )
+    )
+
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(intake.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        try:
+            body = await run_in_threadpool(generate_latest, registry)
+        except redis.RedisError as exc:
+            log.warning("metrics_unavailable", error=type(exc).__name__)
+            return PlainTextResponse("redis unreachable\n", status_code=503)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     return metrics
 

@@ -81,6 +81,10 @@ APPLE_BACKFILLED = "tw:apple:backfilled"
 #: configured ones differ, every next check is brought forward to the new largest threshold.
 SCHEDULER_THRESHOLDS = "tw:scheduler:thresholds"
 
+#: String: when the latest expiry scan ran (ms), written after each scan (the scheduler's, and
+#: `tokenwarden scan`); the metrics say how long ago that was.
+SCHEDULER_LAST_SCAN = "tw:scheduler:last-scan"
+
 #: Set: ids of the master keys that have sealed values here, to refuse a wrong or new key
 #: (a CLI started in another folder would otherwise make itself a fresh key file).
 MASTER_KEY_IDS = "tw:master-key-ids"
