@@ -74,3 +74,39 @@ def test_the_dashboard_uses_the_estate_metrics():
         "tokenwarden_deliveries",
         "tokenwarden_intake_events_accepted_total",
     } <= used_metrics()
+
+
+def exported_names(text: str) -> set[str]:
+    """Every series name a scrape can hold: its samples', and each family's by its type (a
+    counter or histogram with no child yet still exports its name)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
+                "gauge": ("",), "summary": ("_sum", "_count", "")}  # fmt: skip
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names |= {sample.name for sample in family.samples}
+        names |= {family.name + suffix for suffix in suffixes.get(family.type, ("",))}
+    return names
+
+
+def test_every_metric_the_dashboard_and_the_alerts_use_is_exported(
+    app, cli, clock, tmp_path, intake, worker
+):
+    import httpx
+
+    from tests.helpers import DOWNLOADED, emit, install
+    from worker.services import sources
+
+    assert cli("servers", "add", "Lab").exit_code == 0
+    install(cli, clock, tmp_path, "Lab", "ann@school.example", DOWNLOADED)
+    emit(cli, "password-changed", "--user", "ann@school.example")
+    worker.drain()
+    sources.add_directory(
+        app.sources, "staff", "okta-api", now=clock.now, domains=("school.example",),
+        options={"org_url": "https://school.okta.com"}, credentials={"api_token": "0" * 40},
+    )  # fmt: skip
+    scraped = exported_names(httpx.get(f"{intake}/metrics").text)
+    alerts = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
+    assert used_metrics() - scraped == set()
+    assert set(METRIC.findall(alerts)) - scraped == set()
