@@ -34,8 +34,11 @@ MAX_BACKOFF_MS = 5 * 60 * 1000
 
 
 def make_broker(settings: Settings) -> RedisBroker:
+    from worker.bootstrap import redis_client  # bootstrap builds the broker: imported late
+
     broker = RedisBroker(
-        url=settings.redis_url,
+        # Made where every client is (redis:// or Sentinel alike); dramatiq reads bytes.
+        client=redis_client(settings, decode_responses=False),
         namespace=BROKER_NAMESPACE,
         heartbeat_timeout=settings.heartbeat_timeout_s * 1000,
         maintenance_chance=MAINTENANCE_CHANCE,
