@@ -26,6 +26,7 @@ from worker.environment import SENTINEL_SCHEMES, SentinelUrl, parse_sentinel_url
 from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
 from worker.store.delivery_store import DeliveryStore
+from worker.store.event_store import EventStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
@@ -95,7 +96,8 @@ class App:
 
     @cached_property
     def store(self) -> RedisStore:
-        return RedisStore(self.redis, self.keyring)
+        events = EventStore(self.redis, replica_wait=self.settings.replica_wait)
+        return RedisStore(self.redis, self.keyring, events)
 
     @cached_property
     def listings(self) -> Listings:
