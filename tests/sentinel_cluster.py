@@ -59,6 +59,17 @@ class SentinelCluster:
         self.processes["master"].kill()
         self.processes["master"].wait(timeout=10)
 
+    def restart_old_master(self) -> None:
+        """Start the killed master again (on its AOF); the sentinels make it a replica of the
+        one they promoted. Returns once it replicates."""
+        _start_server(self, "master", self.master_port, [])
+        _wait(
+            lambda: (
+                self.client(self.master_port).info("replication").get("master_link_status") == "up"
+            ),
+            "the old master to come back as a replica",
+        )
+
     def stop(self) -> None:
         for process in self.processes.values():
             if process.poll() is None:
