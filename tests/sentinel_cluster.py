@@ -32,6 +32,7 @@ class SentinelCluster:
     workdir: Path
     master_port: int = 0
     replica_port: int = 0
+    fsync: str = "everysec"  # the servers' appendfsync
     sentinel_ports: list[int] = field(default_factory=list)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
@@ -62,6 +63,8 @@ class SentinelCluster:
     def restart_old_master(self) -> None:
         """Start the killed master again (on its AOF); the sentinels make it a replica of the
         one they promoted. Returns once it replicates."""
+        promoted = ("127.0.0.1", self.replica_port)
+        _wait(lambda: self.master_address() == promoted, "the replica's promotion")
         _start_server(self, "master", self.master_port, [])
         _wait(
             lambda: (
@@ -77,13 +80,16 @@ class SentinelCluster:
                 process.wait(timeout=10)
 
 
-def start_cluster(workdir: Path) -> SentinelCluster:
+def start_cluster(workdir: Path, fsync: str = "everysec") -> SentinelCluster:
     """Master and replica with AOF, three sentinels watching them; returns once the sentinels
     know the replica and each other (a failover is then possible)."""
     for program in ("redis-server", "redis-sentinel"):
         if shutil.which(program) is None:
             raise RedisDidNotStart(f"{program} is not installed; `make setup` installs it")
-    cluster = SentinelCluster(workdir, master_port=free_port(), replica_port=free_port())
+    workdir.mkdir(parents=True, exist_ok=True)
+    cluster = SentinelCluster(
+        workdir, master_port=free_port(), replica_port=free_port(), fsync=fsync
+    )
     try:
         _start_server(cluster, "master", cluster.master_port, [])
         _start_server(
@@ -125,7 +131,7 @@ def _start_server(cluster: SentinelCluster, name: str, port: int, extra: list[st
         [
             shutil.which("redis-server"),
             *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(data)),
-            *("--appendonly", "yes", "--appendfsync", "everysec"),
+            *("--appendonly", "yes", "--appendfsync", cluster.fsync),
             *extra,
         ],
         stdout=subprocess.DEVNULL,

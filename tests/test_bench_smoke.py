@@ -29,4 +29,6 @@ def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
         measured = figures["directories"][kind]
         assert measured["watched"] == SMALL["directory_users"]
         assert measured["requests"] > 0 and measured["events"] > 0
-    assert len(figures["targets_met"]) == 14
+    assert figures["sentinel"]["events_per_s_wait_1"] > 0
+    assert figures["sentinel"]["events_per_s_wait_off"] > 0
+    assert len(figures["targets_met"]) == 15
