@@ -30,6 +30,7 @@ from worker.store.event_store import EventStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
+from worker.store.replication import ReplicaWait
 from worker.store.source_store import SourceStore
 from worker.timefmt import utc_now
 
@@ -96,7 +97,7 @@ class App:
 
     @cached_property
     def store(self) -> RedisStore:
-        events = EventStore(self.redis, replica_wait=self.settings.replica_wait)
+        events = EventStore(self.redis, replica_wait=ReplicaWait.of(self.settings))
         return RedisStore(self.redis, self.keyring, events)
 
     @cached_property

@@ -89,6 +89,6 @@ def make_broker(settings: Settings) -> RedisBroker:
             LogContext(),
         ],
     )
-    broker.replica_wait = settings.replica_wait
+    broker.replica_wait = ReplicaWait.of(settings)
     broker.declare_queue(EVENTS_QUEUE)
     return broker

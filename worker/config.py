@@ -80,10 +80,12 @@ from pathlib import Path
 
 from worker.environment import Environment, redact_url
 from worker.notify.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE_S
-from worker.store.replication import DEFAULT_WAIT_TIMEOUT_MS, ReplicaWait
 
 #: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Longest a write waits for its replicas when TOKENWARDEN_REDIS_WAIT_REPLICAS is set, in ms.
+DEFAULT_WAIT_TIMEOUT_MS = 1000
 
 #: Local state (the master key file, the dev Redis's AOF) when TOKENWARDEN_DATA_DIR is unset.
 DEFAULT_DATA_DIR = "./var"
@@ -257,10 +259,6 @@ class Settings:
     @property
     def master_key_file(self) -> Path:
         return self.data_dir / "master.key"
-
-    @property
-    def replica_wait(self) -> ReplicaWait:
-        return ReplicaWait(self.redis_wait_replicas, self.redis_wait_timeout_ms)
 
     @property
     def redis_url_display(self) -> str:

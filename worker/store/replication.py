@@ -17,18 +17,20 @@ from typing import Any
 import redis
 import structlog
 
+from worker.config import DEFAULT_WAIT_TIMEOUT_MS, Settings
 from worker.store import keys as k
 
 log = structlog.get_logger(__name__)
-
-#: Longest a write waits for its replicas by default, in ms.
-DEFAULT_WAIT_TIMEOUT_MS = 1000
 
 
 @dataclass(frozen=True)
 class ReplicaWait:
     replicas: int = 0  # 0: off
     timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS
+
+    @classmethod
+    def of(cls, settings: Settings) -> ReplicaWait:
+        return cls(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
 
     def queue(self, pipe: Any) -> bool:
         """Add WAIT at the end of a pipeline (its answer is the pipeline's last); False when
