@@ -34,4 +34,6 @@ def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
     assert figures["metrics"]["series"]["http_s"] > 0
     assert figures["metrics"]["buckets"]["tokens"] == SMALL["metrics_large"]
     assert figures["metrics"]["buckets"]["per_token_series"] is False
-    assert len(figures["targets_met"]) == 15
+    assert figures["sentinel"]["events_per_s_wait_1"] > 0
+    assert figures["sentinel"]["events_per_s_wait_off"] > 0
+    assert len(figures["targets_met"]) == 16

@@ -14,18 +14,24 @@ from typing import TYPE_CHECKING
 
 import redis
 from dramatiq.brokers.redis import RedisBroker
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from worker.broker import make_broker
 from worker.config import Settings
 from worker.crypto.masterkey import LiveKeyring, load_keyring
 from worker.crypto.sealing import Keyring
+from worker.environment import SENTINEL_SCHEMES, SentinelUrl, parse_sentinel_url
 from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
 from worker.store.delivery_store import DeliveryStore
 from worker.store.estate_metrics import EstateMetricsStore
+from worker.store.event_store import EventStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
+from worker.store.replication import ReplicaWait
 from worker.store.source_store import SourceStore
 from worker.timefmt import utc_now
 
@@ -41,13 +47,41 @@ REDIS_CONNECT_TIMEOUT = 5.0
 REDIS_SOCKET_TIMEOUT = 30.0
 
 
-def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=REDIS_CONNECT_TIMEOUT,
-        socket_timeout=REDIS_SOCKET_TIMEOUT,
-        health_check_interval=30,
+def redis_client(settings: Settings, *, decode_responses: bool = True) -> redis.Redis:
+    """The one way a client of tokenwarden's Redis is made (the store's, and the broker's,
+    which reads bytes). Behind Sentinel, each new connection asks the sentinels where the
+    master is, and a connection to a master demoted since is dropped: after a failover, the
+    next command after the one that failed goes to the new master, in every process."""
+    options = {
+        "decode_responses": decode_responses,
+        "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+        "socket_timeout": REDIS_SOCKET_TIMEOUT,
+        "health_check_interval": 30,
+    }
+    if settings.redis_url.partition("://")[0].lower() not in SENTINEL_SCHEMES:
+        return redis.Redis.from_url(settings.redis_url, **options)
+    return _sentinel_client(parse_sentinel_url(settings.redis_url), options)
+
+
+def _sentinel_client(url: SentinelUrl, options: dict) -> redis.Redis:
+    tls = {"ssl": True} if url.tls else {}
+    if url.tls and url.ssl_ca_certs:
+        tls["ssl_ca_certs"] = url.ssl_ca_certs
+    if url.tls and url.ssl_cert_reqs:
+        tls["ssl_cert_reqs"] = url.ssl_cert_reqs
+    sentinels = Sentinel(
+        list(url.sentinels),
+        sentinel_kwargs={
+            "password": url.sentinel_password,
+            "socket_connect_timeout": REDIS_CONNECT_TIMEOUT,
+            "socket_timeout": REDIS_CONNECT_TIMEOUT,
+            # One try each: a sentinel that does not answer is passed over for the next.
+            "retry": Retry(NoBackoff(), 0),
+            **tls,
+        },
+    )
+    return sentinels.master_for(
+        url.master, db=url.db, username=url.username, password=url.password, **tls, **options
     )
 
 
@@ -64,7 +98,8 @@ class App:
 
     @cached_property
     def store(self) -> RedisStore:
-        return RedisStore(self.redis, self.keyring)
+        events = EventStore(self.redis, replica_wait=ReplicaWait.of(self.settings))
+        return RedisStore(self.redis, self.keyring, events)
 
     @cached_property
     def estate_metrics(self) -> EstateMetricsStore:

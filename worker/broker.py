@@ -10,11 +10,13 @@ our messages take milliseconds, so a live worker is never mistaken for a dead on
 from __future__ import annotations
 
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import current_millis
 from dramatiq.middleware import CurrentMessage, Retries, TimeLimit
 
 from worker.config import Settings
 from worker.middleware.logging_context import LogContext
 from worker.store.keys import BROKER_NAMESPACE
+from worker.store.replication import ReplicaWait
 
 #: The queue incoming events travel on.
 EVENTS_QUEUE = "events"
@@ -33,9 +35,44 @@ MIN_BACKOFF_MS = 1_000
 MAX_BACKOFF_MS = 5 * 60 * 1000
 
 
+class ReplicatedRedisBroker(RedisBroker):
+    """dramatiq's Redis broker, whose enqueue answers only once the replicas asked for hold the
+    message (TOKENWARDEN_REDIS_WAIT_REPLICAS): WAIT goes in one pipeline with the enqueue, on
+    its connection. The arguments are those dramatiq's own `do_enqueue` gives its script."""
+
+    replica_wait = ReplicaWait()
+
+    def do_enqueue(self, queue_name: str, *args: object) -> object:
+        if not self.replica_wait.replicas:
+            return self._dispatch("enqueue")(queue_name, *args)
+        pipe = self.client.pipeline(transaction=False)
+        self.scripts["dispatch"](
+            keys=[self.namespace],
+            args=[
+                "enqueue",
+                current_millis(),
+                queue_name,
+                self.broker_id,
+                self.heartbeat_timeout,
+                self.dead_message_ttl,
+                self._should_do_maintenance("enqueue"),
+                self._max_unpack_size(),
+                *args,
+            ],
+            client=pipe,
+        )
+        self.replica_wait.queue(pipe)
+        answer, reached = pipe.execute()
+        self.replica_wait.check(reached, "event enqueued")
+        return answer
+
+
 def make_broker(settings: Settings) -> RedisBroker:
-    broker = RedisBroker(
-        url=settings.redis_url,
+    from worker.bootstrap import redis_client  # bootstrap builds the broker: imported late
+
+    broker = ReplicatedRedisBroker(
+        # Made where every client is (redis:// or Sentinel alike); dramatiq reads bytes.
+        client=redis_client(settings, decode_responses=False),
         namespace=BROKER_NAMESPACE,
         heartbeat_timeout=settings.heartbeat_timeout_s * 1000,
         maintenance_chance=MAINTENANCE_CHANCE,
@@ -52,5 +89,6 @@ def make_broker(settings: Settings) -> RedisBroker:
             LogContext(),
         ],
     )
+    broker.replica_wait = ReplicaWait.of(settings)
     broker.declare_queue(EVENTS_QUEUE)
     return broker

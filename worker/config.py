@@ -6,6 +6,12 @@ read by the parser for its kind (worker/environment.py); unset or blank means th
 
 Core
 REDIS_URL                  state and broker           default redis://127.0.0.1:6379/0
+                           (redis://, rediss://, unix://, or behind Sentinel
+                           redis+sentinel://host1:26379,host2:26379/MASTER/0, rediss+sentinel://)
+TOKENWARDEN_REDIS_WAIT_REPLICAS    replicas an acknowledged write (an event enqueued, a batch of
+                                   decisions) waits for with Redis WAIT; 0: off      default 0
+TOKENWARDEN_REDIS_WAIT_TIMEOUT_MS  longest it waits; fewer replicas by then: a warning, the
+                                   write stands on the master                     default 1000
 TOKENWARDEN_DATA_DIR       local files (master.key)   default ./var
 TOKENWARDEN_MASTER_KEY     encryption at rest: keys separated by commas, the primary first;
                            when unset, <data dir>/master.key is used (created on first use)
@@ -80,6 +86,9 @@ from worker.notify.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE_S
 
 #: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+#: Longest a write waits for its replicas when TOKENWARDEN_REDIS_WAIT_REPLICAS is set, in ms.
+DEFAULT_WAIT_TIMEOUT_MS = 1000
 
 #: Local state (the master key file, the dev Redis's AOF) when TOKENWARDEN_DATA_DIR is unset.
 DEFAULT_DATA_DIR = "./var"
@@ -200,6 +209,9 @@ class Settings:
     redis_url: str = field(default=DEFAULT_REDIS_URL, repr=False)  # may hold a password
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     master_key: str | None = field(default=None, repr=False)
+    #: Replicas to WAIT for after each acknowledged write (0: off), and for how long (ms).
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = DEFAULT_WAIT_TIMEOUT_MS
     log_level: str = "info"
     log_format: str = "auto"
     worker_processes: int = DEFAULT_WORKER_PROCESSES
@@ -227,6 +239,10 @@ class Settings:
             redis_url=env.redis_url("REDIS_URL", DEFAULT_REDIS_URL),
             data_dir=env.path("TOKENWARDEN_DATA_DIR", DEFAULT_DATA_DIR),
             master_key=env.master_keys("TOKENWARDEN_MASTER_KEY"),
+            redis_wait_replicas=env.whole_number("TOKENWARDEN_REDIS_WAIT_REPLICAS", 0, 0, 16),
+            redis_wait_timeout_ms=env.whole_number(
+                "TOKENWARDEN_REDIS_WAIT_TIMEOUT_MS", DEFAULT_WAIT_TIMEOUT_MS, 1, 60_000, "ms"
+            ),
             log_level=env.choice("TOKENWARDEN_LOG_LEVEL", LOG_LEVELS, "info"),
             log_format=env.choice("TOKENWARDEN_LOG_FORMAT", LOG_FORMATS, "auto"),
             worker_processes=env.whole_number(

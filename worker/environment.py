@@ -11,14 +11,35 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from worker.crypto.sealing import Keyring
 from worker.errors import ConfigError
 
 #: The schemes redis-py connects to.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+#: Redis behind Sentinel: `redis+sentinel://`, and over TLS (to the sentinels and to Redis)
+#: `rediss+sentinel://`.
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+
+#: Port of a sentinel named without one.
+DEFAULT_SENTINEL_PORT = 26379
+
+#: What a Sentinel URL looks like, for messages.
+SENTINEL_EXAMPLE = "redis+sentinel://:password@host1:26379,host2:26379/mymaster/0"
+
+#: Query parameters a Sentinel URL may carry: the sentinels' own password, when it is not the
+#: one of Redis (empty: the sentinels ask none), and the TLS checks of rediss+sentinel://.
+SENTINEL_PARAMETERS = ("sentinel_password", "ssl_ca_certs", "ssl_cert_reqs")
+
+#: A master's name as Sentinel monitors it, and a sentinel's host[:port] (IPv6 in brackets).
+_MASTER_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_SENTINEL_HOST = re.compile(
+    r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?"
+)
 
 #: The path of a redis:// URL: nothing, or the database number.
 _DATABASE_PATH = re.compile(r"(/[0-9]{0,5})?/?")
@@ -128,6 +149,14 @@ class Environment:
 
     def redis_url(self, name: str, default: str) -> str:
         url = self._given(name) or default
+        if url.partition("://")[0].lower() in SENTINEL_SCHEMES:
+            try:
+                parse_sentinel_url(url)
+            except ValueError as exc:
+                raise ConfigError(
+                    f"{name} {redact_url(url)!r} {exc}; write it like {SENTINEL_EXAMPLE}"
+                ) from None
+            return url
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError for a port that is not a number
@@ -137,7 +166,8 @@ class Environment:
             ) from None
         if parts.scheme not in REDIS_SCHEMES:
             raise ConfigError(
-                f"{name} {redact_url(url)!r} is not a redis://, rediss:// or unix:// URL"
+                f"{name} {redact_url(url)!r} is not a redis://, rediss://, unix:// or "
+                "redis+sentinel:// URL"
             )
         if parts.scheme != "unix" and not _DATABASE_PATH.fullmatch(parts.path):
             raise ConfigError(
@@ -207,9 +237,75 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class SentinelUrl:
+    """A `redis+sentinel://` URL read: the sentinels to ask, the master they watch, and how to
+    speak to both."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    tls: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    #: The sentinels' own password: Redis's unless `?sentinel_password=` says otherwise.
+    sentinel_password: str | None = field(default=None, repr=False)
+    ssl_ca_certs: str | None = None
+    ssl_cert_reqs: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """`redis+sentinel://[[user]:password@]host1[:26379],host2[:26379]/MASTER[/DB][?...]`;
+    ValueError saying what is wrong (never repeating a password)."""
+    scheme, _, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    path, _, query = path.partition("?")
+    if "#" in query or "#" in path:
+        raise ValueError("must not have a fragment (#)")
+    userinfo, at, hosts = netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    sentinels = tuple(_sentinel_address(part.strip()) for part in hosts.split(","))
+    master, _, db = path.strip("/").partition("/")
+    if not slash or not _MASTER_NAME.fullmatch(master):
+        raise ValueError("does not name the master the sentinels watch after the hosts")
+    if db and not (db.isascii() and db.isdigit() and len(db) <= 5):
+        raise ValueError(f"names database {db!r}; a Redis database is a number")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(SENTINEL_PARAMETERS))
+    if unknown:
+        raise ValueError(
+            f"has {unknown[0]!r}, which is not one of {', '.join(SENTINEL_PARAMETERS)}"
+        )
+    if options.get("ssl_cert_reqs", "required") not in ("none", "optional", "required"):
+        raise ValueError("has ssl_cert_reqs that is not none, optional or required")
+    password_text = unquote(password) if colon else None
+    given = options.get("sentinel_password")
+    return SentinelUrl(
+        sentinels=sentinels,
+        master=master,
+        db=int(db or 0),
+        tls=scheme.lower() == "rediss+sentinel",
+        username=unquote(user) if at and user else None,
+        password=password_text or None,
+        sentinel_password=(password_text if given is None else given) or None,
+        ssl_ca_certs=options.get("ssl_ca_certs") or None,
+        ssl_cert_reqs=options.get("ssl_cert_reqs") or None,
+    )
+
+
+def _sentinel_address(text: str) -> tuple[str, int]:
+    found = _SENTINEL_HOST.fullmatch(text)
+    port = int(found["port"] or DEFAULT_SENTINEL_PORT) if found else 0
+    if not found or not 1 <= port <= 65535:
+        raise ValueError(f"has {text!r} where a sentinel's host[:port] belongs")
+    return found["v6"] or found["host"], port
+
+
 def redact_url(url: str) -> str:
     """The URL with any password replaced, in the user part or the query (`?password=`), for
     messages and logs."""
+    if url.partition("://")[0].lower() in SENTINEL_SCHEMES:
+        return _redact_sentinel_url(url)
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -224,6 +320,21 @@ def redact_url(url: str) -> str:
     before, mark, rest = url.partition("?")
     query, hash_mark, fragment = rest.partition("#")
     return before + mark + _redact_query(query) + hash_mark + fragment
+
+
+def _redact_sentinel_url(url: str) -> str:
+    """A Sentinel URL names several hosts, which urlsplit cannot read: cut it by hand."""
+    scheme, _, rest = url.partition("://")
+    cut = min(
+        (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest)
+    )
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hosts = netloc.rpartition("@")
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
+    before, mark, query = tail.partition("?")
+    query, hash_mark, fragment = query.partition("#")
+    return f"{scheme}://{netloc}{before}{mark}{_redact_query(query)}{hash_mark}{fragment}"
 
 
 def _redact_query(query: str) -> str:

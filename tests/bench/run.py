@@ -4,7 +4,8 @@ as a table and as JSON (var/bench.json).
     .venv/bin/python -m tests.bench.run            # the full run, about 6 minutes here
     .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
     .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover,
-                                                       # apple, intake, directories, metrics)
+                                                       # apple, intake, directories,
+                                                       # metrics, sentinel)
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.bench import (
     okta,
     pipeline,
     scan,
+    sentinel,
 )
 from tests.bench.common import start_redis, stop_redis
 from tests.bench.serve import load_average
@@ -51,6 +53,8 @@ FULL = {
     "directory_users": 10_000,
     "metrics_tokens": 10_000,
     "metrics_large": 100_000,
+    "sentinel_events": 5_000,
+    "sentinel_kills": 3,
 }
 SMALL = {
     "events": 300,
@@ -69,6 +73,8 @@ SMALL = {
     "directory_users": 100,
     "metrics_tokens": 200,
     "metrics_large": 1_000,
+    "sentinel_events": 300,
+    "sentinel_kills": 0,  # each failover takes some 20 s whatever the size: not in the smoke test
 }
 
 
@@ -309,6 +315,36 @@ def _metrics(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
         ),
     ]
     return {"metrics": scrapes}, rows
+def _sentinel(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    events, kills = sizes["sentinel_events"], sizes["sentinel_kills"]
+    progress(
+        f"Sentinel: {events:,} events against a master with a replica, WAIT off and WAIT 1; "
+        f"{kills} master kills each way"
+    )
+    measured = sentinel.measure(workdir, events, sizes["servers"], events, kills)
+    rows = [
+        (
+            "pipeline with TOKENWARDEN_REDIS_WAIT_REPLICAS=1",
+            f"{measured['events_per_s_wait_1']} events/s",
+            f"WAIT off {measured['events_per_s_wait_off']}/s",
+            f"{measured['wait_cost_ratio']}x",
+            ">= 0.5x",
+            measured["wait_cost_ratio"] >= 0.5,
+        )
+    ]
+    for wait in (0, 1) if kills else ():
+        runs = measured[f"failovers_wait_{wait}"]
+        rows.append(
+            (
+                f"master killed, WAIT {'off' if wait == 0 else '1'}: decisions lost",
+                f"{sum(r['missing_on_replica'] for r in runs)} over {kills} kills",
+                f"acknowledged, never decided: {sum(r['never_decided'] for r in runs)}",
+                "",
+                "",
+                None,  # no target: the figure to know
+            )
+        )
+    return {"sentinel": measured}, rows
 
 
 #: The parts of the benchmark, in the order they run (`--only` picks one).
@@ -320,6 +356,7 @@ PARTS = {
     "intake": _intake,
     "directories": _directories,
     "metrics": _metrics,
+    "sentinel": _sentinel,
 }
 
 

@@ -20,6 +20,7 @@ from worker.store.decisions import (
 )
 from worker.store.facts import replacement_from_hash
 from worker.store.protocol import Applied
+from worker.store.replication import ReplicaWait
 from worker.timefmt import format_rfc3339
 
 #: Dead letters kept (approximately).
@@ -56,8 +57,10 @@ class EventStore:
         seen_ttl: int = DEFAULT_SEEN_TTL,
         audit_max: int = DEFAULT_AUDIT_MAX,
         dead_max: int = DEFAULT_DEAD_MAX,
+        replica_wait: ReplicaWait | None = None,
     ):
         self._redis = client
+        self.replica_wait = replica_wait or ReplicaWait()
         self._seen_ttl = seen_ttl
         self._audit_max = audit_max
         self._dead_max = dead_max
@@ -66,16 +69,27 @@ class EventStore:
     # ---- applying decisions ------------------------------------------------------------------
 
     def apply(self, decision: Decision) -> Applied:
-        return Applied.of(decision, self._call(decision))
+        if not self.replica_wait.replicas:
+            return Applied.of(decision, self._call(decision))
+        return self.apply_many([decision])[0]
 
     def apply_many(self, decisions: list[Decision]) -> list[Applied]:
-        """Apply many independent decisions in one round trip (each one atomic on its own)."""
+        """Apply many independent decisions in one round trip (each one atomic on its own),
+        followed by WAIT for replicas when it is asked for (replication.py)."""
         if not decisions:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for decision in decisions:
             self._call(decision, pipe)
-        return [Applied.of(d, o) for d, o in zip(decisions, pipe.execute(), strict=True)]
+        waited = self.replica_wait.queue(pipe)
+        outcomes = pipe.execute()
+        if waited:
+            self.replica_wait.check(outcomes.pop(), f"{len(decisions)} decisions")
+        return [Applied.of(d, o) for d, o in zip(decisions, outcomes, strict=True)]
+
+    def replicated(self, what: str) -> None:
+        """WAIT for replicas after a transaction that carried a decision (queue_apply)."""
+        self.replica_wait.after_transaction(self._redis, what)
 
     def queue_apply(self, pipe: redis.client.Pipeline, decision: Decision) -> None:
         """Queue the decision inside a caller's MULTI/EXEC (install and key rotation use this;

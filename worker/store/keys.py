@@ -278,6 +278,10 @@ def scim_user(source_name: str, user_id: str) -> str:
 #: String with a TTL: the owner id of the scheduler replica that acts now (see store/lease.py).
 SCHEDULER_LEADER = "tw:scheduler:leader"
 
+#: String: a counter written only to order a WAIT for replicas after a transaction
+#: (worker/store/replication.py); its value means nothing.
+REPLICATION_MARK = "tw:replication-mark"
+
 #: Namespace of dramatiq's keys, given to its RedisBroker. dramatiq names the keys in it; the
 #: names below are the ones it makes (tests and benchmarks read them).
 BROKER_NAMESPACE = "tw:queue"

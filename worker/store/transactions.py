@@ -103,6 +103,7 @@ def stage_key(
         if not decided or client.hget(server_key, "staged_key") != key.id:
             raise
         _apply_or_unstage(client, events, decided[0], server.id, key.id)
+    events.replicated("key staged")
     return (discarded[0] if discarded else None), decided[0]
 
 
@@ -217,6 +218,8 @@ def install_token(
         if client.hget(server_key, "token") != token.id:
             raise
         events.apply(decided[0])
+    if decided[0] is not None:
+        events.replicated("token installed")
     return decided[0]
 
 
