@@ -315,6 +315,8 @@ def _metrics(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
         ),
     ]
     return {"metrics": scrapes}, rows
+
+
 def _sentinel(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
     events, kills = sizes["sentinel_events"], sizes["sentinel_kills"]
     progress(
