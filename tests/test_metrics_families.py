@@ -70,7 +70,7 @@ def test_a_token_is_valid_until_a_replacement_opens_apple_rejects_it_or_it_expir
         tokens=[
             token("fine", 100, apple_verdict="accepted", apple_confirmed_ms=to_ms(NOW)),
             token("replacing", 100),
-            token("rejected", 100, apple_verdict="rejected"),
+            token("rejected", 100, apple_verdict="rejected", apple_rejected_ms=to_ms(NOW)),
             token("expired", -1),
         ],
         replacements=[OpenReplacement("tok_replacing", to_ms(NOW), "soon", ("x.key_regenerated",))],
@@ -164,3 +164,54 @@ def test_nothing_open_and_nothing_ever_run_reads_as_zeros_not_alarms():
 )
 def test_a_reason_label_is_a_known_type_or_other(event_type, label):
     assert reason_label(event_type) == label
+
+
+def test_apples_refusal_holds_through_failed_checks_until_apple_accepts_the_token_again():
+    refused = to_ms(NOW - timedelta(hours=6))
+    facts = EstateFacts(
+        tokens=[
+            # refused, then Apple could not be reached: still refused, as status says
+            token(
+                "unreachable",
+                100,
+                apple_verdict="unreachable",
+                apple_rejected_ms=refused,
+                apple_confirmed_ms=refused,
+            ),
+            # refused, then accepted again later: works
+            token(
+                "taken_back",
+                100,
+                apple_verdict="accepted",
+                apple_rejected_ms=refused,
+                apple_confirmed_ms=to_ms(NOW),
+            ),
+        ]
+    )
+    found = samples(facts)
+    rejected = {
+        dict(labels[1:])["server"]: value
+        for labels, value in found.items()
+        if labels[0] == "tokenwarden_token_apple_rejected"
+    }
+    assert rejected == {"unreachable": 1, "taken_back": 0}
+    assert found[("tokenwarden_tokens_apple_rejected",)] == 1
+
+
+def test_scrapes_share_one_reading_for_a_few_seconds():
+    from worker.metrics.estate import SNAPSHOT_S, EstateCollector
+
+    reads, ticks = [], [0.0]
+
+    def read():
+        reads.append(1)
+        return EstateFacts(tokens=[token("a", 10)])
+
+    collector = EstateCollector(read, lambda: NOW, 10_000, 3600, clock=lambda: ticks[0])
+    first = list(collector.collect())
+    ticks[0] = SNAPSHOT_S - 0.1
+    assert [f.name for f in collector.collect()] == [f.name for f in first]
+    assert len(reads) == 1
+    ticks[0] = SNAPSHOT_S + 0.1
+    list(collector.collect())
+    assert len(reads) == 2

@@ -10,6 +10,8 @@ one of a bad thing (a replacement open, terms waiting) is there only while it la
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -211,7 +213,16 @@ def _operations(facts: EstateFacts, scan_interval_s: int) -> list[Metric]:
 
 
 def _rejected(token: TokenFacts) -> bool:
-    return token.apple_verdict == Verdict.REJECTED
+    """As `status` reads it (worker.apple.verdicts.standing): Apple's refusal holds until Apple
+    accepts the token again, however many failed checks come between."""
+    if token.apple_rejected_ms is None:
+        return False
+    accepted_since = (
+        token.apple_verdict == Verdict.ACCEPTED
+        and token.apple_confirmed_ms is not None
+        and token.apple_confirmed_ms > token.apple_rejected_ms
+    )
+    return not accepted_since
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -222,10 +233,17 @@ def _token_gauge(suffix: str, documentation: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"tokenwarden_token_{suffix}", documentation, labels=_TOKEN_LABELS)
 
 
+#: Seconds one reading of the estate serves scrapes for: several Prometheus servers, or one
+#: scraping every replica, cost one read of Redis, not one each.
+SNAPSHOT_S = 10.0
+
+
 class EstateCollector:
-    """A prometheus_client collector: each scrape reads the estate (`read`, the store's
-    EstateMetricsStore.read) and yields its families. A store that cannot be read raises:
-    the scrape fails rather than report a partial truth."""
+    """A prometheus_client collector: a scrape reads the estate (`read`, the store's
+    EstateMetricsStore.read) and yields its families. Scrapes at once share one reading (the
+    others wait for it), and a reading serves the scrapes of the next SNAPSHOT_S seconds: the
+    cost to Redis and to memory stays one reading whatever the number of scrapers. A store
+    that cannot be read raises: the scrape fails rather than report a partial truth."""
 
     def __init__(
         self,
@@ -233,15 +251,26 @@ class EstateCollector:
         now: Callable[[], datetime],
         token_series: int,
         scan_interval_s: int,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self._read = read
         self._now = now
         self._token_series = token_series
         self._scan_interval_s = scan_interval_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._snapshot: tuple[float, list[Metric]] | None = None
 
     def describe(self) -> list[Metric]:
         return []  # registering must not read Redis
 
     def collect(self) -> Iterator[Metric]:
-        facts = self._read()
-        yield from estate_families(facts, self._now(), self._token_series, self._scan_interval_s)
+        with self._lock:  # one reading at a time; those waiting take its result
+            taken = self._snapshot
+            if taken is None or self._clock() - taken[0] >= SNAPSHOT_S:
+                self._snapshot = None  # a failed reading leaves nothing stale behind
+                families = estate_families(
+                    self._read(), self._now(), self._token_series, self._scan_interval_s
+                )
+                taken = self._snapshot = (self._clock(), families)
+        yield from taken[1]

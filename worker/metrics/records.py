@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenFacts:
     """A current token, with what its server says of it."""
 
@@ -20,6 +20,8 @@ class TokenFacts:
     apple_verdict: str | None = None
     #: When Apple last answered about the token (None: never).
     apple_confirmed_ms: int | None = None
+    #: When Apple first refused it (None: never); believed until Apple accepts it again.
+    apple_rejected_ms: int | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ READ_BATCH = 500
 
 #: The fields read of each record.
 _SERVER_FIELDS = ("name", "org", "token", "terms_since")
-_TOKEN_FIELDS = ("expires_at", "downloaded_at", "status", "a_verdict", "a_confirmed")
+_TOKEN_FIELDS = (
+    "expires_at", "downloaded_at", "status", "a_verdict", "a_confirmed", "a_rejected"
+)  # fmt: skip
 _POLL_FIELDS = ("last_success", "failing_since")
 
 
@@ -41,11 +43,12 @@ class EstateMetricsStore:
 
     def read(self) -> EstateFacts:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hvals(k.SERVERS)
         pipe.zrange(k.REPLACEMENTS_OPEN, 0, -1, withscores=True)
         pipe.get(k.SCHEDULER_LAST_SCAN)
-        server_ids, open_ids, last_scan = pipe.execute()
-        tokens, terms = self._tokens(sorted(set(server_ids)))
+        open_ids, last_scan = pipe.execute()
+        # HSCAN, not HVALS: a million servers read in slices, not in one blocking command.
+        server_ids = {v for _, v in self._redis.hscan_iter(k.SERVERS, count=READ_BATCH)}
+        tokens, terms = self._tokens(sorted(server_ids))
         return EstateFacts(
             tokens=tokens,
             terms_pending=terms,
@@ -66,7 +69,7 @@ class EstateMetricsStore:
             holding = [s for s in servers if s[0] is not None and s[2]]
             read = self._hmget_all([k.token(s[2]) for s in holding], _TOKEN_FIELDS)
             for (name, org, token_id, _), fields in zip(holding, read, strict=True):
-                expires, downloaded, status, verdict, confirmed = fields
+                expires, downloaded, status, verdict, confirmed, rejected = fields
                 if expires is None or status != TOKEN_CURRENT:
                     continue  # removed or superseded meanwhile
                 tokens.append(
@@ -78,6 +81,7 @@ class EstateMetricsStore:
                         downloaded_ms=int(downloaded or 0),
                         apple_verdict=verdict or None,
                         apple_confirmed_ms=int(confirmed) if confirmed else None,
+                        apple_rejected_ms=int(rejected) if rejected else None,
                     )
                 )
             terms += [TermsPending(s[0], s[1] or "", int(s[3])) for s in servers if s[0] and s[3]]
