@@ -87,10 +87,9 @@ def test_every_command_deploy_runs_exists_with_its_options(where, argv):
         sub = command.get_command(click.Context(command), words[0])
         assert sub is not None, f"{where}: `tokenwarden {' '.join(argv)}`: no command {words[0]!r}"
         command, words = sub, words[1:]
-    known = {opt for param in command.params for opt in getattr(param, "opts", [])}
-    for word in words:
-        if word.startswith("-"):
-            assert word.split("=")[0] in known, f"{where}: {command.name} has no option {word}"
+    # Parsed as click would at start-up: an unknown option, a bad value or an extra argument
+    # is an error here, as it would be in the pod.
+    command.make_context(command.name, list(words))
 
 
 def test_every_variable_deploy_sets_is_a_setting():
@@ -117,3 +116,20 @@ def test_the_kubernetes_serve_has_probes_a_service_and_a_scrape():
     )
     port_names = {p["name"] for p in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
+
+
+def test_the_kubernetes_serve_listens_where_its_probes_service_and_scrape_look():
+    manifests = [m for p in STRUCTURED if "kubernetes" in p.parts for m in documents(p)]
+    serve = next(m for m in manifests if m["metadata"]["name"] == "tokenwarden-serve"
+                 and m["kind"] == "Deployment")  # fmt: skip
+    [container] = containers(serve)
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    port = int(env["TOKENWARDEN_HTTP_LISTEN"].rsplit(":", 1)[1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["http"] == port
+    annotations = serve["spec"]["template"]["metadata"]["annotations"]
+    assert int(annotations["prometheus.io/port"]) == port
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] in ("http", port)
+    service = next(m for m in manifests if m["kind"] == "Service")
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= {"http", port}
