@@ -29,6 +29,7 @@ from worker.bootstrap import App
 from worker.config import Settings
 from worker.crypto.sealing import generate_master_key
 from worker.intake.app import create_app
+from worker.metrics import estate
 from worker.metrics.estate import EstateCollector
 from worker.records import to_ms
 from worker.store import keys as k
@@ -91,6 +92,9 @@ def _collector_scrape(app: App):
 
 
 def scrape_once(url: str, workdir: Path, tokens: int, limit: int, http: bool) -> dict:
+    # Every scrape timed reads the estate afresh: the shared snapshot (which serves the scrapes
+    # of the next few seconds from one reading) would otherwise time a cached answer.
+    estate.SNAPSHOT_S = 0.0
     redis.Redis.from_url(url).flushdb()
     settings = Settings(redis_url=url, data_dir=workdir, master_key=generate_master_key())
     app = App(replace(settings, metrics_token_series=limit), clock=lambda: NOW)
