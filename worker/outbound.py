@@ -14,12 +14,14 @@ import ssl
 from datetime import datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-import requests
-from requests.adapters import HTTPAdapter
 
 from worker.errors import ConfigError
+
+if TYPE_CHECKING:
+    import requests
 
 
 @functools.cache
@@ -56,26 +58,24 @@ def check_ca_bundle(path: Path) -> Path:
     return path
 
 
-class _TrustingAdapter(HTTPAdapter):
-    """requests' adapter with tokenwarden's TLS context (requests alone takes one CA file,
-    which would replace the system's CAs instead of adding to them)."""
-
-    def __init__(self, context: ssl.SSLContext):
-        self._context = context
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs):
-        kwargs["ssl_context"] = self._context
-        return super().init_poolmanager(*args, **kwargs)
-
-
 def requests_session(ca_bundle: Path | None = None) -> requests.Session:
     """A requests session (for msal and google-auth) trusting what tls_context trusts, that
-    never reads proxies or CAs from the environment on its own."""
+    never reads proxies or CAs from the environment on its own. requests is imported here:
+    only the directory clients use it, and worker processes need not carry it."""
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    class TrustingAdapter(HTTPAdapter):
+        """requests' adapter with tokenwarden's TLS context (requests alone takes one CA file,
+        which would replace the system's CAs instead of adding to them)."""
+
+        def init_poolmanager(self, *args, **kwargs):
+            kwargs["ssl_context"] = tls_context(ca_bundle)
+            return super().init_poolmanager(*args, **kwargs)
+
     session = requests.Session()
     session.trust_env = False
-    adapter = _TrustingAdapter(tls_context(ca_bundle))
-    session.mount("https://", adapter)
+    session.mount("https://", TrustingAdapter())
     return session
 
 
