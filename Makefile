@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run    set up, start a local Redis (AOF under var/redis/) and tokenwarden"
 	@echo "make test   set up and run the tests against a Redis started for the run"
-	@echo "make bench  the benchmark (about 6 minutes): figures, targets, baselines; var/bench.json"
+	@echo "make bench  the benchmark (about 11 minutes): figures, targets, baselines; var/bench.json"
 	@echo "make setup  only the set-up; make lint  ruff; make redis-stop  stop the local Redis"
 	@echo "make lock   refresh requirements.lock from pyproject.toml's ranges (newest allowed)"
 

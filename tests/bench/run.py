@@ -1,7 +1,7 @@
 """`make bench`: every figure of the performance issue, each beside its target and its baseline,
 as a table and as JSON (var/bench.json).
 
-    .venv/bin/python -m tests.bench.run            # the full run, about 6 minutes here
+    .venv/bin/python -m tests.bench.run            # the full run, about 11 minutes here
     .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
     .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover,
                                                        # apple, intake, directories,
