@@ -50,6 +50,28 @@ def test_a_sentinel_url_names_the_sentinels_the_master_and_how_to_speak_to_them(
     assert Settings.from_env({"REDIS_URL": url}).redis_url == url
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"redis+sentinel://:{SECRET}?x@127.0.0.1:1/m/0",
+        f"redis+sentinel://:{SECRET}/x@a,b/m/0",
+        f"redis+sentinel://:pw@a/m/0?sentinel_password=ab#{SECRET}",
+        f"redis+sentinel://:p@ss{SECRET}@a,b/m/0",
+        f"redis+sentinel://:{SECRET}@a,b",
+    ],
+)
+def test_a_password_is_hidden_however_it_is_written(url):
+    assert SECRET not in redact_url(url)
+
+
+def test_a_password_with_an_unencoded_at_sign_is_read_whole():
+    from worker.environment import parse_sentinel_url
+
+    parsed = parse_sentinel_url(f"redis+sentinel://:p@ss{SECRET}@a,b/mymaster/0")
+    assert parsed.password == f"p@ss{SECRET}" and parsed.master == "mymaster"
+    assert [host for host, _ in parsed.sentinels] == ["a", "b"]
+
+
 def test_every_password_of_a_sentinel_url_is_redacted():
     url = f"rediss+sentinel://u:{SECRET}@a:1,b:2/m/0?sentinel_password={SECRET}"
     shown = redact_url(url)
@@ -67,6 +89,11 @@ def test_every_password_of_a_sentinel_url_is_redacted():
         (f"redis+sentinel://:{SECRET}@a/m/x", "names database 'x'"),
         (f"redis+sentinel://:{SECRET}@a/m?password={SECRET}", "has 'password'"),
         (f"rediss+sentinel://:{SECRET}@a/m?ssl_cert_reqs=maybe", "ssl_cert_reqs"),
+        # A password written without percent-encoding: refused, never repeated.
+        (f"redis+sentinel://:{SECRET}?x@a/m/0", "percent-encode them"),
+        (f"redis+sentinel://:{SECRET}/x@a,b/m/0", "percent-encode them"),
+        (f"redis+sentinel://:{SECRET}#x@a/m/0", "percent-encode them"),
+        (f"redis+sentinel://:pw@a/m/0?sentinel_password=ab#{SECRET}", "fragment"),
     ],
 )
 def test_a_bad_sentinel_url_stops_every_command_with_one_line_and_exit_2(url, message, tmp_path):

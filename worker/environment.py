@@ -258,12 +258,15 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     """`redis+sentinel://[[user]:password@]host1[:26379],host2[:26379]/MASTER[/DB][?...]`;
     ValueError saying what is wrong (never repeating a password)."""
     scheme, _, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
+    userinfo, after = _split_userinfo(rest)
+    if userinfo is not None and any(c in userinfo for c in "/?#"):
+        raise ValueError("has '/', '?' or '#' in its password: percent-encode them (%2F, %3F, %23)")
+    at = userinfo is not None
+    hosts, slash, path = after.partition("/")
     path, _, query = path.partition("?")
     if "#" in query or "#" in path:
         raise ValueError("must not have a fragment (#)")
-    userinfo, at, hosts = netloc.rpartition("@")
-    user, colon, password = userinfo.partition(":")
+    user, colon, password = (userinfo or "").partition(":")
     sentinels = tuple(_sentinel_address(part.strip()) for part in hosts.split(","))
     master, _, db = path.strip("/").partition("/")
     if not slash or not _MASTER_NAME.fullmatch(master):
@@ -322,19 +325,39 @@ def redact_url(url: str) -> str:
     return before + mark + _redact_query(query) + hash_mark + fragment
 
 
+#: The `@` that ends a Sentinel URL's user part: the last one followed by the hosts and the
+#: master's path (a password written without percent-encoding may hold `@`, `/`, `?`, `#`);
+#: failing that, the last one followed by hosts alone (a URL that forgot the master).
+_END_OF_USERINFO = (
+    re.compile(r"@(?=[\w.\-\[\]:,]+/)"),
+    re.compile(r"@(?=[\w.\-\[\]:,]+(?:[?#]|$))"),
+)
+
+
+def _split_userinfo(rest: str) -> tuple[str | None, str]:
+    """(user part or None, the rest) of what follows `scheme://` in a Sentinel URL; parsing
+    and redacting cut it the same way, so what one reads as the password the other hides."""
+    for pattern in _END_OF_USERINFO:
+        found = list(pattern.finditer(rest))
+        if found:
+            at = found[-1].start()
+            return rest[:at], rest[at + 1 :]
+    return None, rest
+
+
 def _redact_sentinel_url(url: str) -> str:
-    """A Sentinel URL names several hosts, which urlsplit cannot read: cut it by hand."""
+    """A Sentinel URL names several hosts, which urlsplit cannot read: cut it by hand. The
+    password, a secret query parameter and any fragment are hidden."""
     scheme, _, rest = url.partition("://")
-    cut = min(
-        (i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest)
-    )
-    netloc, tail = rest[:cut], rest[cut:]
-    userinfo, at, hosts = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        netloc = f"{userinfo.partition(':')[0]}:***@{hosts}"
-    before, mark, query = tail.partition("?")
-    query, hash_mark, fragment = query.partition("#")
-    return f"{scheme}://{netloc}{before}{mark}{_redact_query(query)}{hash_mark}{fragment}"
+    userinfo, after = _split_userinfo(rest)
+    shown = ""
+    if userinfo is not None:
+        shown = f"{userinfo.partition(':')[0]}:***@" if ":" in userinfo else f"{userinfo}@"
+    before, mark, query = after.partition("?")
+    before, hash_mark, _ = before.partition("#")
+    query, query_hash, _ = query.partition("#")
+    fragment = "#***" if hash_mark or query_hash else ""
+    return f"{scheme}://{shown}{before}{mark}{_redact_query(query)}{fragment}"
 
 
 def _redact_query(query: str) -> str:
