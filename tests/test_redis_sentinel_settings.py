@@ -138,11 +138,15 @@ def test_a_wait_no_replica_confirms_is_a_warning_and_the_decisions_stand(
         # When a batch of decisions, and one alone, are applied
         applied = app.store.events.apply_many(decisions[:2])
         applied.append(app.store.events.apply(decisions[2]))
+        # and an event that cannot be handled is kept as a dead letter
+        app.store.events.record_dead({"id": "bad"}, "not an event", clock.now)
     finally:
         app.close()
     # Then they are written, and a warning says what the missing replica means
     assert [a.outcome for a in applied] == ["applied"] * 3
     assert redis_client.xlen(k.AUDIT) == 3
     warnings = [r for r in caplog.records if "redis_replicas_behind" in r.getMessage()]
-    assert len(warnings) == 2
+    assert redis_client.xlen(k.DEAD) == 1
+    assert len(warnings) == 3
+    assert "a dead letter" in warnings[2].getMessage()
     assert "a failover before a replica catches up loses it" in warnings[0].getMessage()

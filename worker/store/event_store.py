@@ -120,12 +120,19 @@ class EventStore:
     def record_dead(
         self, payload: Any, reason: str, now: datetime, message_id: str | None = None
     ) -> None:
-        self._redis.xadd(
+        # With WAIT on, in one pipeline: the message is acknowledged after this, and a
+        # failover must not lose the event without even its dead letter.
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(
             k.DEAD,
             dead_letter(payload, reason, now, message_id),
             maxlen=self._dead_max,
             approximate=True,
         )
+        if self.replica_wait.queue(pipe):
+            self.replica_wait.check(pipe.execute()[-1], "a dead letter")
+        else:
+            pipe.execute()
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return [
