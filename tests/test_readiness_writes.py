@@ -1,4 +1,4 @@
-"""`/readyz` (and a part's start-up check) asks Redis for a write, not a PING: after a Sentinel
+"""`/readyz` asks Redis for a write, not a PING: after a Sentinel
 failover, a client still pointed at the old master, back as a read-only replica, gets PONG but
 cannot write, and must not be called ready."""
 

@@ -58,7 +58,7 @@ async def _healthz(request: Request) -> Response:
 def _readyz(intake: Intake):
     async def readyz(request: Request) -> Response:
         try:
-            await run_in_threadpool(intake.app.store.ping)
+            await run_in_threadpool(intake.app.store.check_writable)
         except Exception as exc:  # any failure to reach Redis: not ready
             log.warning("intake_not_ready", error=type(exc).__name__)
             return PlainTextResponse("redis unreachable\n", status_code=503)

@@ -275,7 +275,7 @@ def scim_user(source_name: str, user_id: str) -> str:
 
 # ---- keys of the other parts, named here too so nothing else spells one -----------------------
 
-#: String with a TTL: written by every readiness check (`/readyz`, start-up), to know Redis
+#: String with a TTL: written by every readiness check of `serve` (`/readyz`), to know Redis
 #: takes writes (a replica left behind by a failover answers PING too).
 READY_PROBE = "tw:ready-probe"
 

@@ -339,8 +339,12 @@ class RedisStore:
                     yield redis_key, field, sealed
 
     def ping(self) -> None:
-        """Redis answers and takes writes: a short-lived write, not PING, since a client left
-        on an old master that came back as a replica after a failover still gets PONG."""
+        self._redis.ping()
+
+    def check_writable(self) -> None:
+        """Redis answers and takes writes (`/readyz`): a short-lived write, not PING, since a
+        client left on an old master that came back as a replica after a failover still gets
+        PONG."""
         self._redis.set(k.READY_PROBE, "1", px=60_000)
 
     # ---- helpers ---------------------------------------------------------------------------
