@@ -13,6 +13,7 @@ import functools
 import ssl
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,17 @@ from worker.errors import ConfigError
 
 if TYPE_CHECKING:
     import requests
+
+
+def _user_agent() -> str:
+    try:
+        return f"tokenwarden/{version('tokenwarden')}"
+    except PackageNotFoundError:
+        return "tokenwarden/dev"
+
+
+#: What tokenwarden calls itself to Apple and to the directories.
+USER_AGENT = _user_agent()
 
 
 @functools.cache

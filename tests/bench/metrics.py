@@ -28,9 +28,7 @@ from tests.helpers import serving
 from worker.bootstrap import App
 from worker.config import Settings
 from worker.crypto.sealing import generate_master_key
-from worker.intake.app import create_app
-from worker.metrics import estate
-from worker.metrics.estate import EstateCollector
+from worker.intake.app import create_app, estate_collector
 from worker.records import to_ms
 from worker.store import keys as k
 
@@ -79,22 +77,14 @@ def _median_s(scrape) -> tuple[float, int]:
 
 
 def _collector_scrape(app: App):
+    """Every scrape timed reads the estate afresh (snapshot 0): the shared snapshot, which
+    serves the scrapes of the next few seconds from one reading, would time a cached answer."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        EstateCollector(
-            app.estate_metrics.read,
-            app.now,
-            app.settings.metrics_token_series,
-            app.settings.scheduler.scan_interval_s,
-        )
-    )
+    registry.register(estate_collector(app, snapshot_s=0))
     return lambda: generate_latest(registry)
 
 
 def scrape_once(url: str, workdir: Path, tokens: int, limit: int, http: bool) -> dict:
-    # Every scrape timed reads the estate afresh: the shared snapshot (which serves the scrapes
-    # of the next few seconds from one reading) would otherwise time a cached answer.
-    estate.SNAPSHOT_S = 0.0
     redis.Redis.from_url(url).flushdb()
     settings = Settings(redis_url=url, data_dir=workdir, master_key=generate_master_key())
     app = App(replace(settings, metrics_token_series=limit), clock=lambda: NOW)
@@ -109,7 +99,10 @@ def scrape_once(url: str, workdir: Path, tokens: int, limit: int, http: bool) ->
         "bytes": size,
     }
     if http:
-        with serving(create_app(app)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        with (
+            serving(create_app(app, metrics_snapshot_s=0)) as base,
+            httpx.Client(base_url=base, timeout=60) as client,
+        ):
             figures["http_s"], _ = _median_s(
                 lambda: client.get("/metrics").raise_for_status().content
             )

@@ -20,7 +20,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 
 import httpx
 import structlog
@@ -39,7 +38,7 @@ from worker.config import AppleSettings
 from worker.crypto.payload import CREDENTIAL_FIELDS, TokenCredentials
 from worker.errors import AppleError, AppleMalformed, AppleUnreachable
 from worker.logs import REDACTED
-from worker.outbound import retry_after_s, tls_context
+from worker.outbound import USER_AGENT, retry_after_s, tls_context
 
 log = structlog.get_logger(__name__)
 
@@ -56,16 +55,6 @@ MAX_BODY_BYTES = 256 * 1024
 BACKOFF_FIRST_S = 1.0
 #: Share by which each backoff wait may grow at random, so many checks do not retry in step.
 BACKOFF_JITTER = 0.2
-
-
-def _user_agent() -> str:
-    try:
-        return f"tokenwarden/{version('tokenwarden')}"
-    except PackageNotFoundError:
-        return "tokenwarden/dev"
-
-
-USER_AGENT = _user_agent()
 
 
 class SessionCache:

@@ -8,10 +8,13 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
 from worker.records import AppleState
+
+#: A moment, as a datetime or as milliseconds.
+T = TypeVar("T", datetime, int)
 
 
 class Verdict(enum.StrEnum):
@@ -109,7 +112,7 @@ def standing(
     STALE_INTERVALS intervals: transient failures are not alarms, but they are not news of
     health either). With scheduled checks off (`interval_s` 0), the default interval counts."""
     interval_s = interval_s or DEFAULT_APPLE_CHECK_INTERVAL_S
-    if state.rejected_at is not None and not _accepted_since(state, state.rejected_at):
+    if still_refused(state.verdict, state.confirmed_at, state.rejected_at):
         return Verdict.REJECTED.value
     confirmed = state.confirmed_at
     if confirmed is None:
@@ -121,8 +124,15 @@ def standing(
     return Verdict.ACCEPTED.value
 
 
-def _accepted_since(state: AppleState, moment: datetime) -> bool:
-    """Apple accepted the token in its latest answer, given after `moment` (a refusal that
-    Apple took back: the token works, though its replacement stays open)."""
-    confirmed = state.confirmed_at
-    return state.verdict == Verdict.ACCEPTED.value and confirmed is not None and confirmed > moment
+def still_refused(verdict: str | None, confirmed_at: T | None, rejected_at: T | None) -> bool:
+    """Apple refused the token (`rejected_at`) and has not accepted it in a later answer: the
+    refusal holds through any number of failed checks. Times of any one comparable kind
+    (datetimes here, milliseconds in the metrics)."""
+    if rejected_at is None:
+        return False
+    taken_back = (
+        verdict == Verdict.ACCEPTED.value
+        and confirmed_at is not None
+        and confirmed_at > rejected_at
+    )
+    return not taken_back

@@ -39,12 +39,11 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from worker.apple.client import USER_AGENT
 from worker.config import DirectorySettings
 from worker.directories.base import Observation, Unobserved, WatchedLogin
 from worker.errors import DirectoryCredentialsRejected, DirectoryUnreachable
 from worker.logs import REDACTED
-from worker.outbound import retry_after_s, tls_context
+from worker.outbound import USER_AGENT, retry_after_s, tls_context
 
 log = structlog.get_logger(__name__)
 

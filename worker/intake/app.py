@@ -18,18 +18,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from worker.bootstrap import App
 from worker.intake.context import Intake
-from worker.metrics.estate import EstateCollector
+from worker.metrics.estate import SNAPSHOT_S, EstateCollector
 
 log = structlog.get_logger(__name__)
 
 
-def create_app(app: App, *, kinds: list | None = None) -> Starlette:
-    """The intake for `app`. `kinds`: the modules giving the routes of each source kind."""
+def create_app(
+    app: App, *, kinds: list | None = None, metrics_snapshot_s: float = SNAPSHOT_S
+) -> Starlette:
+    """The intake for `app`. `kinds`: the modules giving the routes of each source kind;
+    `metrics_snapshot_s`: how long one reading of the estate serves scrapes (0: none)."""
     intake = Intake(app)
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(intake), methods=["GET"]),
-        Route("/metrics", _metrics(intake), methods=["GET"]),
+        Route("/metrics", _metrics(intake, metrics_snapshot_s), methods=["GET"]),
     ]
     for kind in kinds if kinds is not None else _kinds():
         routes += kind.routes(intake)
@@ -67,20 +70,23 @@ def _readyz(intake: Intake):
     return readyz
 
 
-def _metrics(intake: Intake):
+def estate_collector(app: App, snapshot_s: float = SNAPSHOT_S) -> EstateCollector:
+    """The estate's metrics for `app`, read through its store with its settings."""
+    return EstateCollector(
+        app.estate_metrics.read,
+        app.now,
+        app.settings.metrics_token_series,
+        app.settings.scheduler.scan_interval_s,
+        snapshot_s=snapshot_s,
+    )
+
+
+def _metrics(intake: Intake, snapshot_s: float):
     """The intake's own counters and the estate's metrics (read from Redis at each scrape, in
     the thread pool). Redis unreachable: 503, one line."""
-    app = intake.app
     registry = CollectorRegistry(auto_describe=False)
     registry.register(intake.metrics.registry)
-    registry.register(
-        EstateCollector(
-            app.estate_metrics.read,
-            app.now,
-            app.settings.metrics_token_series,
-            app.settings.scheduler.scan_interval_s,
-        )
-    )
+    registry.register(estate_collector(intake.app, snapshot_s))
 
     async def metrics(request: Request) -> Response:
         try:

@@ -19,7 +19,7 @@ from datetime import datetime
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from events import catalog
-from worker.apple.verdicts import Verdict
+from worker.apple.verdicts import still_refused
 from worker.metrics.records import EstateFacts, TokenFacts
 from worker.records import to_ms
 
@@ -213,16 +213,8 @@ def _operations(facts: EstateFacts, scan_interval_s: int) -> list[Metric]:
 
 
 def _rejected(token: TokenFacts) -> bool:
-    """As `status` reads it (worker.apple.verdicts.standing): Apple's refusal holds until Apple
-    accepts the token again, however many failed checks come between."""
-    if token.apple_rejected_ms is None:
-        return False
-    accepted_since = (
-        token.apple_verdict == Verdict.ACCEPTED
-        and token.apple_confirmed_ms is not None
-        and token.apple_confirmed_ms > token.apple_rejected_ms
-    )
-    return not accepted_since
+    """As `status` reads it (worker.apple.verdicts.standing)."""
+    return still_refused(token.apple_verdict, token.apple_confirmed_ms, token.apple_rejected_ms)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -252,12 +244,14 @@ class EstateCollector:
         token_series: int,
         scan_interval_s: int,
         clock: Callable[[], float] = time.monotonic,
+        snapshot_s: float = SNAPSHOT_S,
     ):
         self._read = read
         self._now = now
         self._token_series = token_series
         self._scan_interval_s = scan_interval_s
         self._clock = clock
+        self._snapshot_s = snapshot_s
         self._lock = threading.Lock()
         self._snapshot: tuple[float, list[Metric]] | None = None
 
@@ -267,7 +261,7 @@ class EstateCollector:
     def collect(self) -> Iterator[Metric]:
         with self._lock:  # one reading at a time; those waiting take its result
             taken = self._snapshot
-            if taken is None or self._clock() - taken[0] >= SNAPSHOT_S:
+            if taken is None or self._clock() - taken[0] >= self._snapshot_s:
                 self._snapshot = None  # a failed reading leaves nothing stale behind
                 families = estate_families(
                     self._read(), self._now(), self._token_series, self._scan_interval_s
