@@ -36,13 +36,12 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
 
 import pytest
-import trustme
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.helpers import serving
+from tests.helpers import loopback_tls_files, serving
 from worker.config import DirectorySettings
 
 #: Most lookups Graph takes in one `$batch`.
@@ -609,12 +608,7 @@ def entra_app(fake: FakeEntra) -> Starlette:
 @contextlib.contextmanager
 def running_fake_entra(directory):
     """A FakeEntra served over TLS, its CA's PEM written in `directory`."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ca_pem, cert_pem, key_pem = (directory / n for n in ("entra-ca.pem", "cert.pem", "key.pem"))
-    ca.cert_pem.write_to_path(str(ca_pem))
-    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
-    cert.private_key_pem.write_to_path(str(key_pem))
+    ca_pem, cert_pem, key_pem = loopback_tls_files(directory, prefix="entra-")
     fake = FakeEntra()
     fake.ca_bundle = ca_pem
     with serving(entra_app(fake), certfile=cert_pem, keyfile=key_pem) as url:

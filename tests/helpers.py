@@ -214,6 +214,21 @@ def worker_threads(app):
         running.stop()
 
 
+def loopback_tls_files(directory, prefix: str = ""):
+    """A CA made here (trustme) and a certificate it issued for 127.0.0.1, written as PEM files
+    in `directory`: (the CA's file, the certificate's, its key's)."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    names = (f"{prefix}ca.pem", f"{prefix}cert.pem", f"{prefix}key.pem")
+    ca_pem, cert_pem, key_pem = (directory / name for name in names)
+    ca.cert_pem.write_to_path(str(ca_pem))
+    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
+    cert.private_key_pem.write_to_path(str(key_pem))
+    return ca_pem, cert_pem, key_pem
+
+
 @contextlib.contextmanager
 def serving(asgi_app, *, certfile=None, keyfile=None):
     """Serve an ASGI app with uvicorn on a free loopback port, in a thread; yield its URL

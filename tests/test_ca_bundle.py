@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-import trustme
 from starlette.applications import Starlette
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.helpers import serving
+from tests.helpers import loopback_tls_files, serving
 from worker.config import Settings
 from worker.errors import ConfigError
 from worker.notify.webhook import post_event
@@ -20,12 +19,7 @@ from worker.notify.webhook import post_event
 @pytest.fixture
 def tls_receiver(tmp_path):
     """A webhook receiver over TLS with a certificate from a CA made here; (url, CA PEM)."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    ca_pem, cert_pem, key_pem = (tmp_path / n for n in ("ca.pem", "cert.pem", "key.pem"))
-    ca.cert_pem.write_to_path(str(ca_pem))
-    cert.cert_chain_pems[0].write_to_path(str(cert_pem))
-    cert.private_key_pem.write_to_path(str(key_pem))
+    ca_pem, cert_pem, key_pem = loopback_tls_files(tmp_path)
 
     async def receive(request):
         await request.body()
