@@ -32,6 +32,13 @@ SOURCE_RECOVERED = "tokenwarden.source.recovered"
 #: The cause a replacement records when Apple refused the token (a reason, not an event type).
 REJECTED_BY_APPLE = "tokenwarden.apple.rejected_by_apple"
 
+#: The cause a replacement records when its server's rotation policy says renewal is due
+#: (`renew-before` days before expiry; a reason, not an event type).
+SCHEDULED_RENEWAL = "tokenwarden.policy.scheduled_renewal"
+
+#: A server's, an organization's or the global rotation policy was set or cleared.
+POLICY_CHANGED = "tokenwarden.server.policy_changed"
+
 #: Incoming types whose data names a user (`{"user": ...}`).
 USER_EVENTS = frozenset({PASSWORD_CHANGED, USER_LEFT})
 
@@ -50,6 +57,7 @@ OUTGOING_TYPES = frozenset(
         TERMS_ACCEPTED,
         SOURCE_FAILING,
         SOURCE_RECOVERED,
+        POLICY_CHANGED,
     }
 )
 
@@ -90,4 +98,6 @@ URGENCY_BY_TYPE = {
     EXPIRED: IMMEDIATE,
     # Apple itself refused the token.
     REJECTED_BY_APPLE: IMMEDIATE,
+    # The server's policy says its token is renewed now, well before it expires.
+    SCHEDULED_RENEWAL: PLANNED,
 }

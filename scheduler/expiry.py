@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from events import catalog
@@ -27,6 +27,7 @@ from worker.rules.decision import (
     Warned,
 )
 from worker.rules.facts import ScanFacts
+from worker.rules.renewal import open_renewal, renewal_due
 from worker.rules.replacement import Cause, ReplacementNeeded
 from worker.rules.replacing import replace_token
 from worker.timefmt import format_rfc3339
@@ -61,36 +62,50 @@ def decide_scan(
 ) -> tuple[Decision, Warning | None]:
     """The decision for one due token, and the warning it sends (if any): the token's next
     check; a warning when its level is more urgent than the last one sent (once per level, even
-    with two schedulers at once: the guards); and on the first warning, and at expiry, a
-    reason to replace the token."""
+    with two schedulers at once: the guards), as information; at expiry, a reason to replace
+    the token; and when its policy's renew-before is reached, its renewal (renewal.py)."""
     token, server = facts.token, facts.server
     decision = Decision(now=now)
     if token.status != TOKEN_CURRENT or server is None:
         decision.next_checks.append(NextCheck(token.id, None))
         return decision, None
     level = level_at(token.expires_at, now, thresholds)
-    decision.next_checks.append(
-        NextCheck(token.id, next_check_at(token.expires_at, level, thresholds))
-    )
-    if level is None or not is_more_urgent(level, token.warned):
-        return decision, None
-    decision.guards += [
-        Guard(TOKEN, token.id, STATUS, TOKEN_CURRENT),
-        Guard(TOKEN, token.id, WARNED, "" if token.warned is None else str(token.warned)),
-    ]
-    decision.warned.append(Warned(token.id, level))
-    warning, event = _warning(token, server, level, now)
-    decision.outgoing.append(event)
-    decision.results.append({"action": f"sent {event['type']}"})
-    decision.audit = AuditEntry("scan", warning.describe())
-    if token.warned is None or level == EXPIRED:
-        crossed = token.expires_at - timedelta(days=level)
-        cause = Cause(
-            type=event["type"], id=event["id"], source=catalog.SOURCE_SCHEDULER, time=crossed
-        )
-        need = ReplacementNeeded(token=token, cause=cause)
-        replace_token(decision, facts.replacement, need, server, now)
+    decision.next_checks.append(NextCheck(token.id, _next_check(facts, level, now, thresholds)))
+    warning = None
+    state = facts.replacement
+    if level is not None and is_more_urgent(level, token.warned):
+        decision.guards += [
+            Guard(TOKEN, token.id, STATUS, TOKEN_CURRENT),
+            Guard(TOKEN, token.id, WARNED, "" if token.warned is None else str(token.warned)),
+        ]
+        decision.warned.append(Warned(token.id, level))
+        warning, event = _warning(token, server, level, now)
+        decision.outgoing.append(event)
+        decision.results.append({"action": f"sent {event['type']}"})
+        decision.audit = AuditEntry("scan", warning.describe())
+        if level == EXPIRED:
+            cause = Cause(
+                type=event["type"],
+                id=event["id"],
+                source=catalog.SOURCE_SCHEDULER,
+                time=token.expires_at,
+            )
+            need = ReplacementNeeded(token=token, cause=cause)
+            state = replace_token(decision, state, need, server, now)
+    if renewal_due(facts, now):
+        open_renewal(decision, facts, state, now)
     return decision, warning
+
+
+def _next_check(
+    facts: ScanFacts, level: int | None, now: datetime, thresholds: Sequence[int]
+) -> datetime | None:
+    """The next threshold crossing, or the renewal moment when that comes first."""
+    at = next_check_at(facts.token.expires_at, level, thresholds)
+    renew_at = facts.policy.renewal_at(facts.token.expires_at)
+    if facts.token.renewal_opened is None and renew_at > now and (at is None or renew_at < at):
+        return renew_at
+    return at
 
 
 def _warning(

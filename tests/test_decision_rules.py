@@ -179,19 +179,36 @@ def test_installing_a_token_after_a_cause_recorded_earlier_opens_its_replacement
     assert decision.audit.event["supersedes"] == TOKEN.id
 
 
-# (days before expiry, level warned before) -> (warning type or None, replacement opened)
+# (days before expiry, level warned before, renewal opened) -> (warning type or None,
+# replacement opened or extended). The default policy renews 30 days before expiry.
 SCANS = {
-    "before the largest threshold: nothing": (200, None, (None, False)),
-    "the first warning opens the replacement": (100, None, (catalog.EXPIRY_APPROACHING, True)),
-    "a later warning only warns": (20, 60, (catalog.EXPIRY_APPROACHING, False)),
-    "the same level again: nothing": (50, 60, (None, False)),
-    "expiry is a reason too": (-1, 1, (catalog.EXPIRED, True)),
+    "before the largest threshold: nothing": (200, None, False, (None, False)),
+    "a warning before renew-before is information": (
+        100,
+        None,
+        False,
+        (catalog.EXPIRY_APPROACHING, False),
+    ),
+    "renew-before reached: the renewal opens": (20, 60, False, (catalog.EXPIRY_APPROACHING, True)),
+    "a later warning after the renewal only warns": (
+        10,
+        30,
+        True,
+        (catalog.EXPIRY_APPROACHING, False),
+    ),
+    "the same level again: nothing": (50, 60, False, (None, False)),
+    "expiry is a reason too": (-1, 1, True, (catalog.EXPIRED, True)),
 }
 
 
-@pytest.mark.parametrize(("days", "warned", "expected"), SCANS.values(), ids=SCANS)
-def test_what_the_expiry_scan_decides(days, warned, expected):
-    token = replace(TOKEN, expires_at=NOW + timedelta(days=days), warned=warned)
+@pytest.mark.parametrize(("days", "warned", "renewed", "expected"), SCANS.values(), ids=SCANS)
+def test_what_the_expiry_scan_decides(days, warned, renewed, expected):
+    token = replace(
+        TOKEN,
+        expires_at=NOW + timedelta(days=days),
+        warned=warned,
+        renewal_opened=NOW - timedelta(days=1) if renewed else None,
+    )
     decision, warning = decide_scan(ScanFacts(token, SERVER), NOW, (120, 60, 30, 14, 7, 3, 1))
     assert (warning.type if warning else None, bool(decision.replacements)) == expected
 

@@ -22,8 +22,10 @@ from events import catalog
 from events.cloudevent import CloudEvent, MalformedEvent, check_not_future, parse_event
 from worker.errors import ConcurrentChange
 from worker.names import name_key, user_key
+from worker.registry import key_offer
 from worker.rules.decision import Decision
 from worker.rules.events import advance, decide_event
+from worker.rules.facts import EventFacts
 from worker.store.protocol import Applied, Store
 
 log = structlog.get_logger(__name__)
@@ -112,6 +114,21 @@ class EventHandler:
         names = {name_key(e.server()[0]) for e in events if e.type in catalog.SERVER_EVENTS}
         rotated = {name_key(e.server()[0]) for e in events if e.type == catalog.KEY_REGENERATED}
         facts = self.store.event_facts(users, names, rotated)  # read for this batch alone
+        decisions = self._decide_in_order(facts, events, received_at, now)
+        wanted = {server for d in decisions for server in d.keys_wanted}
+        if not wanted:
+            return decisions
+        # Policies that rotate keys with a password change or departure want key pairs: made
+        # here (never by a rule), then the batch is decided again on fresh facts with them.
+        facts = self.store.event_facts(users, names, rotated)
+        for server_id in sorted(wanted & facts.servers.keys()):
+            facts.key_offers[server_id] = key_offer(self.store, facts.servers[server_id], now)
+        return self._decide_in_order(facts, events, received_at, now)
+
+    @staticmethod
+    def _decide_in_order(
+        facts: EventFacts, events: Sequence[CloudEvent], received_at: datetime, now: datetime
+    ) -> list[Decision]:
         decisions = []
         for event in events:
             decision = decide_event(facts, event, now, received_at=received_at)

@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from worker.rules.policy import EMPTY_LAYER, PolicyLayer
 from worker.timefmt import format_rfc3339
 
 KEY_STAGED, KEY_CURRENT, KEY_RETIRED = "staged", "current", "retired"
@@ -49,6 +50,8 @@ class Server:
     apple_org: str | None = None
     #: Since when new terms wait to be accepted in the portal (None: none that we know of).
     terms_since: datetime | None = None
+    #: The server's own rotation policy (worker/rules/policy.py): what it overrides.
+    policy: PolicyLayer = EMPTY_LAYER
 
     def to_hash(self) -> dict[str, str | int]:
         fields = {
@@ -65,7 +68,8 @@ class Server:
             "apple_org": self.apple_org or "",
             "terms_since": to_ms(self.terms_since) if self.terms_since else "",
         }
-        return fields | {name: value for name, value in apple.items() if value != ""}
+        kept = {name: value for name, value in apple.items() if value != ""}
+        return fields | kept | self.policy.to_fields()
 
     @classmethod
     def from_hash(cls, data: dict[str, str]) -> Server:
@@ -80,6 +84,7 @@ class Server:
             apple_name=_opt(data.get("apple_name")),
             apple_org=_opt(data.get("apple_org")),
             terms_since=from_ms(data.get("terms_since")),
+            policy=PolicyLayer.from_fields(data),
         )
 
 
@@ -202,6 +207,8 @@ class Token:
     #: The expiry level last warned about (threshold days, 0 = expired), by the scheduler.
     warned: int | None = None
     apple: AppleState = NEVER_ASKED
+    #: When the scheduler opened this token's renewal (its policy's renew-before reached).
+    renewal_opened: datetime | None = None
 
     def to_hash(self) -> dict[str, str | int]:
         """Only the fields that hold something: small hashes stay in Redis's compact form."""
@@ -219,6 +226,7 @@ class Token:
             "superseded_at": to_ms(self.superseded_at) if self.superseded_at else "",
             "superseded_by": self.superseded_by or "",
             "warned": "" if self.warned is None else self.warned,
+            "renewal": to_ms(self.renewal_opened) if self.renewal_opened else "",
             **self.apple.to_fields(),
         }
         return {name: value for name, value in fields.items() if value != ""}
@@ -240,6 +248,7 @@ class Token:
             superseded_by=_opt(data.get("superseded_by")),
             warned=int(data["warned"]) if data.get("warned") else None,
             apple=AppleState.from_hash(data),
+            renewal_opened=from_ms(data.get("renewal")),
         )
 
     def status_at(self, now: datetime) -> str:

@@ -19,6 +19,7 @@ from worker.errors import InvalidInput, NotFound
 from worker.names import clean_label, clean_server_name, name_key
 from worker.records import KEY_CURRENT, KEY_STAGED, KeyPair, Server, Token
 from worker.rules.events import decide_key_rotation
+from worker.rules.facts import KeyOffer
 from worker.store.protocol import Store
 from worker.timefmt import format_rfc3339
 
@@ -144,6 +145,14 @@ def rotate_key(
     )
     doomed = decision.doomed[0].token_id if decision.doomed else None
     return Rotation(pair=pair, discarded=discarded, event=event, doomed_token_id=doomed)
+
+
+def key_offer(store: Store, server: Server, now: datetime) -> KeyOffer:
+    """A new key pair for `server`, its private key sealed, for a decision that may stage it
+    (a renewal whose policy rotates keys): staged only if the decision applies."""
+    material = generate_key_material(f"tokenwarden {server.name}", now)
+    pair = _key_pair(server.id, material, KEY_STAGED, now)
+    return KeyOffer(pair, store.seal_private_key(pair.id, material))
 
 
 def certificate_to_upload(store: Store, server: Server) -> KeyPair:

@@ -12,16 +12,17 @@ from datetime import datetime
 from typing import Any
 
 from worker.records import AppleState
-from worker.rules.facts import ReplacementFacts
+from worker.rules.facts import KeyOffer, ReplacementFacts
+from worker.rules.policy import PolicyLayer
 from worker.rules.replacement import Cause
 
-#: The records a guard names.
-USER, SERVER, TOKEN, REPLACEMENT = "user", "server", "token", "replacement"
+#: The records a guard names (a POLICY record's ident is its scope: see policy.scope_of).
+USER, SERVER, TOKEN, REPLACEMENT, POLICY = "user", "server", "token", "replacement", "policy"
 
 #: The facts a guard names: a record's version; a server's existence, installed token,
 #: staged key and pending terms; a token's status, the expiry level last warned about, and
 #: when Apple first refused it.
-VERSION, EXISTS, INSTALLED_TOKEN, STAGED_KEY, TERMS, STATUS, WARNED, REJECTED = (
+VERSION, EXISTS, INSTALLED_TOKEN, STAGED_KEY, TERMS, STATUS, WARNED, REJECTED, RENEWAL = (
     "version",
     "exists",
     "token",
@@ -30,6 +31,7 @@ VERSION, EXISTS, INSTALLED_TOKEN, STAGED_KEY, TERMS, STATUS, WARNED, REJECTED = 
     "status",
     "warned",
     "rejected",
+    "renewal",
 )
 
 
@@ -135,6 +137,30 @@ class Doomed:
 
 
 @dataclass(frozen=True)
+class StagedKey:
+    """A key offer staged for its server by the decision (guarded: no key was staged)."""
+
+    offer: KeyOffer
+
+
+@dataclass(frozen=True)
+class RenewalOpened:
+    """The scheduler opened a token's renewal (its policy's renew-before was reached)."""
+
+    token_id: str
+
+
+@dataclass(frozen=True)
+class PolicyWrite:
+    """A policy layer written afresh at `version` (an empty layer: removed); `scope` as
+    policy.scope_of names it."""
+
+    scope: str
+    layer: PolicyLayer
+    version: str
+
+
+@dataclass(frozen=True)
 class AuditEntry:
     """What the audit trail keeps of the decision (its `decisions` are Decision.results)."""
 
@@ -161,6 +187,12 @@ class Decision:
     apple: list[AppleChecked] = field(default_factory=list)
     servers_seen: list[ServerSeenByApple] = field(default_factory=list)
     downloaders: list[DownloaderCorrected] = field(default_factory=list)
+    renewals: list[RenewalOpened] = field(default_factory=list)
+    staged_keys: list[StagedKey] = field(default_factory=list)
+    policies: list[PolicyWrite] = field(default_factory=list)
+    #: Servers whose policy wants a new key staged by this decision, for which no key offer
+    #: was at hand: the caller makes offers and decides again.
+    keys_wanted: list[str] = field(default_factory=list)
     audit: AuditEntry | None = None
     #: What was done, one entry per action, as the audit trail and the logs show it.
     results: list[dict[str, Any]] = field(default_factory=list)

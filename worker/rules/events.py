@@ -8,6 +8,7 @@ replacement opened or extended (worker/rules/replacing.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from events import catalog
@@ -33,6 +34,7 @@ from worker.rules.facts import (
     cause_change,
     next_version,
 )
+from worker.rules.renewal import rotation_certificate
 from worker.rules.replacement import Cause, ReplacementNeeded, for_server_cause, for_user_cause
 from worker.rules.replacing import replace_token
 
@@ -58,8 +60,28 @@ def decide_event(
         token_id = need.token.id
         state = states.get(token_id) or facts.replacement(token_id)
         server = facts.servers[need.token.server_id]
+        if event.type in catalog.USER_EVENTS:
+            need = _with_new_key(decision, need, server, facts)
         states[token_id] = replace_token(decision, state, need, server, now)
     return decision
+
+
+def _with_new_key(
+    decision: Decision, need: ReplacementNeeded, server: Server, facts: EventFacts
+) -> ReplacementNeeded:
+    """A password change or departure dooms a token of a server whose policy rotates keys:
+    its key is rotated too (staged in this decision), so the window of the person who
+    downloaded it never includes the old key; the notice carries the certificate."""
+    policy = facts.policies.get(server.id)
+    if policy is None or not policy.rotates_key:
+        return need
+    ready, certificate = rotation_certificate(
+        decision,
+        server,
+        facts.staged_certificates.get(server.id),
+        facts.key_offers.get(server.id),
+    )
+    return replace(need, certificate=certificate) if ready and certificate else need
 
 
 def decide_key_rotation(facts: EventFacts, event: CloudEvent, now: datetime) -> Decision:
@@ -79,6 +101,13 @@ def advance(facts: EventFacts, decision: Decision) -> None:
         facts.replacements[change.token_id] = change.state
     for resolution in decision.resolutions:
         facts.replacements[resolution.token_id] = resolution.state
+    for staged in decision.staged_keys:
+        pair = staged.offer.pair
+        server = facts.servers.get(pair.server_id)
+        if server is not None:
+            facts.servers[server.id] = replace(server, staged_key_id=pair.id)
+            facts.staged_certificates[server.id] = pair.cert_pem
+            facts.key_offers.pop(server.id, None)
 
 
 def _remember(

@@ -13,8 +13,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from worker.records import Server, Token
+from worker.records import KeyPair, Server, Token
+from worker.rules.policy import DEFAULT_POLICY, Policy
 from worker.rules.replacement import Cause
+
+
+@dataclass(frozen=True)
+class KeyOffer:
+    """A key pair made for a server ahead of a decision that may stage it (its policy rotates
+    keys with renewal): the pair's public record and its private key already sealed. The rules
+    only pass it on; making keys is not theirs to do."""
+
+    pair: KeyPair
+    sealed_private_key: str = field(repr=False)
+
 
 #: A replacement's status while it waits for a newer token, and once one is installed.
 OPEN, RESOLVED = "open", "resolved"
@@ -85,8 +97,13 @@ class EventFacts:
     server_causes: dict[str, Recorded] = field(default_factory=dict)
     tokens: dict[str, Token] = field(default_factory=dict)
     replacements: dict[str, ReplacementFacts] = field(default_factory=dict)
-    #: Server id -> PEM of its staged key's certificate (read for key changes only).
+    #: Server id -> PEM of its staged key's certificate (read for key changes, and for servers
+    #: whose policy rotates keys).
     staged_certificates: dict[str, str] = field(default_factory=dict)
+    #: Server id -> its rotation policy in force (read for the servers of the tokens found).
+    policies: dict[str, Policy] = field(default_factory=dict)
+    #: Server id -> a key pair made for it, when a decision of the batch wanted one.
+    key_offers: dict[str, KeyOffer] = field(default_factory=dict)
 
     def replacement(self, token_id: str) -> ReplacementFacts:
         return self.replacements.get(token_id, NO_REPLACEMENT)
@@ -126,6 +143,12 @@ class ScanFacts:
     #: None when the token's server is gone.
     server: Server | None
     replacement: ReplacementFacts = NO_REPLACEMENT
+    #: The server's rotation policy in force.
+    policy: Policy = DEFAULT_POLICY
+    #: PEM of the server's staged key's certificate, when one is staged and its policy rotates.
+    staged_certificate: str | None = None
+    #: A key pair made for the server, when its policy rotates keys and its renewal is due.
+    key_offer: KeyOffer | None = None
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,13 @@ from importlib import resources
 from typing import Any
 
 from worker.records import ms_field, to_ms
+from worker.rules import policy
 from worker.rules.decision import (
     EXISTS,
     INSTALLED_TOKEN,
+    POLICY,
     REJECTED,
+    RENEWAL,
     REPLACEMENT,
     SERVER,
     STAGED_KEY,
@@ -68,6 +71,8 @@ _GUARDED = {
     (TOKEN, STATUS): (k.token, "status"),
     (TOKEN, WARNED): (k.token, "warned"),
     (TOKEN, REJECTED): (k.token, "a_rejected"),
+    (TOKEN, RENEWAL): (k.token, "renewal"),
+    (POLICY, VERSION): (k.policy_holder, k.POLICY_VERSION),
     (REPLACEMENT, VERSION): (k.replacement, k.REPLACEMENT_VERSION),
 }
 
@@ -159,6 +164,26 @@ def _write_facts(script: _Script, decision: Decision) -> None:
     for warned in decision.warned:
         script.write("HSET", k.token(warned.token_id), "warned", warned.level)
     _write_apple_facts(script, decision)
+    _write_policy_facts(script, decision)
+
+
+def _write_policy_facts(script: _Script, decision: Decision) -> None:
+    """Renewals opened, keys staged with them, and policy layers set."""
+    now_ms = to_ms(decision.now)
+    for renewal in decision.renewals:
+        script.write("HSET", k.token(renewal.token_id), "renewal", now_ms)
+    for staged in decision.staged_keys:
+        pair = staged.offer.pair
+        fields = {**pair.to_hash(), k.SEALED_PRIVATE_KEY: staged.offer.sealed_private_key}
+        script.write("HSET", k.key_pair(pair.id), *(x for item in fields.items() for x in item))
+        script.write("ZADD", k.server_keys(pair.server_id), to_ms(pair.created_at), pair.id)
+        script.write("HSET", k.server(pair.server_id), "staged_key", pair.id)
+    for written in decision.policies:
+        holder = k.policy_holder(written.scope)
+        script.write("HDEL", holder, *policy.FIELDS)
+        fields = {**written.layer.to_fields(), k.POLICY_VERSION: written.version}
+        script.write("HSET", holder, *(x for item in fields.items() for x in item))
+        script.write("HSET", k.POLICY_CHANGES, written.scope, written.version)
 
 
 def _write_apple_facts(script: _Script, decision: Decision) -> None:

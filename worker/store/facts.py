@@ -12,8 +12,10 @@ import redis
 from worker.names import name_key
 from worker.records import Replacement, Server, Token, from_ms, to_ms
 from worker.rules.facts import EventFacts, Recorded, ReplacementFacts, ScanFacts
+from worker.rules.policy import Policy
 from worker.rules.replacement import Cause, load_reasons
 from worker.store import keys as k
+from worker.store.policies import policies_from, queue_policy_reads
 from worker.timefmt import format_rfc3339
 
 
@@ -113,7 +115,29 @@ def read_event_facts(
         staged,
     )
     facts.link(token_ids, server_ids)
+    if user_keys:
+        read_policies(client, facts)
     return facts
+
+
+def read_policies(client: redis.Redis, facts: EventFacts) -> None:
+    """4. The servers' rotation policies, and then the staged certificates of the servers whose
+    policy rotates keys (a password change or departure rotates their key too)."""
+    servers = list(facts.servers.values())
+    if not servers:
+        return
+    pipe = client.pipeline(transaction=False)
+    scopes = queue_policy_reads(pipe, servers)
+    facts.policies = policies_from(servers, scopes, pipe.execute())
+    staged = {
+        s.id: s.staged_key_id
+        for s in servers
+        if s.staged_key_id
+        and facts.policies[s.id].rotates_key
+        and s.id not in facts.staged_certificates
+    }
+    if staged:
+        _read_into(client, facts, set(), set(), staged)
 
 
 def _read_into(
@@ -150,9 +174,10 @@ def _read_into(
 
 
 def read_scan_facts(client: redis.Redis, tokens: list[Token]) -> list[ScanFacts]:
-    """What the expiry scan decides due tokens on: their servers and replacements, in two
-    round trips. Most due tokens never had a replacement: the index (which holds every
-    replacement hash, opened and resolved) says which did, and only those are read."""
+    """What the expiry scan decides due tokens on: their servers, replacements and rotation
+    policies, in two round trips. Most due tokens never had a replacement: the index (which
+    holds every replacement hash, opened and resolved) says which did, and only those are
+    read."""
     if not tokens:
         return []
     server_ids = sorted({t.server_id for t in tokens})
@@ -163,13 +188,47 @@ def read_scan_facts(client: redis.Redis, tokens: list[Token]) -> list[ScanFacts]
     *answers, scores = pipe.execute()
     servers = {i: Server.from_hash(d) for i, d in zip(server_ids, answers, strict=True) if d}
     had = [t.id for t, score in zip(tokens, scores, strict=True) if score is not None]
+    staged = {s.id: s.staged_key_id for s in servers.values() if s.staged_key_id}
     pipe = client.pipeline(transaction=False)
     for token_id in had:
         pipe.hgetall(k.replacement(token_id))
-    replacements = dict(zip(had, pipe.execute(), strict=True)) if had else {}
+    for key_id in staged.values():
+        pipe.hget(k.key_pair(key_id), "cert")
+    scopes = queue_policy_reads(pipe, servers.values())
+    answers = pipe.execute()
+    replacements = dict(zip(had, answers, strict=False))
+    certificates = dict(zip(staged, answers[len(had) :], strict=False))
+    policies = policies_from(servers.values(), scopes, answers[len(had) + len(staged) :])
     return [
-        ScanFacts(
-            token, servers.get(token.server_id), replacement_facts(replacements.get(token.id, {}))
+        scan_facts_of(
+            token,
+            servers.get(token.server_id),
+            replacements.get(token.id, {}),
+            policies,
+            certificates,
         )
         for token in tokens
     ]
+
+
+def scan_facts_of(
+    token: Token,
+    server: Server | None,
+    stored: dict[str, str],
+    policies: dict[str, Policy],
+    certificates: dict[str, str | None],
+    *,
+    replacement: ReplacementFacts | None = None,
+) -> ScanFacts:
+    """One token's scan facts (its replacement as stored, or as read already)."""
+    read = replacement if replacement is not None else replacement_facts(stored)
+    if server is None:
+        return ScanFacts(token, None, read)
+    policy = policies[server.id]
+    return ScanFacts(
+        token,
+        server,
+        read,
+        policy=policy,
+        staged_certificate=certificates.get(server.id) if policy.rotates_key else None,
+    )

@@ -85,6 +85,36 @@ SCHEDULER_THRESHOLDS = "tw:scheduler:thresholds"
 #: `tokenwarden scan`); the metrics say how long ago that was.
 SCHEDULER_LAST_SCAN = "tw:scheduler:last-scan"
 
+#: Hash: the global rotation policy layer (worker/rules/policy.py fields, and POLICY_VERSION).
+GLOBAL_POLICY = "tw:policy:global"
+
+#: Field, in a policy layer's hash (a server's own lives in the server hash), that versions it.
+POLICY_VERSION = "p_v"
+
+
+#: Prefix of org_policy keys.
+ORG_POLICY_PREFIX = "tw:policy:org:"
+
+
+def org_policy(org_key: str) -> str:
+    """Hash: one organization's rotation policy layer, by the organization's name key."""
+    return f"{ORG_POLICY_PREFIX}{org_key}"
+
+
+def policy_holder(scope: str) -> str:
+    """The hash a policy layer lives in, by its scope as worker.rules.policy names it:
+    `server:<id>` (the server hash), `org:<org key>` or `global`."""
+    kind, _, ident = scope.partition(":")
+    if kind == "server":
+        return server(ident)
+    return org_policy(ident) if kind == "org" else GLOBAL_POLICY
+
+
+#: Hash: policy scopes changed since the scan last brought their tokens' checks forward
+#: (scope -> the layer's version then). At most one field per server and organization, and one
+#: for the global layer.
+POLICY_CHANGES = "tw:policy:changes"
+
 #: Set: ids of the master keys that have sealed values here, to refuse a wrong or new key
 #: (a CLI started in another folder would otherwise make itself a fresh key file).
 MASTER_KEY_IDS = "tw:master-key-ids"

@@ -24,9 +24,11 @@ from worker.records import KeyPair, Server, Token, to_ms
 from worker.rules.decision import Decision
 from worker.rules.facts import NO_REPLACEMENT, EventFacts, InstallFacts, ScanFacts
 from worker.store import keys as k
+from worker.store.facts import scan_facts_of
 from worker.store.memory_apple import MemoryAppleChecks
 from worker.store.memory_events import InMemoryEvents
 from worker.store.memory_facts import event_facts, rotation_facts
+from worker.store.memory_policies import MemoryPolicies
 from worker.store.memory_state import MemoryState
 from worker.store.memory_watched import MemoryWatched
 from worker.store.protocol import ResealReport
@@ -47,6 +49,7 @@ class InMemoryStore:
         self.events = InMemoryEvents(self._state)
         self.apple = MemoryAppleChecks(self._state)
         self.watched = MemoryWatched(self._state)
+        self.policies = MemoryPolicies(self._state)
 
     @property
     def lock(self) -> threading.RLock:
@@ -81,7 +84,7 @@ class InMemoryStore:
 
     def add_server(self, server: Server, key: KeyPair, material: KeyMaterial) -> None:
         qualifier = (name_key(server.org), name_key(server.name))
-        sealed = self._seal_private_key(key.id, material)
+        sealed = self.seal_private_key(key.id, material)
         with self.lock:
             if qualifier in self._state.qualifiers:
                 where = f" in organization {server.org!r}" if server.org else ""
@@ -134,7 +137,7 @@ class InMemoryStore:
         decide: Callable[[EventFacts], Decision],
     ) -> tuple[KeyPair | None, Decision]:
         """As RedisStore.stage_key: the key staged and its decision applied in one step."""
-        sealed = self._seal_private_key(key.id, material)
+        sealed = self.seal_private_key(key.id, material)
         state = self._state
         with self.lock:
             fresh = state.servers.get(server.id)
@@ -158,7 +161,7 @@ class InMemoryStore:
             self.events.apply_locked(decision)  # after the key is staged: its guards read it
         return previous, decision
 
-    def _seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
+    def seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
         return self._keyring().seal(material.private_key_der(), _private_key_context(key_id))
 
     # ---- tokens ----------------------------------------------------------------------------
@@ -206,6 +209,12 @@ class InMemoryStore:
                     moved += 1
         return moved
 
+    def bring_check_forward(self, token_id: str, at: datetime) -> None:
+        with self.lock:
+            checks = self._state.next_checks
+            if token_id in checks:
+                checks[token_id] = min(checks[token_id], to_ms(at))
+
     def scheduler_thresholds(self) -> str | None:
         return self._state.thresholds
 
@@ -221,8 +230,23 @@ class InMemoryStore:
     def scan_facts(self, tokens: list[Token]) -> list[ScanFacts]:
         with self.lock:
             state = self._state
+            ids = sorted({t.server_id for t in tokens} & state.servers.keys())
+            servers = [state.servers[i] for i in ids]
+            policies = self.policies.effective_for(servers)
+            certificates = {
+                s.id: state.keys[s.staged_key_id].cert_pem
+                for s in servers
+                if s.staged_key_id in state.keys
+            }
             return [
-                ScanFacts(t, state.servers.get(t.server_id), state.replacement_facts(t.id))
+                scan_facts_of(
+                    t,
+                    state.servers.get(t.server_id),
+                    {},
+                    policies,
+                    certificates,
+                    replacement=state.replacement_facts(t.id),
+                )
                 for t in tokens
             ]
 

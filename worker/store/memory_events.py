@@ -119,6 +119,28 @@ class InMemoryEvents:
             if token is not None:
                 state.tokens[token.id] = replace(token, warned=warned.level)
         self._write_apple_facts(decision)
+        self._write_policy_facts(decision)
+
+    def _write_policy_facts(self, decision: Decision) -> None:
+        """As decisions.py's: renewals opened, keys staged, policy layers set."""
+        state = self._state
+        for renewal in decision.renewals:
+            token = state.tokens.get(renewal.token_id)
+            if token is not None:
+                state.tokens[token.id] = replace(token, renewal_opened=decision.now)
+        for staged in decision.staged_keys:
+            pair = staged.offer.pair
+            state.keys[pair.id] = pair
+            state.sealed_keys[pair.id] = staged.offer.sealed_private_key
+            server = state.servers[pair.server_id]
+            state.servers[server.id] = replace(server, staged_key_id=pair.id)
+        for written in decision.policies:
+            state.policies[written.scope] = (written.layer, written.version)
+            state.policy_changes[written.scope] = written.version
+            kind, _, ident = written.scope.partition(":")
+            server = state.servers.get(ident) if kind == "server" else None
+            if server is not None:
+                state.servers[ident] = replace(server, policy=written.layer)
 
     def _write_apple_facts(self, decision: Decision) -> None:
         state = self._state

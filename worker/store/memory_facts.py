@@ -6,6 +6,7 @@ from __future__ import annotations
 from worker.names import name_key
 from worker.records import KeyPair, Server
 from worker.rules.facts import EventFacts
+from worker.store.memory_policies import MemoryPolicies
 from worker.store.memory_state import MemoryState
 
 
@@ -42,7 +43,18 @@ def event_facts(
         if pair is not None:
             facts.staged_certificates[server_id] = pair.cert_pem
     facts.link(token_ids, server_ids)
+    if user_keys:
+        _read_policies(state, facts)
     return facts
+
+
+def _read_policies(state: MemoryState, facts: EventFacts) -> None:
+    """As read_policies: the servers' policies, and the staged certificates of rotating ones."""
+    facts.policies = MemoryPolicies(state).effective_for(list(facts.servers.values()))
+    for server in facts.servers.values():
+        pair = state.keys.get(server.staged_key_id or "")
+        if pair is not None and facts.policies[server.id].rotates_key:
+            facts.staged_certificates.setdefault(server.id, pair.cert_pem)
 
 
 def _read_into(state: MemoryState, facts: EventFacts, token_ids: set[str]) -> None:

@@ -28,7 +28,9 @@ from worker.records import (
 from worker.rules.decision import (
     EXISTS,
     INSTALLED_TOKEN,
+    POLICY,
     REJECTED,
+    RENEWAL,
     REPLACEMENT,
     SERVER,
     STAGED_KEY,
@@ -41,6 +43,7 @@ from worker.rules.decision import (
     Guard,
 )
 from worker.rules.facts import Recorded, ReplacementFacts
+from worker.rules.policy import PolicyLayer
 from worker.rules.replacement import Cause, load_reasons
 
 
@@ -119,6 +122,11 @@ class MemoryState:
     #: Entry number -> when it was written (wall clock ms, as a Redis stream id says).
     outbox_written: dict[int, int] = field(default_factory=dict)
     outbox_last: int = 0
+    #: Policy scope (worker.rules.policy.scope_of) -> its layer and version; a server's own
+    #: layer is in its record, its version here too.
+    policies: dict[str, tuple[PolicyLayer, str]] = field(default_factory=dict)
+    #: Scopes changed since the scan last brought their tokens' checks forward -> version.
+    policy_changes: dict[str, str] = field(default_factory=dict)
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -172,6 +180,10 @@ class MemoryState:
                 return "" if token.warned is None else str(token.warned)
             if fact == REJECTED:
                 return ms_field(token.apple.rejected_at)
+            if fact == RENEWAL:
+                return ms_field(token.renewal_opened)
+        if record == POLICY and fact == VERSION:
+            return self.policies.get(ident, (None, ""))[1]
         if record == REPLACEMENT and fact == VERSION:
             row = self.replacements.get(ident)
             return row.version if row else ""

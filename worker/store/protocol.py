@@ -19,6 +19,7 @@ from worker.records import KeyPair, Replacement, Server, Token
 from worker.rules.decision import Decision
 from worker.rules.directory import WatchedUser
 from worker.rules.facts import AppleCheckFacts, EventFacts, InstallFacts, ScanFacts
+from worker.rules.policy import Policy, PolicyLayer
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,30 @@ class WatchedUsers(Protocol):
         ...
 
 
+class Policies(Protocol):
+    """Rotation policy layers (policies.py, memory_policies.py); written only by decisions."""
+
+    def layer(self, scope: str) -> tuple[PolicyLayer, str]:
+        """The layer of a scope (worker.rules.policy.scope_of) and its version ("": never)."""
+        ...
+
+    def effective_for(self, servers: list[Server]) -> dict[str, Policy]:
+        """The policy in force for each server, by id."""
+        ...
+
+    def layers(self) -> dict[str, PolicyLayer]:
+        """Every organization and global layer that sets something, by scope."""
+        ...
+
+    def changes(self) -> dict[str, str]:
+        """Scopes changed since the scan last brought their tokens' checks forward."""
+        ...
+
+    def forget_changes(self, handled: dict[str, str]) -> None:
+        """Forget those handled, unless changed again since (another version)."""
+        ...
+
+
 class Store(Protocol):
     """Servers, key pairs and tokens, the facts decisions are made on, and the two writes that
     carry a decision in one step (staging a key, installing a token)."""
@@ -143,6 +168,9 @@ class Store(Protocol):
 
     @property
     def watched(self) -> WatchedUsers: ...
+
+    @property
+    def policies(self) -> Policies: ...
 
     def ping(self) -> None:
         """Raises when the store cannot be reached."""
@@ -184,6 +212,14 @@ class Store(Protocol):
         """Stage `key` with the decision `decide(facts with the key staged)`, in one step;
         Conflict when a key is staged already and not `replace_staged`. Returns the key
         discarded, if any, and the decision."""
+        ...
+
+    def seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
+        """A private key sealed as key pair `key_id` keeps it (for a KeyOffer)."""
+        ...
+
+    def bring_check_forward(self, token_id: str, at: datetime) -> None:
+        """Check the token no later than `at` (a policy changed)."""
         ...
 
     def get_token(self, token_id: str) -> Token | None: ...

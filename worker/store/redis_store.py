@@ -28,6 +28,7 @@ from worker.store import transactions
 from worker.store.apple_checks import RedisAppleChecks
 from worker.store.event_store import EventStore
 from worker.store.facts import read_event_facts, read_scan_facts, token_ids_in
+from worker.store.policies import RedisPolicies
 from worker.store.protocol import ResealReport
 from worker.store.watched import RedisWatched
 
@@ -69,6 +70,7 @@ class RedisStore:
         self.events = events or EventStore(client)
         self.apple = RedisAppleChecks(client)
         self.watched = RedisWatched(client)
+        self.policies = RedisPolicies(client)
         self._compare_and_set = client.register_script(_COMPARE_AND_SET)
 
     # ---- servers ---------------------------------------------------------------------------
@@ -92,7 +94,7 @@ class RedisStore:
 
     def add_server(self, server: Server, key: KeyPair, material: KeyMaterial) -> None:
         qualifier = k.server_qualifier(name_key(server.org), name_key(server.name))
-        sealed = self._seal_private_key(key.id, material)
+        sealed = self.seal_private_key(key.id, material)
 
         def write(pipe: redis.client.Pipeline) -> None:
             if pipe.hexists(k.SERVERS, qualifier):
@@ -181,7 +183,7 @@ class RedisStore:
         upload), applied in the same transaction, so a key is never staged without it. Returns
         the key discarded, if any, and the decision.
         """
-        sealed = self._seal_private_key(key.id, material)
+        sealed = self.seal_private_key(key.id, material)
         return transactions.stage_key(
             self._redis,
             self.events,
@@ -192,7 +194,7 @@ class RedisStore:
             decide=decide,
         )
 
-    def _seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
+    def seal_private_key(self, key_id: str, material: KeyMaterial) -> str:
         context = _context(k.key_pair(key_id), k.SEALED_PRIVATE_KEY)
         return self._keyring().seal(material.private_key_der(), context)
 
@@ -236,6 +238,10 @@ class RedisStore:
             pipe.execute()
             if cursor == 0:
                 return moved
+
+    def bring_check_forward(self, token_id: str, at: datetime) -> None:
+        """Check the token no later than `at` (only if it is still checked at all)."""
+        self._redis.zadd(k.TOKENS_NEXT_CHECK, {token_id: to_ms(at)}, xx=True, lt=True)
 
     def scheduler_thresholds(self) -> str | None:
         return self._redis.get(k.SCHEDULER_THRESHOLDS)

@@ -1,0 +1,129 @@
+"""Setting rotation policies (worker/rules/policy.py): check what the user gave, decide the
+change (worker/rules/policy_change.py, pure) and hand it to the store, which writes the layer,
+its audit entry and its `policy_changed` event in one step. The scan brings the affected
+tokens' checks forward at its next run (scheduler/scan.py): nothing needs a restart.
+
+Nothing here reads the clock or the environment.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from events import catalog
+from worker.errors import ConcurrentChange, InvalidInput, NotFound
+from worker.names import clean_label, name_key
+from worker.records import Server
+from worker.registry import WRITE_ATTEMPTS
+from worker.rules import policy
+from worker.rules.policy import MAX_OWNERS, Policy, PolicyLayer
+from worker.rules.policy_change import PolicyTarget, decide_policy_change
+from worker.store.protocol import Store
+
+_EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
+
+#: Longest owner address accepted (RFC 5321's limit on a path).
+MAX_ADDRESS_CHARS = 254
+
+
+def check_renew_before(days: int) -> int:
+    if not policy.MIN_RENEW_BEFORE_DAYS <= days <= policy.MAX_RENEW_BEFORE_DAYS:
+        raise InvalidInput(
+            f"--renew-before {days} is out of range; give days before expiry, "
+            f"{policy.MIN_RENEW_BEFORE_DAYS} to {policy.MAX_RENEW_BEFORE_DAYS} "
+            "(a token lives a year)"
+        )
+    return days
+
+
+def check_owners(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """Owner e-mail addresses, checked, without repeats (compared ignoring case)."""
+    owners: dict[str, str] = {}
+    for raw in addresses:
+        address = raw.strip()
+        if address.lower().startswith("mailto:"):
+            address = address[len("mailto:") :]
+        if len(address) > MAX_ADDRESS_CHARS or not _EMAIL.match(address):
+            raise InvalidInput(
+                f"--owner {raw!r} is not an e-mail address; give one address per --owner, "
+                "like --owner it-lead@school.example"
+            )
+        owners.setdefault(address.casefold(), address)
+    if len(owners) > MAX_OWNERS:
+        raise InvalidInput(f"{len(owners)} owners given; at most {MAX_OWNERS} per policy")
+    return tuple(owners.values())
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    target: PolicyTarget
+    before: PolicyLayer
+    after: PolicyLayer
+    #: Whether anything changed (setting the same values again writes nothing).
+    changed: bool
+
+
+def server_target(server: Server) -> PolicyTarget:
+    return PolicyTarget(
+        scope=policy.scope_of(policy.SERVER, server.id),
+        kind=policy.SERVER,
+        server=server,
+        org=server.org,
+    )
+
+
+def org_target(servers: Iterable[Server], raw_org: str) -> PolicyTarget:
+    """An organization's layer: it must name the organization of a registered server (a typo
+    would otherwise set a default nothing ever reads)."""
+    org = clean_label(raw_org, what="organization")
+    if not org:
+        raise InvalidInput("give the organization's name, as `servers list` shows it")
+    known = {name_key(s.org): s.org for s in servers if s.org}
+    if name_key(org) not in known:
+        shown = ", ".join(sorted(repr(o) for o in known.values())[:10]) or "none yet"
+        raise NotFound(
+            f"no server is registered in organization {org!r} (organizations: {shown}); "
+            "add a server with `servers add NAME --org ORG` first"
+        )
+    return PolicyTarget(
+        scope=policy.scope_of(policy.ORG, name_key(org)), kind=policy.ORG, org=known[name_key(org)]
+    )
+
+
+GLOBAL_TARGET = PolicyTarget(scope=policy.GLOBAL, kind=policy.GLOBAL)
+
+
+def set_policy(
+    store: Store,
+    target: PolicyTarget,
+    change: PolicyLayer,
+    *,
+    clear: bool,
+    now: datetime,
+    source: str = catalog.SOURCE_CLI,
+) -> PolicyChange:
+    """Overlay `change` on the target's layer (or remove the layer, `clear`), with its audit
+    entry and `policy_changed` event, in one step."""
+    if clear and not change.is_empty:
+        raise InvalidInput("--clear removes the whole override; give it without other options")
+    if not clear and change.is_empty:
+        raise InvalidInput(
+            "give --renew-before, --rotate-key or --owner to set, or --clear to remove; "
+            "without them the command shows the policy"
+        )
+    for _ in range(WRITE_ATTEMPTS):
+        before, version = store.policies.layer(target.scope)
+        after = policy.EMPTY_LAYER if clear else before.overlaid_with(change)
+        if after == before and version:
+            return PolicyChange(target, before, after, changed=False)
+        decision = decide_policy_change(target, before, version, after, now, source)
+        if store.events.apply(decision).outcome == "applied":
+            return PolicyChange(target, before, after, changed=True)
+    raise ConcurrentChange("the policy kept changing while it was being set; try again")
+
+
+def in_force(store: Store, server: Server) -> Policy:
+    return store.policies.effective_for([server])[server.id]
