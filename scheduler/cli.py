@@ -90,17 +90,18 @@ def scan_command(app: App, at: datetime | None, dry_run: bool, as_json: bool) ->
 def status_command(app: App, as_json: bool) -> None:
     """Every server, its token's expiry and open replacements, most urgent first.
 
-    Exit code: 0 all fine; 1 something to do inside the first warning threshold (or a
-    server without a token, or Apple's new terms waiting); 2 something expired or no longer
-    working (Apple rejected it, say).
+    Exit code: 0 all fine; 1 something to do: a token due for renewal (its policy's
+    renew-before reached) or to be replaced, a server without a token, or Apple's new terms
+    waiting; 2 something expired or no longer working (Apple rejected it, say).
     """
     thresholds = app.settings.scheduler.thresholds
     now = app.now()
+    current = list(estate.current_state(app.store, app.listings))
+    in_force = app.store.policies.effective_for([server for server, _, _ in current])
+    interval = app.settings.apple.check_interval_s
     rows = [
-        status.row_for(
-            server, token, replacement, now, thresholds, app.settings.apple.check_interval_s
-        )
-        for server, token, replacement in estate.current_state(app.store, app.listings)
+        status.row_for(server, token, replacement, now, thresholds, interval, in_force[server.id])
+        for server, token, replacement in current
     ]
     rows = status.ordered(rows)
     described = [r.describe() for r in rows]

@@ -46,10 +46,17 @@ class ScanReport:
 
 
 class Scanner:
-    def __init__(self, store: Store, thresholds: Sequence[int], batch: int = BATCH):
+    def __init__(
+        self,
+        store: Store,
+        thresholds: Sequence[int],
+        batch: int = BATCH,
+        max_keys: int = MAX_KEYS_PER_SCAN,
+    ):
         self._store = store
         self._thresholds = tuple(thresholds)
         self._batch = batch
+        self._max_keys = max_keys
 
     def scan(
         self,
@@ -64,7 +71,7 @@ class Scanner:
         if not dry_run:
             self.reconcile_thresholds()
             reconcile_policies(self._store, now)
-        keys = KeyBudget(0 if dry_run else MAX_KEYS_PER_SCAN)
+        keys = KeyBudget(0 if dry_run else self._max_keys)
         offset = 0
         for _ in range(MAX_ROUNDS):
             if not still_leader():

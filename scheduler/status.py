@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Any
 
 from events import catalog
-from scheduler.thresholds import days_left, level_at
+from scheduler.thresholds import days_left
 from worker.apple.verdicts import standing
 from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
 from worker.records import Replacement, Server, Token
+from worker.rules.policy import DEFAULT_POLICY, Policy
 from worker.timefmt import format_rfc3339
 
 #: Exit codes: all well; something needs action inside the first threshold (or has no token,
@@ -80,15 +81,20 @@ def row_for(
     now: datetime,
     thresholds: Sequence[int],
     apple_interval_s: int = DEFAULT_APPLE_CHECK_INTERVAL_S,
+    policy: Policy = DEFAULT_POLICY,
 ) -> Row:
-    severity = severity_of(token, replacement, now, thresholds)
+    severity = severity_of(token, replacement, now, thresholds, policy)
     if token is not None and server.terms_since is not None:
         severity = max(severity, DUE)  # someone must accept Apple's new terms in the portal
     return Row(severity, server, token, replacement, now, apple_interval_s)
 
 
 def severity_of(
-    token: Token | None, replacement: Replacement | None, now: datetime, thresholds: Sequence[int]
+    token: Token | None,
+    replacement: Replacement | None,
+    now: datetime,
+    thresholds: Sequence[int],
+    policy: Policy = DEFAULT_POLICY,
 ) -> int:
     if token is None:
         return DUE
@@ -96,8 +102,9 @@ def severity_of(
         return EXPIRED
     if replacement and replacement.most_urgent.get("rank", 0) >= catalog.IMMEDIATE.rank:
         return EXPIRED  # it no longer works: as bad as expired
-    if replacement is not None or level_at(token.expires_at, now, thresholds) is not None:
-        return DUE  # inside the first threshold: the scan warns from this moment too
+    if replacement is not None or now >= policy.renewal_at(token.expires_at):
+        return DUE  # its policy's renew-before is reached: the scan opens its renewal
+    del thresholds  # the warnings before renew-before are information, not due
     return FINE
 
 

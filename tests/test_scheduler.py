@@ -66,9 +66,10 @@ def test_a_token_installed_with_ten_days_left_gets_the_fourteen_day_warning_once
         "threshold_days": 14,
         "downloaded_by": "admin@school.edu",
     }
-    # the first warning opens a replacement, through the same path as the actors
+    # inside renew-before (30 days by default): the renewal opens, through the same path as
+    # the actors
     [opened] = json.loads(cli("replacements", "list", "--json").stdout)
-    assert opened["reasons"][0]["type"] == catalog.EXPIRY_APPROACHING
+    assert opened["reasons"][0]["type"] == catalog.SCHEDULED_RENEWAL
     assert opened["urgency"] == "planned"
     # and a second scan at the same moment sends nothing
     assert scan(app, clock).warnings == []
@@ -83,9 +84,9 @@ def test_each_threshold_warns_once_then_expiry_once(cli, app, clock, tmp_path):
         clock.now = start + timedelta(days=day, hours=1)
         seen += [(w.type, w.level) for w in scan(app, clock).warnings]
     assert seen == [(catalog.EXPIRY_APPROACHING, t) for t in DEFAULT] + [(catalog.EXPIRED, 0)]
-    # expiry adds a reason to the replacement: the token no longer works
+    # the renewal opened 30 days before; expiry adds a reason: the token no longer works
     [opened] = json.loads(cli("replacements", "list", "--json").stdout)
-    assert [r["type"] for r in opened["reasons"]] == [catalog.EXPIRY_APPROACHING, catalog.EXPIRED]
+    assert [r["type"] for r in opened["reasons"]] == [catalog.SCHEDULED_RENEWAL, catalog.EXPIRED]
     assert opened["urgency"] == "immediate"
     assert app.redis.zcard(k.TOKENS_NEXT_CHECK) == 0
 
@@ -272,6 +273,8 @@ def test_status_orders_by_urgency_and_exits_for_monitoring(cli, app, clock, tmp_
     install(cli, clock, tmp_path, "Fine", days_left=300)
     assert cli("status").exit_code == 0
     install(cli, clock, tmp_path, "Soon", days_left=100, consumer="CK_" + "b" * 96)
+    assert cli("status").exit_code == 0  # warned about, but renewal is not due yet
+    assert cli("servers", "policy", "Soon", "--renew-before", "120").exit_code == 0
     assert cli("status").exit_code == 1
     install(
         cli, clock, tmp_path, "Dead", days_left=2, user="gone@school.edu", consumer="CK_" + "c" * 96

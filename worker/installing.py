@@ -105,6 +105,7 @@ def install_token(
         except ConcurrentChange:
             continue
         warnings = (*_file_name_warnings(source, server), asked.warning, warning)
+        warnings += (_old_key_warning(store, result),)
         return replace(result, warnings=tuple(w for w in warnings if w))
     raise ConcurrentChange(
         f"server {server_name!r} kept changing while the token was being installed; try again"
@@ -286,6 +287,21 @@ def _refuse_retired_key(store: Store, server: Server, envelope, source: str) -> 
                 f"{source} is encrypted to a key of {server.name!r} that was replaced{retired}; "
                 "it was downloaded before the new key: download a new token"
             )
+
+
+def _old_key_warning(store: Store, result: InstallResult) -> str | None:
+    """A server whose policy rotates keys, renewed with a token for the old key (the staged
+    certificate was not uploaded first): the token works, but the key was not rotated."""
+    server = result.server
+    if result.promoted_key is not None or not server.staged_key_id:
+        return None
+    if not store.policies.effective_for([server])[server.id].rotates_key:
+        return None
+    return (
+        "its rotation policy rotates the key, but this token is encrypted to the old key: "
+        f"upload the staged certificate (`tokenwarden keys export {server.name!r}`), download "
+        "a new token and install it to finish the rotation"
+    )
 
 
 def _file_name_warnings(source: str, server: Server) -> tuple[str, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from scheduler.scan import Scanner
+from scheduler.scan import CHECKS_MARK, Scanner
 from tests.helpers import FIXTURE_NOW, install_on
 from worker import registry
 from worker.rules.decision import Decision, NextCheck
@@ -59,7 +59,7 @@ def test_thresholds_are_kept_and_checks_brought_forward(store):
     add(store)
     token = install(store, days=200).token
     Scanner(store, THRESHOLDS).scan(NOW)
-    assert store.scheduler_thresholds() == ",".join(map(str, THRESHOLDS))
+    assert store.scheduler_thresholds() == ",".join(map(str, THRESHOLDS)) + f";{CHECKS_MARK}"
     assert store.tokens_due_for_check(NOW + timedelta(days=100), 10) == (0, [])
     moved = store.bring_checks_forward(lambda t: t.expires_at - timedelta(days=120))
     assert moved == 1

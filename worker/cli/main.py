@@ -108,6 +108,7 @@ def _register() -> None:
         emit,
         events,
         keys,
+        policy,
         replacements,
         run,
         secrets,
@@ -137,6 +138,9 @@ def _register() -> None:
         run,
     ):
         cli.add_command(module.group)
+    servers.group.add_command(policy.server_policy)
+    cli.add_command(policy.orgs_group)
+    cli.add_command(policy.global_policy)
 
 
 _register()

@@ -40,8 +40,12 @@ KEY_WAIT = timedelta(minutes=10)
 
 
 def renewal_due(facts: ScanFacts, now: datetime) -> bool:
+    """Whether the scan opens the token's renewal now: its renew-before is reached and it was
+    not opened yet. Past expiry the expiry itself is the reason (one notice, not two)."""
     token = facts.token
-    return token.renewal_opened is None and now >= facts.policy.renewal_at(token.expires_at)
+    if token.renewal_opened is not None or now >= token.expires_at:
+        return False
+    return now >= facts.policy.renewal_at(token.expires_at)
 
 
 def rotation_certificate(

@@ -108,6 +108,7 @@ class InMemoryStore:
                 state.sealed_keys.pop(pair.id, None)
             state.servers.pop(server.id, None)
             state.server_causes.pop(server.id, None)
+            state.policies.pop(f"server:{server.id}", None)  # its layer goes with it
 
     # ---- key pairs -------------------------------------------------------------------------
 
