@@ -14,7 +14,8 @@ from events import catalog
 from events.cloudevent import new_event
 from scheduler.scan import Scanner
 from tests.helpers import FIXTURE_NOW, install_on
-from worker import policies, registry
+from tests.tokenfiles import credentials, encrypt_to
+from worker import installing, policies, registry
 from worker.config import DEFAULT_THRESHOLDS
 from worker.errors import InvalidInput, NotFound
 from worker.handling import EventHandler
@@ -202,3 +203,21 @@ def test_an_unknown_organization_is_refused(store):
     server, _ = _server_with_token(store, org="North")
     with pytest.raises(NotFound, match="no server is registered in organization"):
         policies.org_target([server], "Nroth")
+
+
+def test_a_token_for_the_old_key_is_installed_with_a_warning(store):
+    server, token = _server_with_token(store)
+    _set(store, server, rotate_key="always")
+    Scanner(store, DEFAULT_THRESHOLDS).scan(token.expires_at - timedelta(days=29))
+    server = registry.resolve_server(store, "Lab")
+    assert server.staged_key_id
+    old = store.get_key(server.current_key_id)
+    later = token.expires_at - timedelta(days=20)
+    data = encrypt_to(old.cert_pem, credentials(later + timedelta(days=365), "CK_" + "c" * 96))
+    result = installing.install_token(
+        store, "Lab", data, source="t.p7m", downloaded_by="a@school.example", now=later
+    )
+    assert result.promoted_key is None
+    assert any("rotation" in w and "keys export" in w for w in result.warnings)
+    assert store.events.replacement(token.id).status == "resolved"  # the token was renewed
+    assert registry.resolve_server(store, "Lab").staged_key_id == server.staged_key_id

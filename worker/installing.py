@@ -104,9 +104,7 @@ def install_token(
             )
         except ConcurrentChange:
             continue
-        warnings = (*_file_name_warnings(source, server), asked.warning, warning)
-        warnings += (_old_key_warning(store, result),)
-        return replace(result, warnings=tuple(w for w in warnings if w))
+        return replace(result, warnings=_warnings(store, source, result, asked.warning, warning))
     raise ConcurrentChange(
         f"server {server_name!r} kept changing while the token was being installed; try again"
     )
@@ -289,7 +287,12 @@ def _refuse_retired_key(store: Store, server: Server, envelope, source: str) -> 
             )
 
 
-def _old_key_warning(store: Store, result: InstallResult) -> str | None:
+def _warnings(store: Store, source: str, result: InstallResult, *more: str | None) -> tuple:
+    found = (*_file_name_warnings(source, result.server), *more, _old_key(store, result))
+    return tuple(w for w in found if w)
+
+
+def _old_key(store: Store, result: InstallResult) -> str | None:
     """A server whose policy rotates keys, renewed with a token for the old key (the staged
     certificate was not uploaded first): the token works, but the key was not rotated."""
     server = result.server
