@@ -11,6 +11,7 @@ import click
 from scheduler import status
 from scheduler.scan import Scanner
 from scheduler.service import SchedulerService
+from worker import policies
 from worker.bootstrap import App
 from worker.cli.output import RFC3339, json_option, note, pass_app, print_json, print_table
 from worker.services import estate
@@ -97,7 +98,7 @@ def status_command(app: App, as_json: bool) -> None:
     thresholds = app.settings.scheduler.thresholds
     now = app.now()
     current = list(estate.current_state(app.store, app.listings))
-    in_force = app.store.policies.effective_for([server for server, _, _ in current])
+    in_force = policies.in_force_for(app.store, [server for server, _, _ in current])
     interval = app.settings.apple.check_interval_s
     rows = [
         status.row_for(server, token, replacement, now, thresholds, interval, in_force[server.id])

@@ -84,3 +84,15 @@ def test_status_calls_a_token_due_from_renew_before(cli, clock, tmp_path):
     due = cli("status", "--json")
     assert due.exit_code == 1
     assert json.loads(due.stdout)[0]["state"] == "due"
+
+
+def test_servers_show_names_the_policy_in_force(cli):
+    _add(cli)
+    assert cli("servers", "policy", "Lab", "--owner", "a@school.example").exit_code == 0
+    shown = cli("servers", "show", "Lab")
+    assert (
+        "policy:       renew 30 days before expiry, rotate key never, owners a@school.example"
+        in (shown.output)
+    )
+    described = json.loads(cli("servers", "show", "Lab", "--json").stdout)
+    assert described["policy"]["from"]["owners"] == "server"

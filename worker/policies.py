@@ -19,7 +19,7 @@ from worker.names import clean_label, name_key
 from worker.records import Server
 from worker.registry import WRITE_ATTEMPTS
 from worker.rules import policy
-from worker.rules.policy import MAX_OWNERS, Policy, PolicyLayer
+from worker.rules.policy import EMPTY_LAYER, MAX_OWNERS, Policy, PolicyLayer
 from worker.rules.policy_change import PolicyTarget, decide_policy_change
 from worker.store.protocol import Store
 
@@ -127,3 +127,22 @@ def set_policy(
 
 def in_force(store: Store, server: Server) -> Policy:
     return store.policies.effective_for([server])[server.id]
+
+
+def in_force_for(store: Store, servers: list[Server]) -> dict[str, Policy]:
+    """The policy in force for each server, by id (one round trip)."""
+    return store.policies.effective_for(servers)
+
+
+def layer_of(store: Store, target: PolicyTarget) -> PolicyLayer:
+    return store.policies.layer(target.scope)[0]
+
+
+def in_force_below(store: Store, target: PolicyTarget) -> Policy:
+    """For a server, its policy; for an organization's or the global layer, what a server with
+    no override of its own gets."""
+    if target.server is not None:
+        return in_force(store, store.get_server(target.server.id) or target.server)
+    default = store.policies.layer(policy.GLOBAL)[0]
+    org = store.policies.layer(target.scope)[0] if target.kind == policy.ORG else EMPTY_LAYER
+    return policy.effective(EMPTY_LAYER, org, default)

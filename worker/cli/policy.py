@@ -16,7 +16,7 @@ from worker import policies, registry
 from worker.bootstrap import App
 from worker.cli.output import note, org_option, pass_app, print_json
 from worker.rules import policy
-from worker.rules.policy import EMPTY_LAYER, Policy, PolicyLayer
+from worker.rules.policy import Policy, PolicyLayer
 from worker.rules.policy_change import PolicyTarget
 from worker.services import estate
 
@@ -102,8 +102,8 @@ def _show_or_set(app: App, target: PolicyTarget, given: dict[str, Any]) -> None:
     result = None
     if clear or not change.is_empty:
         result = policies.set_policy(app.store, target, change, clear=clear, now=app.now())
-    layer = result.after if result else app.store.policies.layer(target.scope)[0]
-    in_force = _in_force(app, target)
+    layer = result.after if result else policies.layer_of(app.store, target)
+    in_force = policies.in_force_below(app.store, target)
     if as_json:
         described: dict[str, Any] = {**target.describe(), "layer": layer.describe()}
         described["in_force"] = in_force.describe()
@@ -112,17 +112,6 @@ def _show_or_set(app: App, target: PolicyTarget, given: dict[str, Any]) -> None:
         print_json(described)
         return
     _print(target, layer, in_force, result)
-
-
-def _in_force(app: App, target: PolicyTarget) -> Policy:
-    """For a server, its policy; for an organization or the global layer, what a server with
-    no override of its own gets."""
-    if target.server is not None:
-        server = app.store.get_server(target.server.id) or target.server
-        return policies.in_force(app.store, server)
-    default = app.store.policies.layer(policy.GLOBAL)[0]
-    org = app.store.policies.layer(target.scope)[0] if target.kind == policy.ORG else EMPTY_LAYER
-    return policy.effective(EMPTY_LAYER, org, default)
 
 
 def _print(target: PolicyTarget, layer: PolicyLayer, in_force: Policy, result) -> None:

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from worker import registry
+from worker import policies, registry
 from worker.bootstrap import App
 from worker.cli.files import read_input_file
 from worker.cli.output import json_option, note, org_option, pass_app, print_json, print_table
@@ -103,6 +103,11 @@ def show(app: App, name: str, org: str | None, as_json: bool) -> None:
             f"key {pair['state']:<8}  SHA-256 {format_fingerprint(pair['fingerprint_sha256'])}"
             f"  created {pair['created_at']}"
         )
+    rule = described["policy"]
+    click.echo(
+        f"policy:       renew {rule['renew_before_days']} days before expiry, rotate key "
+        f"{rule['rotate_key']}, owners {', '.join(rule['owners']) or 'none'}"
+    )
     token = described["token"]
     if token:
         click.echo(
@@ -176,6 +181,7 @@ def describe_server(app: App, server: Server, *, with_history: bool = False) -> 
     }
     if with_history:
         described["keys"] = [pair.describe() for pair in keys]
+        described["policy"] = policies.in_force(app.store, server).describe()
     return described
 
 
