@@ -62,7 +62,15 @@ def scan_command(app: App, at: datetime | None, dry_run: bool, as_json: bool) ->
         app.estate_metrics.record_scan(app.now())
     described = [w.describe() for w in report.warnings]
     if as_json:
-        print_json({"dry_run": dry_run, "examined": report.examined, "warnings": described})
+        print_json(
+            {
+                "dry_run": dry_run,
+                "examined": report.examined,
+                "warnings": described,
+                "renewals_opened": report.renewals,
+                "keys_staged": report.keys_staged,
+            }
+        )
         return
     verb = "would send" if dry_run else "sent"
     rows = [
@@ -83,6 +91,10 @@ def scan_command(app: App, at: datetime | None, dry_run: bool, as_json: bool) ->
     )
     if described:
         click.echo(f"{verb} {len(described)} warnings ({report.examined} tokens looked at)")
+    if report.renewals:
+        opened = "would open" if dry_run else "opened"
+        keys = "" if dry_run else f" ({report.keys_staged} new key pairs staged)"
+        click.echo(f"{opened} {report.renewals} scheduled renewals{keys}")
 
 
 @click.command("status")

@@ -27,7 +27,7 @@ from worker.rules.decision import (
     Warned,
 )
 from worker.rules.facts import ScanFacts
-from worker.rules.renewal import open_renewal, renewal_due
+from worker.rules.renewal import expiry_certificate, open_renewal, renewal_due
 from worker.rules.replacement import Cause, ReplacementNeeded
 from worker.rules.replacing import replace_token
 from worker.timefmt import format_rfc3339
@@ -90,7 +90,9 @@ def decide_scan(
                 source=catalog.SOURCE_SCHEDULER,
                 time=token.expires_at,
             )
-            need = ReplacementNeeded(token=token, cause=cause)
+            # A server whose policy rotates keys gets its new key now, if its renewal never
+            # staged one (the scheduler was down through renew-before, say).
+            need = ReplacementNeeded(token, cause, expiry_certificate(decision, facts))
             state = replace_token(decision, state, need, server, now)
     if renewal_due(facts, now):
         open_renewal(decision, facts, state, now)

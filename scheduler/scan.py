@@ -43,6 +43,13 @@ class ScanReport:
     dry_run: bool
     examined: int = 0
     warnings: list[Warning] = field(default_factory=list)
+    #: Renewals opened (a dry run: that would open), and the new key pairs staged with them.
+    renewals: int = 0
+    keys_staged: int = 0
+
+    def count(self, decision: Decision) -> None:
+        self.renewals += len(decision.renewals) or (1 if decision.keys_wanted else 0)
+        self.keys_staged += len(decision.staged_keys)
 
 
 class Scanner:
@@ -71,7 +78,7 @@ class Scanner:
         if not dry_run:
             self.reconcile_thresholds()
             reconcile_policies(self._store, now)
-        keys = KeyBudget(0 if dry_run else self._max_keys)
+        keys = None if dry_run else KeyBudget(self._max_keys)
         offset = 0
         for _ in range(MAX_ROUNDS):
             if not still_leader():
@@ -85,28 +92,32 @@ class Scanner:
             report.examined += len(tokens)
             if dry_run:
                 report.warnings += [w for _, w in decided if w is not None]
+                for decision, _ in decided:
+                    report.count(decision)
                 offset += read  # nothing moves in a dry run: page through
                 if read < self._batch:
                     break
                 continue
             applied = self._store.events.apply_many([decision for decision, _ in decided])
-            report.warnings += [
-                w
-                for (_, w), a in zip(decided, applied, strict=True)
-                if w is not None and a.outcome == "applied"
-            ]
+            for (decision, warning), a in zip(decided, applied, strict=True):
+                if a.outcome == "applied":
+                    report.warnings += [warning] if warning is not None else []
+                    report.count(decision)
             # Decisions that lost a race leave their token due: the next round reads it afresh.
             if read < self._batch and all(a.outcome != "retry" for a in applied):
                 break
         return report
 
     def _decide(
-        self, facts: ScanFacts, now: datetime, keys: KeyBudget
+        self, facts: ScanFacts, now: datetime, keys: KeyBudget | None
     ) -> tuple[Decision, Warning | None]:
-        """decide_scan, and again with a new key pair when the renewal's policy wants one
-        (while the scan's budget of new keys lasts)."""
+        """decide_scan, and again with a new key pair when the policy wants one: for a
+        renewal while the scan's budget of new keys lasts (the rest wait); for an expired
+        token always (its warning and replacement go out now, once). None: a dry run."""
         decided = decide_scan(facts, now, self._thresholds)
-        if facts.server is None or not decided[0].keys_wanted or not keys.take():
+        if keys is None or facts.server is None or not decided[0].keys_wanted:
+            return decided
+        if facts.token.expires_at > now and not keys.take():
             return decided
         offer = key_offer(self._store, facts.server, now)
         return decide_scan(replace(facts, key_offer=offer), now, self._thresholds)

@@ -65,7 +65,7 @@ def test_bad_policy_input_is_one_line_and_changes_nothing(cli, snapshot):
         cli, snapshot, ["servers", "policy", "Lab", "--renew-before", "0"], "out of range"
     )
     assert_refused(
-        cli, snapshot, ["servers", "policy", "Lab", "--owner", "nobody"], "not an e-mail"
+        cli, snapshot, ["servers", "policy", "Lab", "--owner", "nobody"], "not a plain e-mail"
     )
     assert_refused(
         cli, snapshot, ["servers", "policy", "Lab", "--clear", "--renew-before", "9"], "--clear"
@@ -96,3 +96,13 @@ def test_servers_show_names_the_policy_in_force(cli):
     )
     described = json.loads(cli("servers", "show", "Lab", "--json").stdout)
     assert described["policy"]["from"]["owners"] == "server"
+
+
+def test_scan_says_how_many_renewals_it_opened(cli, clock, tmp_path):
+    _add(cli)
+    install(cli, clock, tmp_path, "Lab", "a@school.example", clock.now, days_left=40)
+    assert cli("servers", "policy", "Lab", "--renew-before", "45", "--rotate-key", "always")
+    preview = json.loads(cli("scan", "--dry-run", "--json").stdout)
+    assert preview["renewals_opened"] == 1 and preview["keys_staged"] == 0
+    result = cli("scan")
+    assert "opened 1 scheduled renewals (1 new key pairs staged)" in result.output

@@ -12,6 +12,7 @@ import pytest
 
 from events import catalog
 from events.cloudevent import new_event
+from scheduler.expiry import decide_scan
 from scheduler.scan import Scanner
 from tests.helpers import FIXTURE_NOW, install_on
 from tests.tokenfiles import credentials, encrypt_to
@@ -20,8 +21,11 @@ from worker.config import DEFAULT_THRESHOLDS
 from worker.errors import InvalidInput, NotFound
 from worker.handling import EventHandler
 from worker.records import KEY_CURRENT, KEY_RETIRED, KEY_STAGED
+from worker.rules.decision import Decision
 from worker.rules.policy import PolicyLayer
 from worker.rules.renewal import KEY_WAIT
+from worker.rules.replacement import Cause, ReplacementNeeded
+from worker.rules.replacing import replace_token
 
 NOW = FIXTURE_NOW
 OWNER = "lab-owner@school.example"
@@ -190,7 +194,7 @@ def test_a_scan_makes_a_bounded_number_of_keys_the_rest_wait(store):
     [
         (lambda: policies.check_renew_before(0), "out of range"),
         (lambda: policies.check_renew_before(400), "out of range"),
-        (lambda: policies.check_owners(("not-an-address",)), "not an e-mail address"),
+        (lambda: policies.check_owners(("not-an-address",)), "not a plain e-mail address"),
         (lambda: policies.check_owners(tuple(f"o{i}@x.example" for i in range(11))), "at most"),
     ],
 )
@@ -221,3 +225,67 @@ def test_a_token_for_the_old_key_is_installed_with_a_warning(store):
     assert any("rotation" in w and "keys export" in w for w in result.warnings)
     assert store.events.replacement(token.id).status == "resolved"  # the token was renewed
     assert registry.resolve_server(store, "Lab").staged_key_id == server.staged_key_id
+    # but the key was not rotated: the new token's replacement is open, with the certificate
+    pending = store.events.replacement(result.token.id)
+    assert [r["type"] for r in pending.reasons] == [catalog.KEY_REGENERATED]
+    notices = _sent(store, catalog.REPLACEMENT_REQUIRED)
+    staged = store.get_key(server.staged_key_id)
+    assert notices[-1]["data"]["token_id"] == result.token.id
+    assert notices[-1]["data"]["certificate"] == staged.cert_pem
+    done = install_on(store, "Lab", "a@school.example", now=later + timedelta(days=1), days=366)
+    assert done.promoted_key.id == staged.id
+    assert store.events.replacement(result.token.id).status == "resolved"
+
+
+def test_an_expired_token_of_a_rotating_server_gets_its_new_key(store):
+    server, token = _server_with_token(store)
+    _set(store, server, rotate_key="always")
+    Scanner(store, DEFAULT_THRESHOLDS, max_keys=0).scan(token.expires_at + timedelta(hours=1))
+    server = registry.resolve_server(store, "Lab")
+    assert server.staged_key_id  # the budget holds renewals back, never an expiry
+    [notice] = _sent(store, catalog.REPLACEMENT_REQUIRED)
+    assert notice["data"]["certificate"] == store.get_key(server.staged_key_id).cert_pem
+    assert [r["type"] for r in store.events.replacement(token.id).reasons] == [catalog.EXPIRED]
+
+
+def test_a_replacement_opened_by_the_first_warning_is_not_announced_again(store):
+    """Before rotation policies the first warning opened the replacement; after an upgrade
+    the renewal finds it open and tells nobody again."""
+    _, token = _server_with_token(store)
+    old = Decision(now=NOW)
+    cause = Cause(catalog.EXPIRY_APPROACHING, "w-120", catalog.SOURCE_SCHEDULER, NOW)
+    [facts] = store.scan_facts([token])
+    replace_token(old, facts.replacement, ReplacementNeeded(token, cause), facts.server, NOW)
+    assert store.events.apply(old).outcome == "applied"
+    before = len(_sent(store, catalog.REPLACEMENT_REQUIRED))
+    [facts] = store.scan_facts([token])
+    decision, _ = decide_scan(facts, token.expires_at - timedelta(days=29), DEFAULT_THRESHOLDS)
+    assert store.events.apply(decision).outcome == "applied"
+    assert len(_sent(store, catalog.REPLACEMENT_REQUIRED)) == before
+    assert store.get_token(token.id).renewal_opened is not None
+
+
+def test_an_organization_layer_outlives_its_last_server_and_can_be_cleared(store):
+    server, _ = _server_with_token(store, org="North")
+    target = policies.org_target([server], "North")
+    policies.set_policy(store, target, PolicyLayer(renew_before_days=90), clear=False, now=NOW)
+    estate_servers: list = []  # the last server of North is gone
+    layers = policies.stored_layers(store)
+    again = policies.org_target(estate_servers, "north", layers)
+    assert policies.layer_of(store, again).renew_before_days == 90
+    policies.set_policy(store, again, PolicyLayer(), clear=True, now=NOW)
+    with pytest.raises(NotFound):
+        policies.org_target(estate_servers, "north", policies.stored_layers(store))
+
+
+def test_a_policy_for_a_server_removed_meanwhile_is_not_found(store):
+    server, _ = _server_with_token(store)
+    store.remove_server(server)
+    with pytest.raises(NotFound, match="removed"):
+        _set(store, server, renew_before_days=40)
+
+
+@pytest.mark.parametrize("stored", ["0", "301", "\u00b2", "-5", "x"])
+def test_a_hand_edited_renew_before_out_of_range_is_ignored(stored):
+    layer = PolicyLayer.from_fields({"p_renew": stored, "p_rotate": "sometimes"})
+    assert layer == PolicyLayer()

@@ -25,13 +25,17 @@ from worker.names import name_key, user_key
 from worker.registry import key_offer
 from worker.rules.decision import Decision
 from worker.rules.events import advance, decide_event
-from worker.rules.facts import EventFacts
+from worker.rules.facts import EventFacts, KeyOffer
 from worker.store.protocol import Applied, Store
 
 log = structlog.get_logger(__name__)
 
 #: Times a decision is made again on fresh state when the state moved under it.
 DECISION_ATTEMPTS = 10
+
+#: Times a batch is decided again with the key pairs its decisions wanted (a server may want
+#: one only on the facts read again).
+KEY_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -113,17 +117,19 @@ class EventHandler:
         users = {user_key(e.user()) for e in events if e.type in catalog.USER_EVENTS}
         names = {name_key(e.server()[0]) for e in events if e.type in catalog.SERVER_EVENTS}
         rotated = {name_key(e.server()[0]) for e in events if e.type == catalog.KEY_REGENERATED}
-        facts = self.store.event_facts(users, names, rotated)  # read for this batch alone
-        decisions = self._decide_in_order(facts, events, received_at, now)
-        wanted = {server for d in decisions for server in d.keys_wanted}
-        if not wanted:
-            return decisions
-        # Policies that rotate keys with a password change or departure want key pairs: made
-        # here (never by a rule), then the batch is decided again on fresh facts with them.
-        facts = self.store.event_facts(users, names, rotated)
-        for server_id in sorted(wanted & facts.servers.keys()):
-            facts.key_offers[server_id] = key_offer(self.store, facts.servers[server_id], now)
-        return self._decide_in_order(facts, events, received_at, now)
+        offers: dict[str, KeyOffer] = {}
+        for _ in range(KEY_ROUNDS):
+            facts = self.store.event_facts(users, names, rotated)  # read for this batch alone
+            facts.key_offers.update({s: o for s, o in offers.items() if s in facts.servers})
+            decisions = self._decide_in_order(facts, events, received_at, now)
+            wanted = {s for d in decisions for s in d.keys_wanted} - offers.keys()
+            if not wanted:
+                break
+            # Policies that rotate keys with a password change or departure want key pairs:
+            # made here (never by a rule), then the batch is decided again with them.
+            for server_id in sorted(wanted & facts.servers.keys()):
+                offers[server_id] = key_offer(self.store, facts.servers[server_id], now)
+        return decisions
 
     @staticmethod
     def _decide_in_order(

@@ -242,6 +242,9 @@ def _store_token(
     # and the notice carries the certificate to upload.
     staged = next((p for p in candidates if p.state == KEY_STAGED), None)
     staged_cert = staged.cert_pem if staged is not None and promote is None else None
+    pending = (
+        staged_cert is not None and store.policies.effective_for([server])[server.id].rotates_key
+    )
     decision = store.install_token(
         server,
         token,
@@ -249,7 +252,9 @@ def _store_token(
         replaces=installed.id if installed else None,
         promote_key=promote,
         now=now,
-        decide=lambda facts: _with_account(decide_install(facts, token, now), facts, account),
+        decide=lambda facts: _with_account(
+            decide_install(facts, token, now, rotation_pending=pending), facts, account
+        ),
         staged_certificate=staged_cert,
     )
     return InstallResult(
@@ -301,9 +306,9 @@ def _old_key(store: Store, result: InstallResult) -> str | None:
     if not store.policies.effective_for([server])[server.id].rotates_key:
         return None
     return (
-        "its rotation policy rotates the key, but this token is encrypted to the old key: "
-        f"upload the staged certificate (`tokenwarden keys export {server.name!r}`), download "
-        "a new token and install it to finish the rotation"
+        "its rotation policy rotates the key, but this token is encrypted to the old key, so "
+        "its replacement is open: upload the staged certificate (`tokenwarden keys export "
+        f"{server.name!r}`), download a new token and install it to finish the rotation"
     )
 
 

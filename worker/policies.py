@@ -23,7 +23,13 @@ from worker.rules.policy import EMPTY_LAYER, MAX_OWNERS, Policy, PolicyLayer
 from worker.rules.policy_change import PolicyTarget, decide_policy_change
 from worker.store.protocol import Store
 
-_EMAIL = re.compile(r"^[^@\s<>,;\"']+@[^@\s<>,;\"']+\.[^@\s<>,;\"']+$")
+#: An owner's address: a plain ASCII mailbox (no display name, comment or quoting), a domain
+#: of dot-separated labels. Stricter than RFC 5322 on purpose: it goes into e-mail headers,
+#: events and the audit trail.
+_EMAIL = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
 
 #: Longest owner address accepted (RFC 5321's limit on a path).
 MAX_ADDRESS_CHARS = 254
@@ -46,9 +52,9 @@ def check_owners(addresses: tuple[str, ...]) -> tuple[str, ...]:
         address = raw.strip()
         if address.lower().startswith("mailto:"):
             address = address[len("mailto:") :]
-        if len(address) > MAX_ADDRESS_CHARS or not _EMAIL.match(address):
+        if len(address) > MAX_ADDRESS_CHARS or not _EMAIL.fullmatch(address):
             raise InvalidInput(
-                f"--owner {raw!r} is not an e-mail address; give one address per --owner, "
+                f"--owner {raw!r} is not a plain e-mail address; give one per --owner, "
                 "like --owner it-lead@school.example"
             )
         owners.setdefault(address.casefold(), address)
@@ -75,13 +81,17 @@ def server_target(server: Server) -> PolicyTarget:
     )
 
 
-def org_target(servers: Iterable[Server], raw_org: str) -> PolicyTarget:
+def org_target(servers: Iterable[Server], raw_org: str, layers: Iterable[str] = ()) -> PolicyTarget:
     """An organization's layer: it must name the organization of a registered server (a typo
-    would otherwise set a default nothing ever reads)."""
+    would otherwise set a default nothing ever reads), or one whose layer is still stored
+    (its last server removed: it can still be shown and cleared)."""
     org = clean_label(raw_org, what="organization")
     if not org:
         raise InvalidInput("give the organization's name, as `servers list` shows it")
     known = {name_key(s.org): s.org for s in servers if s.org}
+    stored = policy.scope_of(policy.ORG, name_key(org)) in set(layers)
+    if stored and name_key(org) not in known:
+        known[name_key(org)] = org
     if name_key(org) not in known:
         shown = ", ".join(sorted(repr(o) for o in known.values())[:10]) or "none yet"
         raise NotFound(
@@ -115,6 +125,8 @@ def set_policy(
             "without them the command shows the policy"
         )
     for _ in range(WRITE_ATTEMPTS):
+        if target.server is not None and store.get_server(target.server.id) is None:
+            raise NotFound(f"server {target.server.name!r} was removed meanwhile")
         before, version = store.policies.layer(target.scope)
         after = policy.EMPTY_LAYER if clear else before.overlaid_with(change)
         if after == before and version:
@@ -132,6 +144,11 @@ def in_force(store: Store, server: Server) -> Policy:
 def in_force_for(store: Store, servers: list[Server]) -> dict[str, Policy]:
     """The policy in force for each server, by id (one round trip)."""
     return store.policies.effective_for(servers)
+
+
+def stored_layers(store: Store) -> list[str]:
+    """The scopes of the organization and global layers stored."""
+    return list(store.policies.layers())
 
 
 def layer_of(store: Store, target: PolicyTarget) -> PolicyLayer:

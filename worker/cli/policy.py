@@ -84,7 +84,8 @@ def orgs_group() -> None:
 @pass_app
 def org_policy(app: App, org: str, **given: Any) -> None:
     """Show or set the default rotation policy of organization ORG's servers."""
-    target = policies.org_target(estate.servers(app.listings), org)
+    servers = estate.servers(app.listings)
+    target = policies.org_target(servers, org, policies.stored_layers(app.store))
     _show_or_set(app, target, given)
 
 

@@ -11,11 +11,13 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from events import catalog
+from events.cloudevent import stable_id
 from worker.errors import ConsumerKeyChanged, InvalidTime, StaleToken, TokenExpired
 from worker.records import Token
 from worker.rules.decision import AuditEntry, Decision
 from worker.rules.facts import NO_REPLACEMENT, InstallFacts
-from worker.rules.replacement import for_new_token
+from worker.rules.replacement import Cause, ReplacementNeeded, for_new_token
 from worker.rules.replacing import replace_token, resolve_replacement
 from worker.timefmt import format_rfc3339
 
@@ -113,18 +115,37 @@ def check_install(
     return InstallOutcome.INSTALL
 
 
-def decide_install(facts: InstallFacts, token: Token, now: datetime) -> Decision:
+def decide_install(
+    facts: InstallFacts, token: Token, now: datetime, *, rotation_pending: bool = False
+) -> Decision:
     """What installing `token` decides: open its replacement at once when a cause recorded
-    earlier already dooms it (events can arrive before the token they doom is installed), and
-    close the replaced token's replacement (`token.replaced`)."""
+    earlier already dooms it (events can arrive before the token they doom is installed), or
+    when its server's policy rotates keys and it is still for the old key (`rotation_pending`:
+    a key is staged, its certificate not uploaded); and close the replaced token's
+    replacement (`token.replaced`)."""
     server, old = facts.server, facts.replaced
     decision = Decision(now=now, audit=AuditEntry("install", _install_audit(facts, token)))
     state = NO_REPLACEMENT
-    for need in for_new_token(token, facts.causes, facts.staged_certificate):
+    needs = for_new_token(token, facts.causes, facts.staged_certificate)
+    if rotation_pending and facts.staged_certificate and not any(n.certificate for n in needs):
+        needs.append(_pending_rotation(token, facts.staged_certificate, now))
+    for need in needs:
         state = replace_token(decision, state, need, server, now)
     if old is not None:
         resolve_replacement(decision, facts.replaced_replacement, server, old, token, now)
     return decision
+
+
+def _pending_rotation(token: Token, certificate: str, now: datetime) -> ReplacementNeeded:
+    """The new key waits: the token must be replaced by one made for it (a key change, as
+    `keys rotate` records, soon: the token works but is tied to the old key)."""
+    cause = Cause(
+        type=catalog.KEY_REGENERATED,
+        id=stable_id(catalog.KEY_REGENERATED, "pending", token.id),
+        source=catalog.SOURCE_WORKER,
+        time=now,
+    )
+    return ReplacementNeeded(token, cause, certificate)
 
 
 def _install_audit(facts: InstallFacts, token: Token) -> dict[str, object]:

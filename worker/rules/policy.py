@@ -77,8 +77,11 @@ class PolicyLayer:
         """A layer as stored; a field that does not read back (hand-edited) is left unset."""
         renew = data.get(RENEW_FIELD, "")
         rotate = data.get(ROTATE_FIELD)
+        days = int(renew) if renew.isascii() and renew.isdigit() else None
+        if days is not None and not MIN_RENEW_BEFORE_DAYS <= days <= MAX_RENEW_BEFORE_DAYS:
+            days = None
         return cls(
-            renew_before_days=int(renew) if renew.isdigit() else None,
+            renew_before_days=days,
             rotate_key=rotate if rotate in ROTATE_CHOICES else None,
             owners=_owners_from(data.get(OWNERS_FIELD)),
         )

@@ -69,6 +69,23 @@ def rotation_certificate(
     return True, offer.pair.cert_pem
 
 
+def expiry_certificate(decision: Decision, facts: ScanFacts) -> str | None:
+    """At expiry, the certificate of the key the server's policy rotates to (staged now if
+    none is; None when its policy keeps the key, or no key was offered yet)."""
+    if facts.server is None or not facts.policy.rotates_key:
+        return None
+    ready, certificate = rotation_certificate(
+        decision, facts.server, facts.staged_certificate, facts.key_offer
+    )
+    return certificate if ready else None
+
+
+def _told_before(state: ReplacementFacts) -> bool:
+    """A replacement opened by the first expiry warning, before rotation policies: its
+    renewal was told already (an upgrade must not announce every open one again)."""
+    return state.is_open and any(r.get("type") == catalog.EXPIRY_APPROACHING for r in state.reasons)
+
+
 def open_renewal(
     decision: Decision, facts: ScanFacts, state: ReplacementFacts, now: datetime
 ) -> ReplacementFacts:
@@ -89,6 +106,9 @@ def open_renewal(
         decision.guards.append(Guard(TOKEN, token.id, STATUS, TOKEN_CURRENT))
     decision.guards.append(Guard(TOKEN, token.id, RENEWAL, ""))
     decision.renewals.append(RenewalOpened(token.id))
+    if certificate is None and _told_before(state):
+        decision.results.append({"action": "renewal already told (opened at the first warning)"})
+        return state
     due_at = policy.renewal_at(token.expires_at)
     cause = Cause(
         type=catalog.SCHEDULED_RENEWAL,
