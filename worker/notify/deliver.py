@@ -12,6 +12,7 @@ import structlog
 
 from worker.config import NotifySettings
 from worker.notify.email import compose, send_email
+from worker.notify.owners import is_owner, owner_named, owner_subscription, server_of
 from worker.notify.records import CANCELLED, DELIVERED, FAILED, Delivery
 from worker.notify.schedule import next_attempt_at
 from worker.notify.store import NotificationStore
@@ -46,13 +47,9 @@ class Deliverer:
         delivery = self._store.get_delivery(delivery_id) if made is not None else None
         if delivery is None:
             return None
-        subscription = self._store.get_subscription(delivery.subscription_id)
+        subscription, gone = self._subscription_of(delivery)
         if subscription is None or subscription.status != ACTIVE:
-            reason = (
-                "the subscription was removed"
-                if subscription is None
-                else f"the subscription is disabled ({subscription.disabled_reason})"
-            )
+            reason = gone or f"the subscription is disabled ({subscription.disabled_reason})"
             result = AttemptResult(False, "cancelled", reason, 0.0)
             return self._record(delivery, lease, subscription, result, now, cancel=True)
         result = self._send(subscription, delivery, now)
@@ -66,6 +63,26 @@ class Deliverer:
             )
         return self._record(delivery, lease, subscription, result, now, final=result.gone)
 
+    @property
+    def mails_owners(self) -> bool:
+        """Whether servers' owners are sent their events by e-mail: SMTP is set."""
+        return self._settings.smtp is not None
+
+    def _subscription_of(self, delivery: Delivery) -> tuple[Subscription | None, str]:
+        """The delivery's subscription, or None and why there is none. An owner's (synthetic)
+        is made from the address the server's policy names now, never from what is stored."""
+        if not is_owner(delivery.subscription_id):
+            found = self._store.get_subscription(delivery.subscription_id)
+            return found, "" if found else "the subscription was removed"
+        if not delivery.event:
+            return None, "the stored event body is missing"
+        server_id = server_of(json.loads(delivery.event))
+        owners = self._store.owners_for([server_id]).get(server_id, ()) if server_id else ()
+        address = owner_named(owners, delivery.subscription_id)
+        if address is None:
+            return None, "the address is no longer an owner of the server"
+        return owner_subscription(address, delivery.event_type, delivery.created_at), ""
+
     def _send(self, subscription: Subscription, delivery: Delivery, now: datetime) -> AttemptResult:
         if not delivery.event:
             return AttemptResult(False, "error", "the stored event body is missing", 0.0)
@@ -76,7 +93,12 @@ class Deliverer:
                     return AttemptResult(
                         False, "error", "no SMTP server is configured (TOKENWARDEN_SMTP_HOST)", 0.0
                     )
-                message = compose(json.loads(delivery.event), smtp.sender, subscription.target)
+                message = compose(
+                    json.loads(delivery.event),
+                    smtp.sender,
+                    subscription.target,
+                    owner=is_owner(subscription.id),
+                )
                 return send_email(smtp, message, self._settings.webhook_timeout_s)
             secret = self._store.open_secret(subscription)
             return post_event(

@@ -2,6 +2,8 @@
 
 One loop per worker process, all in one Redis consumer group, so any number can run:
   - new outbox entries become one delivery per matching subscription, leased and sent at once;
+    an event about a server is stamped with the owners its rotation policy names
+    (`data.owners`), who are also sent it by e-mail when SMTP is set (notify/owners.py);
   - entries a dead dispatcher read but never acknowledged are taken over (the sweeper), so an
     outgoing event recorded before a crash is delivered within a minute;
   - deliveries whose next attempt is due (a retry, or a lease whose holder died) are leased
@@ -27,12 +29,14 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 import redis
 import structlog
 
 from worker.errors import TokenwardenError
 from worker.notify.deliver import Deliverer
+from worker.notify.owners import owner_subscriptions, server_of, with_owners
 from worker.notify.records import OutboxEntry
 from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import Subscription
@@ -107,8 +111,12 @@ class Dispatcher:
         consumer: str | None = None,
         capacity: Callable[[], int] = lambda: BATCH,
         slots: SubscriptionSlots | None = None,
+        *,
+        mail_owners: bool = False,
     ):
         self._store = store
+        # Whether servers' owners are sent their events by e-mail (SMTP is set).
+        self._mail_owners = mail_owners
         self._clock = clock
         self._send = send  # (delivery id, lease, subscription id), its slot taken
         self._capacity = capacity
@@ -160,42 +168,67 @@ class Dispatcher:
         if not entries:
             return 0
         subscriptions = self._store.subscriptions()
+        owners = self._owners(entries)
         created = 0
         for entry in entries:
             if entry.event is None:
                 self._store.dead_outbox_entry(entry, self._clock())
                 log.error("outbox_entry_unreadable", entry=entry.entry_id)
                 continue
-            wanted: list[Subscription] = [s for s in subscriptions if s.wants(entry.event)]
-            now_ids = {s.id for s in wanted if self._slots.take(s.id)}
-            lease = self._lease()
-            try:
-                new = set(
-                    self._store.create_deliveries(
-                        entry.event,
-                        wanted,
-                        delivery_id,
-                        self._clock(),
-                        QUEUE_LEASE_MS,
-                        lease,
-                        park={s.id for s in wanted} - now_ids,
-                    )
-                )
-            except BaseException:  # nothing was handed out: the slots are free again
-                for subscription_id in now_ids:
-                    self._slots.give_back(subscription_id)
-                raise
-            created += len(new)
-            for subscription_id in now_ids:
-                ident = delivery_id(entry.event["id"], subscription_id)
-                if ident in new:
-                    self._send(ident, f"{lease}:{ident}", subscription_id)
-                else:  # it existed already (dispatched before a crash): nothing to send
-                    self._slots.give_back(subscription_id)
+            event = with_owners(entry.event, owners)
+            created += self._dispatch(event, self._recipients(event, subscriptions, owners))
         # Acknowledged only once its deliveries exist: a crash before this leaves the entry
         # pending, and the sweeper (here or elsewhere) dispatches it again, idempotently.
         self._store.ack_outbox([entry.entry_id for entry in entries])
         return created
+
+    def _owners(self, entries: list[OutboxEntry]) -> dict[str, tuple[str, ...]]:
+        """The owners in force of the servers the batch is about, read once for the batch."""
+        servers = {s for e in entries if e.event is not None and (s := server_of(e.event))}
+        return self._store.owners_for(servers) if servers else {}
+
+    def _recipients(
+        self,
+        event: dict[str, Any],
+        subscriptions: list[Subscription],
+        owners: dict[str, tuple[str, ...]],
+    ) -> list[Subscription]:
+        """The subscriptions that want the event, then its server's owners (by e-mail, when
+        SMTP is set), but not an owner the event reaches by their own e-mail subscription."""
+        wanted = [s for s in subscriptions if s.wants(event)]
+        server = server_of(event)
+        if self._mail_owners and server in owners:
+            wanted += owner_subscriptions(event, owners[server], subscriptions, self._clock())
+        return wanted
+
+    def _dispatch(self, event: dict[str, Any], wanted: list[Subscription]) -> int:
+        """Create the event's deliveries; send at once those whose subscription has an attempt
+        free, park the others. Returns how many were created now."""
+        now_ids = {s.id for s in wanted if self._slots.take(s.id)}
+        lease = self._lease()
+        try:
+            new = set(
+                self._store.create_deliveries(
+                    event,
+                    wanted,
+                    delivery_id,
+                    self._clock(),
+                    QUEUE_LEASE_MS,
+                    lease,
+                    park={s.id for s in wanted} - now_ids,
+                )
+            )
+        except BaseException:  # nothing was handed out: the slots are free again
+            for subscription_id in now_ids:
+                self._slots.give_back(subscription_id)
+            raise
+        for subscription_id in now_ids:
+            ident = delivery_id(event["id"], subscription_id)
+            if ident in new:
+                self._send(ident, f"{lease}:{ident}", subscription_id)
+            else:  # it existed already (dispatched before a crash): nothing to send
+                self._slots.give_back(subscription_id)
+        return len(new)
 
 
 class DeliveryLoop:
@@ -222,7 +255,12 @@ class DeliveryLoop:
         self._lock = threading.Lock()
         self._slots = SubscriptionSlots()
         self.dispatcher = Dispatcher(
-            store, clock, self._submit, capacity=self._capacity, slots=self._slots
+            store,
+            clock,
+            self._submit,
+            capacity=self._capacity,
+            slots=self._slots,
+            mail_owners=deliverer.mails_owners,
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

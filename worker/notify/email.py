@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import smtplib
 import time
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any
 
 from events import catalog
 from worker.config import SmtpSettings
+from worker.notify.policy_email import policy_change_text
 from worker.notify.webhook import AttemptResult
 
 _WHY = {
@@ -20,48 +22,71 @@ _WHY = {
     catalog.REJECTED_BY_APPLE: "Apple's device enrollment service refused the token",
 }
 
+SIGNATURE = "-- tokenwarden\n"
+
+#: What an e-mail to an owner adds: why they get it.
+OWNER_NOTE = (
+    "You get this because you are an owner of this server in tokenwarden (its rotation "
+    "policy names you)."
+)
+
 _BY_WHEN = {
     "immediate": "now: the installed token no longer works, and devices cannot enroll",
     "soon": "soon: the installed token is tied to the old key",
 }
 
 
-def compose(event: dict[str, Any], sender: str, recipient: str) -> EmailMessage:
+def compose(
+    event: dict[str, Any], sender: str, recipient: str, *, owner: bool = False
+) -> EmailMessage:
+    """The e-mail for an outgoing event; `owner`: the recipient is one of the server's owners
+    (notify/owners.py), and the message says so."""
     data = event.get("data") or {}
     server = data.get("server", "?")
     message = EmailMessage()
     message["From"] = sender
     message["To"] = recipient
     message["Message-ID"] = f"<{event['id']}@tokenwarden>"
-    if event["type"] == catalog.REPLACEMENT_REQUIRED:
-        message["Subject"] = f"Replace the server token of {server} ({data.get('urgency')})"
-        message.set_content(_replacement_text(data))
-        if data.get("certificate"):
-            message.add_attachment(
-                data["certificate"].encode(),
-                maintype="application",
-                subtype="x-pem-file",
-                filename=f"{_file_stem(server)}.pem",
-            )
-    elif event["type"] == catalog.REPLACED:
-        message["Subject"] = f"Server token of {server} replaced"
-        message.set_content(
-            f'A new server token was installed for the MDM server "{server}"; it expires '
-            f"{data.get('new_expires_at')}. Nothing more to do.\n\n-- tokenwarden\n"
+    subject, text = _subject_and_text(event["type"], data)
+    message["Subject"] = subject
+    message.set_content(_as_owner(text) if owner else text)
+    if event["type"] == catalog.REPLACEMENT_REQUIRED and data.get("certificate"):
+        message.add_attachment(
+            data["certificate"].encode(),
+            maintype="application",
+            subtype="x-pem-file",
+            filename=f"{_file_stem(server)}.pem",
         )
-    elif event["type"] in _APPLE_NOTICES:
-        subject, text = _APPLE_NOTICES[event["type"]]
-        message["Subject"] = subject.format(server=server)
-        message.set_content(text.format(server=server, **_apple_fields(data)))
-    elif event["type"] in _SOURCE_NOTICES:
-        subject, text = _SOURCE_NOTICES[event["type"]]
-        fields = {name: str(data.get(name) or "?") for name in _SOURCE_FIELDS}
-        message["Subject"] = subject.format(**fields)
-        message.set_content(text.format(**fields))
-    else:
-        message["Subject"] = f"tokenwarden: {event['type']} for {server}"
-        message.set_content(f'{event["type"]} for the MDM server "{server}".\n\n-- tokenwarden\n')
     return message
+
+
+def _subject_and_text(event_type: str, data: dict[str, Any]) -> tuple[str, str]:
+    server = data.get("server", "?")
+    if event_type == catalog.REPLACEMENT_REQUIRED:
+        subject = f"Replace the server token of {server} ({data.get('urgency')})"
+        return subject, _replacement_text(data)
+    if event_type == catalog.REPLACED:
+        return f"Server token of {server} replaced", (
+            f'A new server token was installed for the MDM server "{server}"; it expires '
+            f"{data.get('new_expires_at')}. Nothing more to do.\n\n{SIGNATURE}"
+        )
+    if event_type == catalog.POLICY_CHANGED:
+        return policy_change_text(data)
+    if event_type in _APPLE_NOTICES:
+        subject, text = _APPLE_NOTICES[event_type]
+        return subject.format(server=server), text.format(server=server, **_apple_fields(data))
+    if event_type in _SOURCE_NOTICES:
+        subject, text = _SOURCE_NOTICES[event_type]
+        fields = {name: str(data.get(name) or "?") for name in _SOURCE_FIELDS}
+        return subject.format(**fields), text.format(**fields)
+    return f"tokenwarden: {event_type} for {server}", (
+        f'{event_type} for the MDM server "{server}".\n\n{SIGNATURE}'
+    )
+
+
+def _as_owner(text: str) -> str:
+    """The text with, above the signature, why an owner gets it."""
+    return f"{text.removesuffix(SIGNATURE).rstrip()}\n\n{OWNER_NOTE}\n\n{SIGNATURE}"
 
 
 _APPLE_NOTICES = {
@@ -123,7 +148,7 @@ def _apple_fields(data: dict[str, Any]) -> dict[str, str]:
 def _replacement_text(data: dict[str, Any]) -> str:
     server = data.get("server", "?")
     where = f" ({data['org']})" if data.get("org") else ""
-    reasons = [_why(r, data.get("downloaded_by")) for r in data.get("reasons") or []]
+    reasons = [_why(r, data) for r in data.get("reasons") or []]
     if data.get("omitted_events"):
         reasons.append(f"{data['omitted_events']} more causes (not listed)")
     steps = [
@@ -132,10 +157,7 @@ def _replacement_text(data: dict[str, Any]) -> str:
         f'Open Preferences, then Your MDM Servers, and select "{server}".',
     ]
     if data.get("certificate"):
-        steps.append(
-            "Choose Edit and upload the attached public key certificate "
-            f"({_file_stem(server)}.pem), then save."
-        )
+        steps.append(_upload_step(data))
     steps += [
         "Choose Download Token and confirm.",
         f'Install it: tokenwarden tokens install "{server}" <downloaded file> '
@@ -157,15 +179,45 @@ def _replacement_text(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _why(reason: dict[str, Any], user: Any) -> str:
+def _upload_step(data: dict[str, Any]) -> str:
+    upload = (
+        "upload the attached public key certificate "
+        f"({_file_stem(data.get('server', '?'))}.pem), then save"
+    )
+    if (data.get("renewal") or {}).get("new_key_staged"):
+        return (
+            f"Before downloading anything, choose Edit and {upload}: this server's rotation "
+            "policy gives it a new key pair at each renewal, and a token downloaded before the "
+            "upload would not work."
+        )
+    return f"Choose Edit and {upload}."
+
+
+def _why(reason: dict[str, Any], data: dict[str, Any]) -> str:
     """One reason in a sentence, with when: a reason may count many causes of its kind."""
     kind = reason.get("type", "?")
-    why = _WHY.get(kind, kind).format(user=user)
+    if kind == catalog.SCHEDULED_RENEWAL:
+        return _renewal_why(reason, data)
+    why = _WHY.get(kind, kind).format(user=data.get("downloaded_by"))
     count = reason.get("count", 1)
     first, last = reason.get("time"), (reason.get("last") or {}).get("time")
     if count == 1 or last in (None, first):
         return f"{why} ({first})" if count == 1 else f"{why}, {count} times ({first})"
     return f"{why}, {count} times (first {first}, last {last})"
+
+
+def _renewal_why(reason: dict[str, Any], data: dict[str, Any]) -> str:
+    """A scheduled renewal: how long before expiry the policy renews (the event's `renewal`,
+    else as far as its due time is from the expiry)."""
+    expires = str(data.get("expires_at") or "")
+    days = (data.get("renewal") or {}).get("renew_before_days")
+    if days is None:
+        try:
+            due = datetime.fromisoformat(str(reason.get("time")))
+            days = (datetime.fromisoformat(expires) - due).days
+        except (TypeError, ValueError):  # not times as tokenwarden writes them
+            days = "some"
+    return f"its rotation policy renews it {days} days before it expires (on {expires[:10] or '?'})"
 
 
 def _file_stem(server: str) -> str:

@@ -34,6 +34,8 @@ class Delivery:
     last_error: str = ""
     last_attempt_at: str = ""
     finished_at: str = ""
+    #: For an owner's delivery (notify/owners.py), the address it was made for.
+    owner: str = ""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -51,4 +53,5 @@ class Delivery:
             "last_error": self.last_error or None,
             "last_attempt_at": self.last_attempt_at or None,
             "finished_at": self.finished_at or None,
+            "owner": self.owner or None,
         }

@@ -1,7 +1,8 @@
 """What the notification side needs of a store: subscriptions, the outbox read through a
-consumer group, and deliveries with their leases. store.delivery_store.DeliveryStore is the
-Redis implementation; records in and out are plain values (notify/records.py,
-notify/subscriptions.py), so another implementation (in memory) needs nothing of Redis.
+consumer group, deliveries with their leases, and the owners each server's rotation policy
+names (notify/owners.py). store.delivery_store.DeliveryStore is the Redis implementation;
+records in and out are plain values (notify/records.py, notify/subscriptions.py), so another
+implementation (in memory) needs nothing of Redis.
 """
 
 from __future__ import annotations
@@ -112,5 +113,11 @@ class DeliveryRecords(Protocol):
     def tidy(self, now: datetime) -> None: ...
 
 
-class NotificationStore(SubscriptionStore, OutboxStore, DeliveryRecords, Protocol):
+class ServerOwners(Protocol):
+    def owners_for(self, server_ids: Collection[str]) -> dict[str, tuple[str, ...]]:
+        """The owners in force (rotation policy) of each server that exists, by id."""
+        ...
+
+
+class NotificationStore(SubscriptionStore, OutboxStore, DeliveryRecords, ServerOwners, Protocol):
     """Everything the dispatcher, the deliverer and the CLI's services use."""

@@ -11,6 +11,7 @@ from events.cloudevent import outgoing_event
 from worker.config import NotifySettings
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.notify.email import compose, send_email
+from worker.notify.owners import is_owner
 from worker.notify.records import FAILED
 from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import ACTIVE, EMAIL, Subscription
@@ -84,10 +85,14 @@ def send_test_event(
 
 
 def deliveries(store: NotificationStore, *, failed_only: bool, limit: int) -> list[dict[str, Any]]:
-    """The newest deliveries, described, each with its subscription's target as shown."""
+    """The newest deliveries, described, each with its subscription's target as shown (an
+    owner's: the address it was made for)."""
     found = store.deliveries(failed_only=failed_only, limit=limit)
     targets = {s.id: s.shown for s in store.subscriptions()} if found else {}
-    return [{**d.describe(), "target": targets.get(d.subscription_id, "(removed)")} for d in found]
+    return [
+        {**d.describe(), "target": d.owner or targets.get(d.subscription_id, "(removed)")}
+        for d in found
+    ]
 
 
 def retry_delivery(store: NotificationStore, delivery_id: str, now: datetime) -> None:
@@ -98,10 +103,13 @@ def retry_delivery(store: NotificationStore, delivery_id: str, now: datetime) ->
             f"no delivery {delivery_id!r}; `tokenwarden deliveries list --failed` "
             "shows the failed ones"
         )
-    owner = store.get_subscription(delivery.subscription_id)
-    if owner is None or owner.status != ACTIVE:
-        why = "was removed" if owner is None else "is disabled (`subscriptions enable`)"
-        raise Conflict(f"the subscription of delivery {delivery_id} {why}; it cannot be retried")
+    if not is_owner(delivery.subscription_id):  # an owner's: the attempt asks the policy
+        subscribed = store.get_subscription(delivery.subscription_id)
+        if subscribed is None or subscribed.status != ACTIVE:
+            why = "was removed" if subscribed is None else "is disabled (`subscriptions enable`)"
+            raise Conflict(
+                f"the subscription of delivery {delivery_id} {why}; it cannot be retried"
+            )
     if not store.retry(delivery_id, now):
         raise Conflict(
             f"delivery {delivery_id} is {delivery.status}, not {FAILED}; only failed "

@@ -29,12 +29,14 @@ from typing import Any
 import redis
 
 from worker.crypto.sealing import Keyring
+from worker.notify.owners import is_owner
 from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery, OutboxEntry
 from worker.notify.subscriptions import Subscription
 from worker.records import from_ms, to_ms
 from worker.store import keys as k
 from worker.store.delivery_claims import DeliveryClaims
 from worker.store.outbox_store import DISPATCH_GROUP, OutboxStore
+from worker.store.server_owners import read_owners
 from worker.store.subscription_store import SubscriptionStore
 from worker.timefmt import format_rfc3339
 
@@ -71,6 +73,9 @@ class DeliveryStore(SubscriptionStore, OutboxStore, DeliveryClaims):
         self._keyring = keyring
         self._scripts = {name: client.register_script(_script(name)) for name in _SCRIPTS}
         self._parked_heads = {}
+
+    def owners_for(self, server_ids: Collection[str]) -> dict[str, tuple[str, ...]]:
+        return read_owners(self._redis, server_ids)
 
     def tidy(self, now: datetime) -> None:
         """Forget what is done: outbox entries dispatched more than a day ago, consumers of
@@ -227,20 +232,18 @@ def _new_delivery(
     lease: str,
     park: bool,
 ) -> dict[str, Any]:
-    return {
-        "id": ident,
-        "lease": lease,
-        "park": park,
-        "fields": {
-            "subscription": subscription.id,
-            "event_id": event["id"],
-            "event_type": event["type"],
-            "status": PENDING,
-            "attempts": 0,
-            "created_at": to_ms(now),
-            "next_at": to_ms(now),
-        },
+    fields = {
+        "subscription": subscription.id,
+        "event_id": event["id"],
+        "event_type": event["type"],
+        "status": PENDING,
+        "attempts": 0,
+        "created_at": to_ms(now),
+        "next_at": to_ms(now),
     }
+    if is_owner(subscription.id):  # shown by `deliveries list`; sent to as the policy says
+        fields["owner"] = subscription.target
+    return {"id": ident, "lease": lease, "park": park, "fields": fields}
 
 
 def _delivery(data: dict[str, str]) -> Delivery:
@@ -258,6 +261,7 @@ def _delivery(data: dict[str, str]) -> Delivery:
         last_error=data.get("last_error", ""),
         last_attempt_at=data.get("last_attempt_at", ""),
         finished_at=data.get("finished_at") or data.get("failed_at", ""),
+        owner=data.get("owner", ""),
     )
 
 

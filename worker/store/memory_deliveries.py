@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from worker.notify.owners import is_owner
 from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery
 from worker.notify.subscriptions import Subscription
 from worker.records import from_ms, to_ms
@@ -62,6 +63,7 @@ class InMemoryDeliveries:
                     0,
                     from_ms(to_ms(now)),
                     next_at=from_ms(to_ms(now)),
+                    owner=subscription.target if is_owner(subscription.id) else "",
                 )
                 row = self._rows[ident] = _Row(record)
                 if subscription.id in park:

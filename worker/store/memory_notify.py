@@ -8,7 +8,7 @@ as the Redis stream is (outbox_store.py). Deliveries: memory_deliveries.py. The 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -118,6 +118,14 @@ class InMemoryNotificationStore(InMemoryDeliveries):
             sealed = self._subscriptions.get(subscription_id)
             if sealed is not None:
                 sealed.subscription = replace(sealed.subscription, **fields)
+
+    # ---- the owners of servers (their rotation policies) -----------------------------------
+
+    def owners_for(self, server_ids: Collection[str]) -> dict[str, tuple[str, ...]]:
+        servers = list(self._events.servers_by_id(set(server_ids)).values())
+        return {
+            i: found.owners for i, found in self._events.policies.effective_for(servers).items()
+        }
 
     # ---- the outbox --------------------------------------------------------------------------
 
