@@ -197,9 +197,7 @@ def test_the_last_change_is_the_install_or_the_renewal_opening():
         installed.installed_at
     )
     opened = token(renewal_opened=NOW - timedelta(days=2))
-    assert plan_entry(server(), opened, Policy(), None, NOW).last_changed == NOW - timedelta(
-        days=2
-    )
+    assert plan_entry(server(), opened, Policy(), None, NOW).last_changed == NOW - timedelta(days=2)
 
 
 def test_the_plan_rule_imports_no_io_library():
