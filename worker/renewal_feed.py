@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from icalendar import Calendar, Event, vDuration, vText
 
+from worker.rules.policy import BUILT_IN, GLOBAL, ORG, SERVER
 from worker.rules.renewal_plan import PlanEntry
 from worker.timefmt import format_rfc3339
 
@@ -89,7 +90,7 @@ def describe(entry: PlanEntry) -> str:
     lines = [
         f"The server token of {_server_label(entry)} expires {format_rfc3339(entry.expires_at)}.",
         f"Renewal is due {format_rfc3339(entry.due_at)}: {policy.renew_before_days} days "
-        f"before expiry (rotation policy from: {policy.sources.get('renew_before_days')}).",
+        f"before expiry (set by {_LAYERS.get(policy.sources.get('renew_before_days', ''))}).",
         f"State: {entry.state}.",
         f"Owners: {', '.join(policy.owners) if policy.owners else 'none named'}.",
         _key_line(entry),
@@ -98,6 +99,15 @@ def describe(entry: PlanEntry) -> str:
         *_steps(entry),
     ]
     return "\n".join(lines)
+
+
+#: Where a policy value came from, as the description says it.
+_LAYERS = {
+    SERVER: "the server's own policy",
+    ORG: "the organization's policy",
+    GLOBAL: "the global policy",
+    BUILT_IN: "the built-in default",
+}
 
 
 def _key_line(entry: PlanEntry) -> str:

@@ -38,9 +38,11 @@ def renewal_plan(
     wanted = _org_key(org)
     entries: dict[str, PlanEntry] = {}
     orgs: dict[str, str] = {}
-    for batch in listings.server_batches(batch):
-        orgs.update((name_key(s.org), s.org) for s in batch if s.org)
-        chosen = [s for s in batch if s.token_id and (wanted is None or name_key(s.org) == wanted)]
+    for servers in listings.server_batches(batch):
+        orgs.update((name_key(s.org), s.org) for s in servers if s.org)
+        if wanted is not None:
+            servers = [s for s in servers if name_key(s.org) == wanted]
+        chosen = [s for s in servers if s.token_id]
         for entry in _plan_batch(store, chosen, now):
             if in_window(entry, now, within_days):
                 entries[entry.server_id] = entry  # a server read twice by HSCAN counts once
