@@ -14,7 +14,6 @@ from datetime import datetime
 from worker.errors import InvalidInput, NotFound
 from worker.names import clean_label, name_key
 from worker.records import TOKEN_CURRENT, Server
-from worker.renewal_feed import render_feed
 from worker.rules.renewal_plan import PlanEntry, in_window, plan_entry, plan_order
 from worker.store.listings import BATCH
 from worker.store.protocol import ServerListing, Store
@@ -60,6 +59,9 @@ def renewal_feed(
     org: str | None = None,
 ) -> bytes:
     """The plan as an iCalendar feed: one event per server with a current token."""
+    # Imported here: every command loads this module, and the icalendar library takes 40 ms.
+    from worker.renewal_feed import render_feed
+
     entries = renewal_plan(store, listings, now, within_days=within_days, org=org)
     return render_feed(entries, now, org=org)
 
