@@ -71,17 +71,21 @@ TOKENWARDEN_HTTP_TRUSTED_PROXIES    addresses (or networks) of the reverse proxi
 TOKENWARDEN_METRICS_TOKEN_SERIES    current tokens up to which `/metrics` has series per token
                                     (above it, only counts by days left); 0 = never
                                                                      default 10000
+TOKENWARDEN_CALENDAR_TOKEN          secret of the feed `/calendar/renewals.ics` (32 to 256 of
+                                    A-Z a-z 0-9 - _ . ~); unset: the feed is not served (404)
 """
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker.environment import Environment, redact_url
+from worker.errors import ConfigError
 from worker.notify.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE_S
 
 #: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
@@ -142,6 +146,9 @@ DEFAULT_HTTP_PORT = 8080
 #: million series; an estate larger than this is shown as counts by days left).
 DEFAULT_METRICS_TOKEN_SERIES = 10_000
 
+#: The calendar feed's secret: too long to guess, in characters a URL carries as they are.
+CALENDAR_TOKEN = re.compile(r"[A-Za-z0-9._~-]{32,256}")
+
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -198,6 +205,8 @@ class HttpSettings:
     host: str = DEFAULT_HTTP_HOST
     port: int = DEFAULT_HTTP_PORT
     trusted_proxies: tuple[str, ...] = ()
+    #: The secret of `/calendar/renewals.ics` (None: the feed is not served).
+    calendar_token: str | None = field(default=None, repr=False)
 
     @property
     def listen(self) -> str:
@@ -370,4 +379,16 @@ def _http(env: Environment) -> HttpSettings:
         host=host,
         port=port,
         trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
+        calendar_token=_calendar_token(env),
     )
+
+
+def _calendar_token(env: Environment) -> str | None:
+    """TOKENWARDEN_CALENDAR_TOKEN, checked; the refusal never repeats the value."""
+    value = env.secret("TOKENWARDEN_CALENDAR_TOKEN")
+    if value is not None and not CALENDAR_TOKEN.fullmatch(value):
+        raise ConfigError(
+            "TOKENWARDEN_CALENDAR_TOKEN must be 32 to 256 letters, digits, '-', '_', '.' or '~' "
+            "(its value is not shown); make one with `openssl rand -hex 32`"
+        )
+    return value

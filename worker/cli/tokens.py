@@ -10,6 +10,7 @@ import click
 from worker import installing, registry
 from worker.apple.verdicts import Verdict
 from worker.bootstrap import App
+from worker.cli.due import due
 from worker.cli.files import read_input_file
 from worker.cli.output import (
     RFC3339,
@@ -30,6 +31,9 @@ from worker.services import estate
 @click.group("tokens")
 def group() -> None:
     """Server tokens: the encrypted files downloaded from ASM/ABM."""
+
+
+group.add_command(due)
 
 
 @group.command("install")

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from worker.bootstrap import App
+from worker.intake import calendar
 from worker.intake.context import Intake
 from worker.metrics.estate import SNAPSHOT_S, EstateCollector
 
@@ -33,6 +34,7 @@ def create_app(
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _readyz(intake), methods=["GET"]),
         Route("/metrics", _metrics(intake, metrics_snapshot_s), methods=["GET"]),
+        *calendar.routes(intake),
     ]
     for kind in kinds if kinds is not None else _kinds():
         routes += kind.routes(intake)
@@ -147,4 +149,4 @@ def _route(path: str) -> str:
     parts = path.strip("/").split("/")
     if len(parts) >= 3 and parts[0] == "sources" and parts[2] in ("events", "okta", "scim"):
         return "/sources/{name}/" + parts[2]
-    return path if path in ("/healthz", "/readyz", "/metrics") else "other"
+    return path if path in ("/healthz", "/readyz", "/metrics", calendar.PATH) else "other"

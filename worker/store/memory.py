@@ -77,6 +77,11 @@ class InMemoryStore:
         with self.lock:
             return sorted(self._state.servers.values(), key=lambda s: s.id)
 
+    def server_batches(self, size: int = 500) -> Iterator[list[Server]]:
+        every = self.servers()
+        for start in range(0, len(every), size):
+            yield every[start : start + size]
+
     def servers_by_id(self, ids: set[str]) -> dict[str, Server]:
         with self.lock:
             servers = self._state.servers

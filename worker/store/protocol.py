@@ -276,3 +276,7 @@ class ServerListing(Protocol):
     """Every server at once, for the listings (store/listings.py; InMemoryStore has it too)."""
 
     def servers(self) -> list[Server]: ...
+
+    def server_batches(self, size: int = 500) -> Iterator[list[Server]]:
+        """Every server, about `size` at a time (one may come twice; the reader drops it)."""
+        ...
