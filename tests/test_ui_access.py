@@ -41,7 +41,9 @@ def log_in(web, name, password, next_page=None):
     form = {"name": name, "password": password}
     if next_page is not None:
         form["next"] = next_page
-    return web.post("/ui/login", data=form)
+    response = web.post("/ui/login", data=form)
+    web.cookies.clear()  # each test sends the cookie it means to, in a Cookie header
+    return response
 
 
 def cookie_of(response) -> str:
