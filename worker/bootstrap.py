@@ -33,6 +33,7 @@ from worker.store.listings import Listings
 from worker.store.redis_store import RedisStore
 from worker.store.replication import ReplicaWait
 from worker.store.source_store import SourceStore
+from worker.store.viewer_store import ViewerStore
 from worker.timefmt import utc_now
 
 if TYPE_CHECKING:
@@ -130,6 +131,11 @@ class App:
     @cached_property
     def sources(self) -> SourceStore:
         return SourceStore(self.redis, self.keyring)
+
+    @cached_property
+    def viewers(self) -> ViewerStore:
+        """The viewers of the web pages (worker/ui/viewers.py)."""
+        return ViewerStore(self.redis)
 
     @cached_property
     def apple(self) -> AppleClient:

@@ -73,6 +73,9 @@ TOKENWARDEN_METRICS_TOKEN_SERIES    current tokens up to which `/metrics` has se
                                                                      default 10000
 TOKENWARDEN_CALENDAR_TOKEN          secret of the feed `/calendar/renewals.ics` (32 to 256 of
                                     A-Z a-z 0-9 - _ . ~); unset: the feed is not served (404)
+
+The web pages under /ui/ (TOKENWARDEN_UI=on; TOKENWARDEN_UI_TRUSTED_USER_HEADER,
+TOKENWARDEN_UI_SESSION_LIFETIME): see worker/config_ui.py
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from worker.config_ui import UiSettings, read_ui
 from worker.environment import Environment, redact_url
 from worker.errors import ConfigError
 from worker.notify.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE_S
@@ -234,6 +238,8 @@ class Settings:
     directories: DirectorySettings = field(default_factory=DirectorySettings)
     #: Current tokens up to which `/metrics` has per-token series (0: never).
     metrics_token_series: int = DEFAULT_METRICS_TOKEN_SERIES
+    #: The web pages under /ui/ (worker/config_ui.py).
+    ui: UiSettings = field(default_factory=UiSettings)
     #: The variables these settings were read from (empty when built in code): the worker
     #: processes `tokenwarden worker` starts are given them, so each reads the same settings.
     environment: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -244,6 +250,7 @@ class Settings:
         variables = dict(os.environ if variables is None else variables)
         env = Environment(variables)
         ca_bundle = env.ca_bundle("TOKENWARDEN_CA_BUNDLE")
+        http = _http(env)
         return cls(
             redis_url=env.redis_url("REDIS_URL", DEFAULT_REDIS_URL),
             data_dir=env.path("TOKENWARDEN_DATA_DIR", DEFAULT_DATA_DIR),
@@ -269,7 +276,8 @@ class Settings:
             notify=_notify(env, ca_bundle),
             scheduler=_scheduler(env),
             apple=_apple(env, ca_bundle),
-            http=_http(env),
+            http=http,
+            ui=read_ui(env, http.trusted_proxies),
             directories=_directories(env, ca_bundle),
             metrics_token_series=env.whole_number(
                 "TOKENWARDEN_METRICS_TOKEN_SERIES", DEFAULT_METRICS_TOKEN_SERIES, 0, 10_000_000

@@ -117,6 +117,7 @@ def _register() -> None:
         sources,
         subscriptions,
         tokens,
+        viewers,
         worker,
     )
 
@@ -134,6 +135,7 @@ def _register() -> None:
         worker,
         secrets,
         sources,
+        viewers,
         serve,
         run,
     ):

@@ -18,7 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from worker.errors import ConfigError, SecretsError, UnknownMasterKey
 
@@ -126,6 +128,17 @@ class Keyring:
                 f"a stored secret ({context}) failed its integrity check: it was altered "
                 "or moved; restore it from a backup"
             ) from None
+
+    def derive(self, purpose: str) -> list[bytes]:
+        """A 32-byte key for `purpose` from each master key (HKDF-SHA256), the primary's
+        first: every replica with the same master keys derives the same ones, and a value made
+        under an older key stays verifiable until that key is dropped."""
+        keys = self._keys
+        ordered = [keys.primary, *(k for k in keys.by_id.values() if k is not keys.primary)]
+        return [
+            HKDF(hashes.SHA256(), 32, salt=None, info=purpose.encode()).derive(key._secret)
+            for key in ordered
+        ]
 
     def _key(self, key_id: str) -> MasterKey:
         key = self._keys.by_id.get(key_id)

@@ -15,11 +15,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from worker.bootstrap import App
 from worker.intake import calendar
 from worker.intake.context import Intake
+from worker.intake.peer import RememberPeer
 from worker.metrics.estate import SNAPSHOT_S, EstateCollector
+from worker.ui.routes import ui_routes
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +41,7 @@ def create_app(
     ]
     for kind in kinds if kinds is not None else _kinds():
         routes += kind.routes(intake)
+    routes += ui_routes(app)  # [] unless TOKENWARDEN_UI=on
     starlette = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
@@ -47,6 +51,10 @@ def create_app(
     starlette.router.redirect_slashes = False
     starlette.state.intake = intake
     starlette.add_middleware(_Measured, intake=intake)
+    if proxies := list(app.settings.http.trusted_proxies):
+        # X-Forwarded-For / -Proto believed only from the proxies named (TLS is theirs)
+        starlette.add_middleware(ProxyHeadersMiddleware, trusted_hosts=proxies)
+    starlette.add_middleware(RememberPeer)  # outermost: the peer, before X-Forwarded-For
     return starlette
 
 

@@ -25,9 +25,9 @@ def server_for(app: App) -> uvicorn.Server:
         create_app(app),
         host=http.host,
         port=http.port,
-        # X-Forwarded-For / -Proto believed only from the proxies named (TLS is theirs)
-        proxy_headers=bool(http.trusted_proxies),
-        forwarded_allow_ips=list(http.trusted_proxies) or None,
+        # X-Forwarded-For / -Proto are read by create_app, from TOKENWARDEN_HTTP_TRUSTED_PROXIES
+        # only, after it has kept the connecting address (worker/intake/peer.py)
+        proxy_headers=False,
         log_config=None,  # our structlog configuration stays in charge
         access_log=False,  # refusals are logged by the intake, without headers
         server_header=False,

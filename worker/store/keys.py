@@ -303,6 +303,22 @@ def scim_user(source_name: str, user_id: str) -> str:
     return f"tw:scim:{source_name}:user:{user_id}"
 
 
+def viewer(name: str) -> str:
+    """Hash: one viewer of the web pages (worker/ui/viewers.py): `name`, `hash` (Argon2id of
+    the password; never the password), `created_at` (ms), `generation` (in their cookies)."""
+    return f"tw:viewer:{name}"
+
+
+#: Set: the names of the viewers.
+VIEWERS = "tw:viewers"
+
+
+def login_failures(kind: str, digest: str) -> str:
+    """String with a TTL (the window): failed logins to the web pages in the window, by client
+    address or by name (`kind`), the address or name hashed (`digest`) so a key stays short."""
+    return f"tw:ui:login-failures:{kind}:{digest}"
+
+
 # ---- keys of the other parts, named here too so nothing else spells one -----------------------
 
 #: String with a TTL: written by every readiness check of `serve` (`/readyz`), to know Redis
