@@ -81,15 +81,13 @@ TOKENWARDEN_UI_SESSION_LIFETIME): see worker/config_ui.py
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker.config_ui import UiSettings, read_ui
+from worker.config_ui import UiSettings, read_calendar_token, read_ui
 from worker.environment import Environment, redact_url
-from worker.errors import ConfigError
 from worker.notify.schedule import DEFAULT_JITTER, DEFAULT_SCHEDULE_S
 
 #: Where tokenwarden looks for Redis when REDIS_URL is unset (the Redis `make run` starts).
@@ -149,9 +147,6 @@ DEFAULT_HTTP_PORT = 8080
 #: Current tokens up to which `/metrics` has series per token (a Prometheus holds a few
 #: million series; an estate larger than this is shown as counts by days left).
 DEFAULT_METRICS_TOKEN_SERIES = 10_000
-
-#: The calendar feed's secret: too long to guess, in characters a URL carries as they are.
-CALENDAR_TOKEN = re.compile(r"[A-Za-z0-9._~-]{32,256}")
 
 
 @dataclass(frozen=True)
@@ -387,16 +382,5 @@ def _http(env: Environment) -> HttpSettings:
         host=host,
         port=port,
         trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
-        calendar_token=_calendar_token(env),
+        calendar_token=read_calendar_token(env),
     )
-
-
-def _calendar_token(env: Environment) -> str | None:
-    """TOKENWARDEN_CALENDAR_TOKEN, checked; the refusal never repeats the value."""
-    value = env.secret("TOKENWARDEN_CALENDAR_TOKEN")
-    if value is not None and not CALENDAR_TOKEN.fullmatch(value):
-        raise ConfigError(
-            "TOKENWARDEN_CALENDAR_TOKEN must be 32 to 256 letters, digits, '-', '_', '.' or '~' "
-            "(its value is not shown); make one with `openssl rand -hex 32`"
-        )
-    return value

@@ -9,6 +9,9 @@ TOKENWARDEN_UI_TRUSTED_USER_HEADER  the request header an SSO proxy in front of 
                                     only from TOKENWARDEN_HTTP_TRUSTED_PROXIES, which must be
                                     set with it                       default: none (log in)
 TOKENWARDEN_UI_SESSION_LIFETIME     seconds a login through the form lasts     default 28800
+
+And the secret of the renewal calendar feed (TOKENWARDEN_CALENDAR_TOKEN, carried as
+Settings.http.calendar_token).
 """
 
 from __future__ import annotations
@@ -64,3 +67,18 @@ def read_ui(env: Environment, trusted_proxies: tuple[str, ...]) -> UiSettings:
             MAX_SESSION_LIFETIME_S,
         ),
     )
+
+
+#: The calendar feed's secret: too long to guess, in characters a URL carries as they are.
+CALENDAR_TOKEN = re.compile(r"[A-Za-z0-9._~-]{32,256}")
+
+
+def read_calendar_token(env: Environment) -> str | None:
+    """TOKENWARDEN_CALENDAR_TOKEN, checked; the refusal never repeats the value."""
+    value = env.secret("TOKENWARDEN_CALENDAR_TOKEN")
+    if value is not None and not CALENDAR_TOKEN.fullmatch(value):
+        raise ConfigError(
+            "TOKENWARDEN_CALENDAR_TOKEN must be 32 to 256 letters, digits, '-', '_', '.' or '~' "
+            "(its value is not shown); make one with `openssl rand -hex 32`"
+        )
+    return value
