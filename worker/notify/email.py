@@ -20,6 +20,10 @@ _WHY = {
     catalog.KEY_REGENERATED: "a new key was made for the server",
     catalog.TOKEN_GENERATED: "a new token was downloaded for the server in the portal",
     catalog.REJECTED_BY_APPLE: "Apple's device enrollment service refused the token",
+    # The scheduler's own: a replacement opened by the first warning (before rotation
+    # policies), and expiry.
+    catalog.EXPIRY_APPROACHING: "it nears its one-year limit",
+    catalog.EXPIRED: "it expired: devices can no longer enroll",
 }
 
 SIGNATURE = "-- tokenwarden\n"
