@@ -1,15 +1,15 @@
-"""`tokenwarden status`: the estate at a glance, most urgent first, with an exit code for
-monitoring. Pure: records in, rows and a verdict out."""
+"""The estate at a glance, most urgent first: `tokenwarden status` (with an exit code for
+monitoring) and the web pages (worker/ui/) show the same states. Pure: records in, rows and a
+verdict out. Here rather than in scheduler/ because worker/ never imports scheduler/."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from events import catalog
-from scheduler.thresholds import days_left
 from worker.apple.verdicts import standing
 from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
 from worker.records import Replacement, Server, Token
@@ -19,6 +19,14 @@ from worker.timefmt import format_rfc3339
 #: Exit codes: all well; something needs action inside the first threshold (or has no token,
 #: or must be replaced); something expired or no longer works.
 FINE, DUE, EXPIRED = 0, 1, 2
+
+#: Every state a row can be in, most urgent first (the pages colour each: worker/ui/).
+STATES = ("expired", "replace now", "no token", "replace", "due", "ok")
+
+
+def days_left(expires_at: datetime, now: datetime) -> int:
+    """Whole days until expiry, rounded down; 0 on the last day and after."""
+    return max(0, (expires_at - now) // timedelta(days=1))
 
 
 @dataclass(frozen=True)
