@@ -29,7 +29,15 @@ from typing import Any
 import redis
 
 from worker.crypto.sealing import Keyring
-from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery, OutboxEntry
+from worker.notify.records import (
+    CANCELLED,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    Delivery,
+    OutboxEntry,
+    about_server,
+)
 from worker.notify.subscriptions import Subscription
 from worker.records import from_ms, to_ms
 from worker.store import keys as k
@@ -239,6 +247,8 @@ def _new_delivery(
             "attempts": 0,
             "created_at": to_ms(now),
             "next_at": to_ms(now),
+            # The server page (worker/ui/) finds a server's deliveries by it.
+            "server_id": about_server(event),
         },
     }
 
@@ -258,6 +268,7 @@ def _delivery(data: dict[str, str]) -> Delivery:
         last_error=data.get("last_error", ""),
         last_attempt_at=data.get("last_attempt_at", ""),
         finished_at=data.get("finished_at") or data.get("failed_at", ""),
+        server_id=data.get("server_id", ""),
     )
 
 

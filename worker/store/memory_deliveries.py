@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery
+from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery, about_server
 from worker.notify.subscriptions import Subscription
 from worker.records import from_ms, to_ms
 from worker.store.delivery_store import ERROR_KEPT_CHARS, FAILED_KEPT_MS, FINISHED_KEPT_MS
@@ -62,6 +62,7 @@ class InMemoryDeliveries:
                     0,
                     from_ms(to_ms(now)),
                     next_at=from_ms(to_ms(now)),
+                    server_id=about_server(event),
                 )
                 row = self._rows[ident] = _Row(record)
                 if subscription.id in park:
