@@ -195,7 +195,7 @@ def test_the_timeline_counts_weeks_at_five_thousand_tokens(app, clock, ui):
 def test_a_server_page_shows_its_open_replacement_with_its_reasons(estate, ui):
     doomed = estate.store.servers_named("Doomed")[0]
     page = html(ui, f"/ui/servers/{doomed.id}")
-    assert "<h1>Doomed <span class=\"badge state-replace-now\">replace now</span></h1>" in page
+    assert '<h1>Doomed <span class="badge state-replace-now">replace now</span></h1>' in page
     opened = r"Replacement open since 2025-03-12T09:00:00Z</h2>\s*<p>Urgency: immediate. "
     assert re.search(opened + r'Reasons: <span class="reasons">password changed \(2025-03-12', page)
     rotating = estate.store.servers_named("Rotating")[0]
@@ -359,9 +359,10 @@ def test_a_server_name_is_escaped_everywhere(app, cli, clock, ui):
     server = app.store.servers_named(name)[0]
     for path, text in every_page(ui, app).items():
         if path.endswith(".pem"):
-            assert 'filename="script-alert-name-script.pem"' in ui.get(path).headers[
-                "content-disposition"
-            ]
+            assert (
+                'filename="script-alert-name-script.pem"'
+                in ui.get(path).headers["content-disposition"]
+            )
             continue
         assert "<script" not in text and "<b>Org" not in text, path
     assert "&lt;script&gt;alert(&#34;name&#34;)&lt;/script&gt;" in html(ui, "/ui/")
