@@ -6,8 +6,7 @@ as its stored fields stay the same. Every page view reads Redis afresh; nothing 
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -20,7 +19,7 @@ from worker.rules import policy
 from worker.rules.policy import EMPTY_LAYER, Policy, PolicyLayer
 from worker.store import keys as k
 from worker.store.facts import replacement_from_hash
-from worker.store.policies import org_scope, queue_policy_reads
+from worker.store.policies import org_scope
 
 #: Hashes read per script call (each call holds Redis for about a millisecond).
 READ_BATCH = 1_000
@@ -63,7 +62,7 @@ class TokenSummary:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EstateEntry:
     """One server as the estate pages show it: its current token, that token's open
     replacement, and the rotation policy in force."""
@@ -74,27 +73,39 @@ class EstateEntry:
     policy: Policy
 
 
-class _Parsed(Generic[R]):
-    """Records parsed from their stored fields, kept for as long as those fields read the same
-    (a page view re-parses only what changed); holds only what the latest read saw."""
+#: What lua/hmget_many.lua joins a hash's values with.
+SEPARATOR = "\x1f"
 
-    def __init__(self, fields: Sequence[str], parse: Callable[[dict[str, str]], R | None]):
+
+class _Parsed(Generic[R]):
+    """Records parsed from their stored fields, kept for as long as those fields read the
+    same: a page view parses again only what changed. Holds only what the latest read saw."""
+
+    def __init__(
+        self,
+        fields: Sequence[str],
+        parse: Callable[[dict[str, str]], R | None],
+        reread: Callable[[str, Sequence[str]], list[str | None]],
+    ):
         self._fields = fields
         self._parse = parse
-        self._seen: dict[Hashable, R | None] = {}
+        self._reread = reread
+        self._seen: dict[str, R | None] = {}
 
-    def __call__(self, rows: list[list[str | None]]) -> list[R]:
+    def __call__(self, keys: list[str], rows: list[str]) -> list[R]:
+        """The records of `keys` from their `rows` (as lua/hmget_many.lua joins them); a hash
+        gone meanwhile is left out."""
         seen, kept, found = self._seen, {}, []
-        for row in rows:
-            raw = tuple(row)
-            if raw[0] is None:
-                continue  # removed meanwhile
-            if raw in seen:
-                record = seen[raw]
+        for key, row in zip(keys, rows, strict=True):
+            if row in seen:
+                record = seen[row]
             else:
-                data = {f: v for f, v in zip(self._fields, raw, strict=True) if v is not None}
-                record = self._parse(data)
-            kept[raw] = record
+                values: list[str | None] = list(row.split(SEPARATOR))
+                if len(values) != len(self._fields):  # a value holds the separator
+                    values = self._reread(key, self._fields)
+                data = {f: v for f, v in zip(self._fields, values, strict=True) if v}
+                record = self._parse(data) if data else None
+            kept[row] = record
             if record is not None:
                 found.append(record)
         self._seen = kept
@@ -106,18 +117,17 @@ class PageReads:
         self._redis = client
         script = resources.files("worker.store").joinpath("lua/hmget_many.lua").read_text()
         self._hmget_many = client.register_script(script)
-        self._servers = _Parsed(SERVER_FIELDS, Server.from_hash)
-        self._tokens = _Parsed(TOKEN_FIELDS, TokenSummary.from_hash)
+        self._servers = _Parsed(SERVER_FIELDS, Server.from_hash, self._hmget)
+        self._tokens = _Parsed(TOKEN_FIELDS, TokenSummary.from_hash, self._hmget)
+        self._replacements = _Parsed(REPLACEMENT_FIELDS, _open_replacement, self._hmget)
 
     def estate(self) -> list[EstateEntry]:
         """Every server with its current token, the token's open replacement and its policy."""
         # HSCAN, not HVALS: a very large estate is read in slices, not in one blocking command.
         ids = sorted({v for _, v in self._redis.hscan_iter(k.SERVERS, count=READ_BATCH)})
-        servers = self._servers(self._read([k.server(i) for i in ids], SERVER_FIELDS))
-        held = [s.token_id for s in servers if s.token_id]
-        tokens = {
-            t.id: t for t in self._tokens(self._read([k.token(i) for i in held], TOKEN_FIELDS))
-        }
+        servers = self._servers(*self._read([k.server(i) for i in ids], SERVER_FIELDS))
+        held = [k.token(s.token_id) for s in servers if s.token_id]
+        tokens = {t.id: t for t in self._tokens(*self._read(held, TOKEN_FIELDS))}
         replacements = self._open_replacements(set(tokens))
         policies = self._policies(servers)
         entries = []
@@ -129,36 +139,50 @@ class PageReads:
 
     def _open_replacements(self, current: set[str]) -> dict[str, Replacement]:
         ids = [i for i in self._redis.zrange(k.REPLACEMENTS_OPEN, 0, -1) if i in current]
-        rows = self._read([k.replacement(i) for i in ids], REPLACEMENT_FIELDS)
-        found = {}
-        for row in rows:
-            data = {f: v for f, v in zip(REPLACEMENT_FIELDS, row, strict=True) if v is not None}
-            if data.get("status") == "open":
-                found[data["token"]] = replacement_from_hash(data)
-        return found
+        read = self._read([k.replacement(i) for i in ids], REPLACEMENT_FIELDS)
+        return {r.token_id: r for r in self._replacements(*read)}
 
     def _policies(self, servers: list[Server]) -> dict[str, Policy]:
-        """The policy in force for each server: the layers read once, and each combination
-        of a server's own layer and its organization's worked out once."""
+        """The policy in force for each server: the layers read once, the policy of the
+        servers without a layer of their own worked out once per organization."""
+        scopes = {org: org_scope(org) for org in {s.org for s in servers if s.org}}
+        wanted = [*sorted(set(scopes.values())), policy.GLOBAL]
         pipe = self._redis.pipeline(transaction=False)
-        scopes = queue_policy_reads(pipe, servers)
+        for scope in wanted:
+            pipe.hgetall(k.policy_holder(scope))
         answers = pipe.execute()
-        layers = {s: PolicyLayer.from_fields(d) for s, d in zip(scopes, answers, strict=True)}
+        layers = {s: PolicyLayer.from_fields(d) for s, d in zip(wanted, answers, strict=True)}
         default = layers[policy.GLOBAL]
 
-        @functools.cache
         def in_force(own: PolicyLayer, org: str) -> Policy:
-            org_layer = layers.get(org_scope(org), EMPTY_LAYER) if org else EMPTY_LAYER
+            org_layer = layers.get(scopes[org], EMPTY_LAYER) if org else EMPTY_LAYER
             return policy.effective(own, org_layer, default)
 
-        return {s.id: in_force(s.policy, s.org) for s in servers}
+        by_org: dict[str, Policy] = {}
+        found = {}
+        for server in servers:
+            if not server.policy.is_empty:
+                found[server.id] = in_force(server.policy, server.org)
+                continue
+            if server.org not in by_org:
+                by_org[server.org] = in_force(EMPTY_LAYER, server.org)
+            found[server.id] = by_org[server.org]
+        return found
 
-    def _read(self, keys: list[str], fields: Sequence[str]) -> list[list[str | None]]:
-        """`fields` of each of `keys`, in one round trip."""
+    def _read(self, keys: list[str], fields: Sequence[str]) -> tuple[list[str], list[str]]:
+        """`keys`, and `fields` of each, joined (lua/hmget_many.lua), in one round trip."""
         pipe = self._redis.pipeline(transaction=False)
         for batch in _batches(keys):
             self._hmget_many(keys=batch, args=list(fields), client=pipe)
-        return [row for rows in pipe.execute() for row in rows]
+        return keys, [row for rows in pipe.execute() for row in rows]
+
+    def _hmget(self, key: str, fields: Sequence[str]) -> list[str | None]:
+        return self._redis.hmget(key, list(fields))
+
+
+def _open_replacement(data: dict[str, str]) -> Replacement | None:
+    """A replacement still open (None: resolved meanwhile)."""
+    return replacement_from_hash(data) if data.get("status") == "open" else None
 
 
 def _batches(items: list[str]) -> Iterator[list[str]]:
