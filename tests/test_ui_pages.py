@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from datetime import timedelta
 
 import httpx
@@ -19,8 +20,11 @@ from events import catalog
 from events.cloudevent import new_event
 from scheduler.scan import Scanner
 from tests.helpers import install_on, private_key_forms, serving, wait_until
+from worker.bootstrap import App
 from worker.intake.context import Intake
 from worker.rules.status import STATES
+from worker.store import keys as k
+from worker.store.page_reads import SEPARATOR
 from worker.ui import pages
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -369,3 +373,25 @@ def test_a_server_name_is_escaped_everywhere(app, cli, clock, ui):
     assert "&lt;b&gt;Org &amp; Co&lt;/b&gt;" in html(ui, f"/ui/servers/{server.id}")
     title = timeline_svg(ui).find(f".//{SVG}circle/{SVG}title").text
     assert title.startswith(f"{name} (<b>Org & Co</b>): expires")
+
+
+def test_a_value_holding_the_separator_of_the_estate_read_is_read_again_whole(app, cli, ui):
+    add(cli, "Odd", "School")
+    odd = app.store.servers_named("Odd")[0]
+    # What Apple calls a server is stored as Apple sends it: it may hold any character
+    app.redis.hset(k.server(odd.id), "apple_name", f"Odd{SEPARATOR}One")
+    assert estate_rows(html(ui, "/ui/")) == [("no token", "Odd")]
+    assert f"Odd{SEPARATOR}One" in html(ui, f"/ui/servers/{odd.id}")
+
+
+def test_a_page_says_so_in_one_line_when_redis_cannot_be_reached(settings, clock):
+    unreachable = App(replace(settings, redis_url="redis://127.0.0.1:9/0"), clock=clock)
+    starlette = Starlette(routes=[Mount("/ui", routes=pages.routes(TesterAccess()))])
+    starlette.state.intake = Intake(unreachable)
+    with serving(starlette) as url, httpx.Client(base_url=url) as client:
+        for path in ("/ui/", "/ui/timeline", "/ui/activity", "/ui/servers/srv_1"):
+            answer = client.get(path)
+            assert answer.status_code == 503, path
+            assert "tokenwarden cannot reach Redis just now" in answer.text
+            assert "Traceback" not in answer.text
+    unreachable.close()

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
+import redis
+import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,7 +27,10 @@ from worker.ui.views.estate import estate_view, parse_filters, rows_of
 from worker.ui.views.server import server_page
 from worker.ui.views.timeline import timeline
 
+log = structlog.get_logger(__name__)
+
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 class Access(Protocol):
@@ -36,17 +41,17 @@ class Access(Protocol):
 
 
 def routes(access: Access) -> list[Route]:
+    """The pages, each behind `access`, to mount at /ui."""
+    pages = [
+        ("/", estate, "estate"),
+        ("/timeline", timeline_page, "timeline"),
+        ("/activity", activity, "activity"),
+        ("/servers/{server_id}", server, "server"),
+        ("/servers/{server_id}/certificate.pem", certificate, "certificate"),
+    ]
     return [
-        Route("/", access.required(estate), methods=["GET"], name="estate"),
-        Route("/timeline", access.required(timeline_page), methods=["GET"], name="timeline"),
-        Route("/activity", access.required(activity), methods=["GET"], name="activity"),
-        Route("/servers/{server_id}", access.required(server), methods=["GET"], name="server"),
-        Route(
-            "/servers/{server_id}/certificate.pem",
-            access.required(certificate),
-            methods=["GET"],
-            name="certificate",
-        ),
+        Route(path, access.required(guarded(handler)), methods=["GET"], name=name)
+        for path, handler, name in pages
     ]
 
 
@@ -54,38 +59,66 @@ def app_of(request: Request) -> App:
     return request.app.state.intake.app
 
 
+async def read(request: Request, reader: Callable[..., T], *args: Any) -> T:
+    """`reader(app, *args)` in the thread pool; Redis unreachable: Unavailable (a 503 page)."""
+    try:
+        return await run_in_threadpool(reader, app_of(request), *args)
+    except redis.RedisError as exc:
+        log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
+        raise Unavailable from None
+
+
+class Unavailable(Exception):
+    """Redis could not be read: the page answers 503."""
+
+
+def guarded(handler: Handler) -> Handler:
+    """`handler`, answering a 503 page when Redis cannot be read."""
+
+    async def answer(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Unavailable:
+            return page(
+                request,
+                "error.html",
+                status_code=503,
+                title="Unavailable",
+                message="tokenwarden cannot reach Redis just now; try again in a moment.",
+            )
+
+    return answer
+
+
 async def estate(request: Request) -> Response:
     try:
         filters = parse_filters(dict(request.query_params))
     except ValueError as exc:
         return page(request, "error.html", status_code=400, title="Bad request", message=str(exc))
-    entries, settings = await run_in_threadpool(reads.estate, app_of(request))
+    entries, settings = await read(request, reads.estate)
     rows = rows_of(entries, settings.now, settings.thresholds, settings.apple_interval_s)
     view = estate_view(rows, filters)
     return page(request, "estate.html", section="estate", view=view, now=settings.now)
 
 
 async def timeline_page(request: Request) -> Response:
-    entries, settings = await run_in_threadpool(reads.estate, app_of(request))
+    entries, settings = await read(request, reads.estate)
     rows = rows_of(entries, settings.now, settings.thresholds, settings.apple_interval_s)
     chart = timeline(rows, settings.now, settings.thresholds)
     return page(request, "timeline.html", section="timeline", chart=chart)
 
 
 async def server(request: Request) -> Response:
-    app = app_of(request)
-    history = await run_in_threadpool(reads.server_history, app, request.path_params["server_id"])
+    history = await read(request, reads.server_history, request.path_params["server_id"])
     if history is None:
         return _no_server(request)
-    settings = reads.settings(app)
+    settings = reads.settings(app_of(request))
     view = server_page(history, settings)
     return page(request, "server.html", section="estate", view=view, window=reads.AUDIT_WINDOW)
 
 
 async def certificate(request: Request) -> Response:
-    found = await run_in_threadpool(
-        reads.certificate, app_of(request), request.path_params["server_id"]
-    )
+    found = await read(request, reads.certificate, request.path_params["server_id"])
     if found is None:
         return _no_server(request)
     server, pair = found
@@ -97,8 +130,8 @@ async def certificate(request: Request) -> Response:
 
 
 async def activity(request: Request) -> Response:
-    read = await run_in_threadpool(reads.activity, app_of(request))
-    return page(request, "activity.html", section="activity", view=activity_page(read))
+    found = await read(request, reads.activity)
+    return page(request, "activity.html", section="activity", view=activity_page(found))
 
 
 def _no_server(request: Request) -> Response:
