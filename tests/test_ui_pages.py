@@ -173,7 +173,7 @@ def test_the_timeline_draws_a_mark_per_token_at_five_tokens_with_the_thresholds_
     widths = [float(b.get("width")) for b in bands]
     assert len(bands) == 7 and widths == sorted(widths, reverse=True)
     assert not svg.findall(f".//{SVG}rect[@data-count]")
-    assert "1 expired already" in html(ui, "/ui/timeline")
+    assert "Expired already: 1." in html(ui, "/ui/timeline")
 
 
 def test_the_timeline_counts_weeks_at_five_thousand_tokens(app, clock, ui):

@@ -32,6 +32,9 @@ MARK_R, MARK_STEP = 5, 12
 #: Closest two threshold labels may be (horizontally), or the nearer one is left out.
 LABEL_GAP = 30
 
+#: Least height of a state's part of a week's bar: one token replaced among 300 stays visible.
+MIN_SEGMENT = 3
+
 
 @dataclass(frozen=True)
 class Band:
@@ -74,8 +77,10 @@ class Timeline:
     ticks: list[Tick]
     marks: list[Mark] = field(default_factory=list)
     bars: list[Bar] = field(default_factory=list)
-    #: The most tokens in one week (the bars' scale); 0 in the per-token chart.
+    #: The most tokens in one week, and the height of that many (the bars' scale); 0 in the
+    #: per-token chart.
     week_max: int = 0
+    week_max_y: float = 0.0
     #: Tokens on the chart; expired already; expiring after the window; servers with none.
     shown: int = 0
     expired: int = 0
@@ -95,6 +100,11 @@ class Timeline:
     @property
     def aggregated(self) -> bool:
         return self.week_max > 0
+
+    @property
+    def legend(self) -> list[tuple[str, int]]:
+        """The states on the chart and their tokens, most urgent first."""
+        return [(state, self.states[state]) for state in STATES if self.states[state]]
 
 
 def x_of(moment: datetime, now: datetime) -> float:
@@ -121,6 +131,7 @@ def timeline(rows: Sequence[Row], now: datetime, thresholds: Sequence[int]) -> T
     chart.states = Counter(r.state for r in within)
     if len(within) > AGGREGATE_ABOVE:
         chart.bars, chart.week_max = week_bars(within, now)
+        chart.week_max_y = round(AXIS_Y - chart.week_max * _scale(chart.week_max), 1)
     else:
         chart.marks = marks(within, now)
     return chart
@@ -188,6 +199,11 @@ def _mark_title(row: Row) -> str:
     return f"{row.server.name}{org}: expires {format_rfc3339(_expiry(row))}, {row.state}"
 
 
+def _scale(week_max: int) -> float:
+    """Units per token in the bars (room left for the least heights of every state)."""
+    return (PLOT_H - 4 - MIN_SEGMENT * len(STATES)) / week_max
+
+
 def week_bars(rows: Sequence[Row], now: datetime) -> tuple[list[Bar], int]:
     """A bar per week, stacked by state (the most urgent at the bottom), and the most tokens
     in one week (the scale)."""
@@ -195,7 +211,7 @@ def week_bars(rows: Sequence[Row], now: datetime) -> tuple[list[Bar], int]:
     for row in rows:
         counts[_week(row, now)][row.state] += 1
     week_max = max(sum(c.values()) for c in counts.values())
-    scale = (PLOT_H - 4) / week_max
+    scale = _scale(week_max)
     found = []
     for week in sorted(counts):
         start = now + timedelta(days=7 * week)
@@ -205,7 +221,7 @@ def week_bars(rows: Sequence[Row], now: datetime) -> tuple[list[Bar], int]:
             count = counts[week][state]
             if not count:
                 continue
-            height = count * scale
+            height = max(count * scale, MIN_SEGMENT)
             base -= height
             title = f"week of {start:%Y-%m-%d}: {count} {state}"
             found.append(
