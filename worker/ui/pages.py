@@ -1,6 +1,7 @@
 """The pages' routes, each behind the access check: `/` the estate, `/timeline`, `/activity`,
-`/servers/{id}` and its certificate to download. Each reads the stores in the thread pool
-(worker/ui/reads.py), hands what it read to a view (pure) and renders the view's template.
+`/servers/{id}` and its certificate to download. Each reads the stores (worker/ui/reads.py),
+hands what it read to a view (pure) and renders the view's template, all in the thread pool:
+the event loop stays free for the intake's requests.
 
 The App is the one `tokenwarden serve` runs with: create_app keeps it (as its Intake) in the
 Starlette application's state, where every request finds it.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import redis
 import structlog
@@ -30,7 +31,8 @@ from worker.ui.views.timeline import timeline
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[Request], Awaitable[Response]]
-T = TypeVar("T")
+#: What makes a page: blocking (it reads Redis), so it runs in the thread pool.
+Build = Callable[[Request, App], Response]
 
 
 class Access(Protocol):
@@ -50,8 +52,8 @@ def routes(access: Access) -> list[Route]:
         ("/servers/{server_id}/certificate.pem", certificate, "certificate"),
     ]
     return [
-        Route(path, access.required(guarded(handler)), methods=["GET"], name=name)
-        for path, handler, name in pages
+        Route(path, access.required(off_the_loop(build)), methods=["GET"], name=name)
+        for path, build, name in pages
     ]
 
 
@@ -59,26 +61,15 @@ def app_of(request: Request) -> App:
     return request.app.state.intake.app
 
 
-async def read(request: Request, reader: Callable[..., T], *args: Any) -> T:
-    """`reader(app, *args)` in the thread pool; Redis unreachable: Unavailable (a 503 page)."""
-    try:
-        return await run_in_threadpool(reader, app_of(request), *args)
-    except redis.RedisError as exc:
-        log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
-        raise Unavailable from None
+def off_the_loop(build: Build) -> Handler:
+    """A handler running `build(request, app)` (the reads, the view, the HTML) in the thread
+    pool, off the event loop; Redis unreachable: a 503 page of one line."""
 
-
-class Unavailable(Exception):
-    """Redis could not be read: the page answers 503."""
-
-
-def guarded(handler: Handler) -> Handler:
-    """`handler`, answering a 503 page when Redis cannot be read."""
-
-    async def answer(request: Request) -> Response:
+    async def handler(request: Request) -> Response:
         try:
-            return await handler(request)
-        except Unavailable:
+            return await run_in_threadpool(build, request, app_of(request))
+        except redis.RedisError as exc:
+            log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
             return page(
                 request,
                 "error.html",
@@ -87,38 +78,37 @@ def guarded(handler: Handler) -> Handler:
                 message="tokenwarden cannot reach Redis just now; try again in a moment.",
             )
 
-    return answer
+    return handler
 
 
-async def estate(request: Request) -> Response:
+def estate(request: Request, app: App) -> Response:
     try:
         filters = parse_filters(dict(request.query_params))
     except ValueError as exc:
         return page(request, "error.html", status_code=400, title="Bad request", message=str(exc))
-    entries, settings = await read(request, reads.estate)
+    entries, settings = reads.estate(app)
     rows = rows_of(entries, settings.now, settings.thresholds, settings.apple_interval_s)
     view = estate_view(rows, filters)
     return page(request, "estate.html", section="estate", view=view, now=settings.now)
 
 
-async def timeline_page(request: Request) -> Response:
-    entries, settings = await read(request, reads.estate)
+def timeline_page(request: Request, app: App) -> Response:
+    entries, settings = reads.estate(app)
     rows = rows_of(entries, settings.now, settings.thresholds, settings.apple_interval_s)
     chart = timeline(rows, settings.now, settings.thresholds)
     return page(request, "timeline.html", section="timeline", chart=chart)
 
 
-async def server(request: Request) -> Response:
-    history = await read(request, reads.server_history, request.path_params["server_id"])
+def server(request: Request, app: App) -> Response:
+    history = reads.server_history(app, request.path_params["server_id"])
     if history is None:
         return _no_server(request)
-    settings = reads.settings(app_of(request))
-    view = server_page(history, settings)
+    view = server_page(history, reads.settings(app))
     return page(request, "server.html", section="estate", view=view, window=reads.AUDIT_WINDOW)
 
 
-async def certificate(request: Request) -> Response:
-    found = await read(request, reads.certificate, request.path_params["server_id"])
+def certificate(request: Request, app: App) -> Response:
+    found = reads.certificate(app, request.path_params["server_id"])
     if found is None:
         return _no_server(request)
     server, pair = found
@@ -129,9 +119,9 @@ async def certificate(request: Request) -> Response:
     )
 
 
-async def activity(request: Request) -> Response:
-    found = await read(request, reads.activity)
-    return page(request, "activity.html", section="activity", view=activity_page(found))
+def activity(request: Request, app: App) -> Response:
+    view = activity_page(reads.activity(app))
+    return page(request, "activity.html", section="activity", view=view)
 
 
 def _no_server(request: Request) -> Response:
