@@ -8,12 +8,12 @@ from datetime import datetime
 
 import click
 
-from scheduler import status
 from scheduler.scan import Scanner
 from scheduler.service import SchedulerService
 from worker import policies
 from worker.bootstrap import App
 from worker.cli.output import RFC3339, json_option, note, pass_app, print_json, print_table
+from worker.rules import status
 from worker.services import estate
 from worker.services import sources as sources_service
 from worker.signals import StopSignals

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from worker.rules.status import days_left as days_left  # the status shows it too
+
 #: The level of a token at or past its expiry.
 EXPIRED = 0
 
@@ -38,8 +40,3 @@ def next_check_at(
         return None
     smaller = [t for t in thresholds if level is None or t < level]
     return expires_at - timedelta(days=max(smaller)) if smaller else expires_at
-
-
-def days_left(expires_at: datetime, now: datetime) -> int:
-    """Whole days until expiry, rounded down; 0 on the last day and after."""
-    return max(0, (expires_at - now) // timedelta(days=1))

@@ -36,4 +36,6 @@ def test_the_benchmark_measures_every_figure_at_a_tiny_size(tmp_path):
     assert figures["metrics"]["buckets"]["per_token_series"] is False
     assert figures["sentinel"]["events_per_s_wait_1"] > 0
     assert figures["sentinel"]["events_per_s_wait_off"] > 0
-    assert len(figures["targets_met"]) == 16
+    assert figures["ui"]["tokens"] == SMALL["ui_tokens"]
+    assert [p["median_s"] > 0 for p in figures["ui"]["pages"]] == [True] * 5
+    assert len(figures["targets_met"]) == 21

@@ -30,6 +30,7 @@ from worker.store.estate_metrics import EstateMetricsStore
 from worker.store.event_store import EventStore
 from worker.store.keys import MASTER_KEY_IDS
 from worker.store.listings import Listings
+from worker.store.page_reads import PageReads
 from worker.store.redis_store import RedisStore
 from worker.store.replication import ReplicaWait
 from worker.store.source_store import SourceStore
@@ -109,6 +110,10 @@ class App:
     @cached_property
     def listings(self) -> Listings:
         return Listings(self.redis)
+
+    @cached_property
+    def page_reads(self) -> PageReads:
+        return PageReads(self.redis)
 
     @cached_property
     def broker(self) -> RedisBroker:

@@ -5,7 +5,7 @@ as a table and as JSON (var/bench.json).
     .venv/bin/python -m tests.bench.run --small    # seconds; what the smoke test runs
     .venv/bin/python -m tests.bench.run --only apple   # one part (pipeline, scan, failover,
                                                        # apple, intake, directories,
-                                                       # metrics, sentinel)
+                                                       # metrics, sentinel, ui)
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tests.bench import (
     pipeline,
     scan,
     sentinel,
+    ui,
 )
 from tests.bench.common import start_redis, stop_redis
 from tests.bench.serve import load_average
@@ -55,6 +56,7 @@ FULL = {
     "metrics_large": 100_000,
     "sentinel_events": 5_000,
     "sentinel_kills": 3,
+    "ui_tokens": 10_000,
 }
 SMALL = {
     "events": 300,
@@ -75,6 +77,7 @@ SMALL = {
     "metrics_large": 1_000,
     "sentinel_events": 300,
     "sentinel_kills": 0,  # each failover takes some 20 s whatever the size: not in the smoke test
+    "ui_tokens": 200,
 }
 
 
@@ -349,6 +352,24 @@ def _sentinel(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
     return {"sentinel": measured}, rows
 
 
+def _ui(url: str, workdir: Path, sizes: dict) -> tuple[dict, list[tuple]]:
+    tokens = sizes["ui_tokens"]
+    progress(f"the web pages over {tokens:,} tokens, each fetched {ui.VIEWS} times")
+    measured = ui.measure(url, workdir, tokens)
+    rows = [
+        (
+            f"page {page['path']}, {tokens:,} tokens",
+            f"{page['median_s'] * 1000:.0f} ms",
+            f"first view {page['first_s'] * 1000:.0f} ms",
+            "",
+            f"<= {ui.TARGET_S * 1000:.0f} ms",
+            page["median_s"] <= ui.TARGET_S,
+        )
+        for page in measured["pages"]
+    ]
+    return {"ui": measured}, rows
+
+
 #: The parts of the benchmark, in the order they run (`--only` picks one).
 PARTS = {
     "pipeline": _pipeline,
@@ -359,6 +380,7 @@ PARTS = {
     "directories": _directories,
     "metrics": _metrics,
     "sentinel": _sentinel,
+    "ui": _ui,
 }
 
 

@@ -12,6 +12,13 @@ from worker.timefmt import format_rfc3339
 PENDING, DELIVERED, FAILED, CANCELLED = "pending", "delivered", "failed", "cancelled"
 
 
+def about_server(event: dict[str, Any]) -> str:
+    """The id of the server an outgoing event is about ("" when it is about none)."""
+    data = event.get("data")
+    server_id = data.get("server_id") if isinstance(data, dict) else None
+    return server_id if isinstance(server_id, str) else ""
+
+
 @dataclass(frozen=True)
 class OutboxEntry:
     entry_id: str
@@ -36,6 +43,8 @@ class Delivery:
     finished_at: str = ""
     #: For an owner's delivery (notify/owners.py), the address it was made for.
     owner: str = ""
+    #: The server the event is about (its `data.server_id`), "" for one about none.
+    server_id: str = ""
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -30,7 +30,15 @@ import redis
 
 from worker.crypto.sealing import Keyring
 from worker.notify.owners import is_owner
-from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery, OutboxEntry
+from worker.notify.records import (
+    CANCELLED,
+    DELIVERED,
+    FAILED,
+    PENDING,
+    Delivery,
+    OutboxEntry,
+    about_server,
+)
 from worker.notify.subscriptions import Subscription
 from worker.records import from_ms, to_ms
 from worker.store import keys as k
@@ -240,6 +248,8 @@ def _new_delivery(
         "attempts": 0,
         "created_at": to_ms(now),
         "next_at": to_ms(now),
+        # The server page (worker/ui/) finds a server's deliveries by it.
+        "server_id": about_server(event),
     }
     if is_owner(subscription.id):  # shown by `deliveries list`; sent to as the policy says
         fields["owner"] = subscription.target
@@ -262,6 +272,7 @@ def _delivery(data: dict[str, str]) -> Delivery:
         last_attempt_at=data.get("last_attempt_at", ""),
         finished_at=data.get("finished_at") or data.get("failed_at", ""),
         owner=data.get("owner", ""),
+        server_id=data.get("server_id", ""),
     )
 
 

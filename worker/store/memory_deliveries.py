@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from worker.notify.owners import is_owner
-from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery
+from worker.notify.records import CANCELLED, DELIVERED, FAILED, PENDING, Delivery, about_server
 from worker.notify.subscriptions import Subscription
 from worker.records import from_ms, to_ms
 from worker.store.delivery_store import ERROR_KEPT_CHARS, FAILED_KEPT_MS, FINISHED_KEPT_MS
@@ -64,6 +64,7 @@ class InMemoryDeliveries:
                     from_ms(to_ms(now)),
                     next_at=from_ms(to_ms(now)),
                     owner=subscription.target if is_owner(subscription.id) else "",
+                    server_id=about_server(event),
                 )
                 row = self._rows[ident] = _Row(record)
                 if subscription.id in park:

@@ -1,3 +1,7 @@
-"""The read-only web pages `tokenwarden serve` serves under /ui/ when TOKENWARDEN_UI=on:
-who may look (access.py, viewers.py, session.py), the headers every answer carries
-(security.py), and the pages (pages.py, render.py, templates/, static/)."""
+"""The web pages under /ui/ of `tokenwarden serve`: read-only, server-rendered HTML.
+
+- pages.py: the routes (each behind the access check) and what each page reads;
+- reads.py: the reads, through the stores (run in the thread pool, off the event loop);
+- views/: what each page shows, as pure functions of the records read and `now`;
+- render.py, templates/, static/: the HTML and its stylesheet (no script, no inline style).
+"""

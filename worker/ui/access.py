@@ -21,6 +21,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs, quote, urlsplit
 
+import redis
 import structlog
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -28,10 +29,11 @@ from starlette.responses import RedirectResponse, Response
 
 from worker.bootstrap import App
 from worker.environment import is_loopback
+from worker.errors import StoreUnavailable
 from worker.intake.peer import TrustedProxies, peer_of
 from worker.store.viewer_store import Limits, LoginThrottle
 from worker.ui import session
-from worker.ui.render import page
+from worker.ui.render import page, unavailable
 from worker.ui.viewers import Viewer, check_password, usable_name
 
 log = structlog.get_logger(__name__)
@@ -75,7 +77,12 @@ class Access:
 
         @functools.wraps(handler)
         async def guarded(request: Request) -> Response:
-            viewer = await self.viewer(request)
+            try:
+                viewer = await self.viewer(request)
+            except (redis.RedisError, StoreUnavailable) as exc:
+                log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
+                request.state.viewer = None
+                return unavailable(request)
             if viewer is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"{LOGIN}?next={quote(target, safe='/')}", 303)

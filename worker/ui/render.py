@@ -1,24 +1,82 @@
-"""Pages from templates: Jinja2, every value escaped, the templates in worker/ui/templates."""
+"""HTML for the web pages: Jinja2 templates (worker/ui/templates/), every value escaped unless
+a template says otherwise (none does). A page carries no inline script or style: the
+Content-Security-Policy of /ui forbids them, so colours and layout come from static/style.css
+through classes."""
 
 from __future__ import annotations
 
-from functools import cache
+from datetime import datetime
+from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from worker.timefmt import format_rfc3339
 
-@cache
-def environment() -> Environment:
-    return Environment(
+#: Where the pages are mounted, when a request does not say (login pages render base.html too).
+DEFAULT_ROOT = "/ui"
+
+
+def _when(moment: datetime | str | None) -> str:
+    """A time as the pages show it (RFC 3339, UTC); "-" for none."""
+    if moment is None or moment == "":
+        return "-"
+    return format_rfc3339(moment) if isinstance(moment, datetime) else str(moment)
+
+
+def _state_class(state: str) -> str:
+    """The CSS class of a state as worker.rules.status names it: "replace now" ->
+    "state-replace-now"."""
+    return "state-" + state.replace(" ", "-")
+
+
+def _environment() -> Environment:
+    env = Environment(
         loader=PackageLoader("worker.ui", "templates"),
-        autoescape=select_autoescape(default=True, default_for_string=True),
+        autoescape=True,
         undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+    env.filters["when"] = _when
+    env.filters["state_class"] = _state_class
+    return env
 
 
-def page(request: Request, template: str, **context) -> HTMLResponse:
-    """`template` rendered with `context` and the viewer looking (request.state.viewer)."""
-    html = environment().get_template(template).render(viewer=request.state.viewer, **context)
-    return HTMLResponse(html)
+ENV = _environment()
+
+
+def root_of(request: Request) -> str:
+    """The path the pages are mounted at (Starlette's Mount sets it), for links."""
+    return request.scope.get("root_path") or DEFAULT_ROOT
+
+
+def render(template: str, **context: Any) -> str:
+    return ENV.get_template(template).render(**context)
+
+
+def page(
+    request: Request, template: str, *, status_code: int = 200, **context: Any
+) -> HTMLResponse:
+    """`template` rendered for `request`: the viewer's name (set by the access check) and the
+    pages' root path are in the context of every page."""
+    context.setdefault("section", "")
+    html = render(
+        template,
+        viewer=getattr(request.state, "viewer", None),
+        root=root_of(request),
+        **context,
+    )
+    return HTMLResponse(html, status_code=status_code)
+
+
+def unavailable(request: Request) -> HTMLResponse:
+    """The one-line page when Redis cannot be read (the access check's, and every page's)."""
+    return page(
+        request,
+        "error.html",
+        status_code=503,
+        title="Unavailable",
+        message="tokenwarden cannot reach Redis just now; try again in a moment.",
+    )

@@ -38,6 +38,7 @@ def ui_routes(app: App) -> list[BaseRoute]:
         exception_handlers={HTTPException: _http_error},
     )
     site.router.redirect_slashes = False  # as the intake's: no Location built from Host
+    site.state.app = app  # what the pages read (pages.app_of)
     return [
         Route("/ui", SecurityHeaders(RedirectResponse(HOME, 308))),
         Mount("/ui", app=SecurityHeaders(site)),

@@ -1,18 +1,18 @@
-"""`tokenwarden status`: the estate at a glance, most urgent first, with an exit code for
-monitoring. Pure: records in, rows and a verdict out."""
+"""The estate at a glance, most urgent first: `tokenwarden status` (with an exit code for
+monitoring) and the web pages (worker/ui/) show the same states. Pure: records in, rows and a
+verdict out. Here rather than in scheduler/ because worker/ never imports scheduler/."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from events import catalog
-from scheduler.thresholds import days_left
 from worker.apple.verdicts import standing
 from worker.config import DEFAULT_APPLE_CHECK_INTERVAL_S
-from worker.records import Replacement, Server, Token
+from worker.records import AppleState, Replacement, Server
 from worker.rules.policy import DEFAULT_POLICY, Policy
 from worker.timefmt import format_rfc3339
 
@@ -20,34 +20,58 @@ from worker.timefmt import format_rfc3339
 #: or must be replaced); something expired or no longer works.
 FINE, DUE, EXPIRED = 0, 1, 2
 
+#: Every state a row can be in, most urgent first (the pages colour each: worker/ui/).
+STATES = ("expired", "replace now", "no token", "replace", "due", "ok")
+
+
+def days_left(expires_at: datetime, now: datetime) -> int:
+    """Whole days until expiry, rounded down; 0 on the last day and after."""
+    return max(0, (expires_at - now) // timedelta(days=1))
+
+
+class CurrentToken(Protocol):
+    """What the status reads of a token: a worker.records.Token, or the summary the web pages
+    read of 10,000 at once (worker/store/page_reads.py)."""
+
+    @property
+    def expires_at(self) -> datetime: ...
+
+    @property
+    def downloaded_by(self) -> str: ...
+
+    @property
+    def apple(self) -> AppleState: ...
+
 
 @dataclass(frozen=True)
 class Row:
     severity: int
     server: Server
-    token: Token | None
+    token: CurrentToken | None
     replacement: Replacement | None
     now: datetime
     apple_interval_s: int = DEFAULT_APPLE_CHECK_INTERVAL_S
+
+    @property
+    def state(self) -> str:
+        """One of STATES."""
+        token = self.token
+        if token is None:
+            return "no token"
+        if token.expires_at <= self.now:
+            return "expired"
+        if self.severity == EXPIRED:
+            return "replace now"
+        if self.replacement:
+            return "replace"
+        return "due" if self.severity == DUE else "ok"
 
     def describe(self) -> dict[str, Any]:
         token, replacement = self.token, self.replacement
         return {
             "server": self.server.name,
             "org": self.server.org or None,
-            "state": (
-                "expired"
-                if token and token.expires_at <= self.now
-                else "no token"
-                if token is None
-                else "replace now"
-                if self.severity == EXPIRED
-                else "replace"
-                if replacement
-                else "due"
-                if self.severity == DUE
-                else "ok"
-            ),
+            "state": self.state,
             "expires_at": format_rfc3339(token.expires_at) if token else None,
             "days_left": days_left(token.expires_at, self.now) if token else None,
             "downloaded_by": token.downloaded_by if token else None,
@@ -76,7 +100,7 @@ class Row:
 
 def row_for(
     server: Server,
-    token: Token | None,
+    token: CurrentToken | None,
     replacement: Replacement | None,
     now: datetime,
     thresholds: Sequence[int],
@@ -90,7 +114,7 @@ def row_for(
 
 
 def severity_of(
-    token: Token | None,
+    token: CurrentToken | None,
     replacement: Replacement | None,
     now: datetime,
     thresholds: Sequence[int],
