@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import timedelta
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
 
@@ -19,17 +20,30 @@ from tests.helpers import (
     worker_threads,
 )
 from tests.tokenfiles import credentials, encrypt_to
+from worker.config_ui import UiSettings
 from worker.logs import configure_logging
 
 
 @pytest.fixture
 def settings(settings, apple):
-    """Apple's service is the fake, which hands out session tokens."""
-    return replace(settings, apple=replace(settings.apple, url=apple.url))
+    """Apple's service is the fake, which hands out session tokens; the web pages are on."""
+    return replace(settings, apple=replace(settings.apple, url=apple.url), ui=UiSettings(True))
+
+
+def _pages(intake, password, servers) -> bytes:
+    """Every page a viewer can open, with the certificates they download."""
+    with httpx.Client(base_url=intake) as web:
+        assert web.post("/ui/login", data={"name": "drill", "password": password}).is_redirect
+        paths = ["/ui/", "/ui/timeline", "/ui/activity", "/ui/?state=replace+now"]
+        for server in servers:
+            paths += [f"/ui/servers/{server.id}", f"/ui/servers/{server.id}/certificate.pem"]
+        answers = [web.get(path) for path in paths]
+    assert all(a.status_code == 200 for a in answers), [a.status_code for a in answers]
+    return b"".join(a.content for a in answers)
 
 
 def test_no_secret_anywhere_after_a_full_run_at_debug_level(
-    cli, app, redis_url, fixture_files, receiver, tmp_path, clock, apple
+    cli, app, redis_url, fixture_files, receiver, tmp_path, clock, apple, intake
 ):
     log = io.StringIO()
     configure_logging("debug", "json", stream=log)
@@ -85,6 +99,9 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
         apple.expire_sessions()
         run("tokens", "check", "Lab", "--json")
         run("tokens", "check", "Lab")
+        # Main's policy rotates its key with the password change below (a key staged by the
+        # worker, sealed like any other)
+        run("servers", "policy", "Main", "--rotate-key", "always", "--owner", "it@school.edu")
         with worker_threads(app) as worker:
             run("emit", "password-changed", "--user", "apple@school.edu")
             run("emit", "user-left", "--user", "lab@school.edu")
@@ -104,8 +121,13 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
             ("secrets", "status", "--json"),
             ("status", "--json"),
             ("scan", "--dry-run", "--json"),
+            ("tokens", "due", "--within", "400", "--json"),
+            ("tokens", "due", "--ical"),
+            ("servers", "policy", "Main", "--json"),
         ):
             run(*args)
+        # (the one other output allowed a secret: a viewer's password, once, at creation)
+        viewer_password = json.loads(cli("viewers", "add", "drill", "--json").stdout)["password"]
     finally:
         quiet_logging()
 
@@ -115,6 +137,7 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
     lab = app.store.servers_named("Lab")[0]
     lab_key = app.store.open_key_material(app.store.get_key(lab.current_key_id)).private_key
     staged = app.store.open_key_material(app.store.get_key(lab.staged_key_id)).private_key
+    rotated = app.store.open_key_material(app.store.get_key(server.staged_key_id)).private_key
     secrets = [
         *fixture_token.values(),
         *(made[f] for f in ("consumer_key", "consumer_secret", "access_token", "access_secret")),
@@ -124,7 +147,8 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
         app.settings.master_key,
     ]
     forms = private_key_forms((fixture_files / "server-key.pem").read_bytes())
-    for key in (lab_key, staged):  # the current key and the one `keys rotate` staged
+    # Lab's current key, the one `keys rotate` staged, and the one Main's policy staged
+    for key in (lab_key, staged, rotated):
         forms += private_key_forms(
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -137,7 +161,9 @@ def test_no_secret_anywhere_after_a_full_run_at_debug_level(
         "redis": every_redis_byte(redis_url),
         "webhooks": b"".join(r.body + json.dumps(r.headers).encode() for r in receiver.received),
         "cli": "".join(outputs).encode(),
+        "pages": _pages(intake, viewer_password, [server, lab]),
     }
+    secrets.append(viewer_password)
     assert len(log.getvalue().splitlines()) > 20, "the drill logged too little to mean much"
     assert len(receiver.received) >= 3
     assert len(apple.sessions_issued) >= 3, "the drill used too few Apple sessions"
