@@ -27,7 +27,13 @@ from worker.rules.decision import (
     Warned,
 )
 from worker.rules.facts import ScanFacts
-from worker.rules.renewal import expiry_certificate, open_renewal, renewal_due
+from worker.rules.renewal import (
+    expiry_certificate,
+    key_still_wanted,
+    open_renewal,
+    renewal_due,
+    rotate_open_renewal,
+)
 from worker.rules.replacement import Cause, ReplacementNeeded
 from worker.rules.replacing import replace_token
 from worker.timefmt import format_rfc3339
@@ -96,6 +102,8 @@ def decide_scan(
             state = replace_token(decision, state, need, server, now)
     if renewal_due(facts, now):
         open_renewal(decision, facts, state, now)
+    elif level != EXPIRED and key_still_wanted(facts, now):
+        rotate_open_renewal(decision, facts, state, now)
     return decision, warning
 
 

@@ -250,6 +250,8 @@ def serving(asgi_app, *, certfile=None, keyfile=None):
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=2,
+        # As `serve` runs it: forwarded headers are the app's to believe (worker/intake/peer.py)
+        proxy_headers=False,
         **tls,
     )
     server = uvicorn.Server(config)

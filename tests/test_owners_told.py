@@ -240,7 +240,9 @@ def test_an_event_whose_server_is_gone_names_nobody_whatever_it_held(
     assert inbox.messages == []
 
 
-def test_an_owner_removed_before_the_retry_is_sent_nothing(estate, notifications, inbox):
+def test_an_owner_handed_over_before_the_retry_is_still_told(estate, notifications, inbox):
+    """What happened while they owned the server is theirs to hear: a handover between the
+    dispatch and the retry must not lose the notice (nobody else was told it)."""
     # Given the SMTP server refuses the first message, to whichever owner it comes first
     inbox.refuse = 1
     password_changed(estate)
@@ -257,11 +259,20 @@ def test_an_owner_removed_before_the_retry_is_sent_nothing(estate, notifications
     set_policy(estate, org, PolicyLayer(owners=()), clear=False, now=LATER)
     delivering.now = LATER + timedelta(minutes=5)
     assert delivering.dispatcher.pump_due() == 1
-    # Then the retry sends nothing, and says why
-    assert delivering.outcomes[-1] == "cancelled"
-    assert len(inbox.messages) == 2 and inbox.to(kept) == []
-    cancelled = notifications.get_delivery(waiting.id)
-    assert cancelled.last_error == "the address is no longer an owner of the server"
+    # Then the retry still goes to them, once
+    assert delivering.outcomes[-1] == "delivered"
+    assert len(inbox.to(kept)) == 1
+
+
+def test_a_policy_change_tells_the_owners_before_and_after_it(estate, notifications, inbox):
+    lab = registry.resolve_server(estate, "Lab")
+    org = org_target([lab], "springfield")
+    # An organization's change names no server: its owners before and after are told
+    set_policy(estate, org, PolicyLayer(owners=("dave@school.example",)), clear=False, now=LATER)
+    delivering = Delivering(notifications, inbox.smtp)
+    delivering.dispatcher.dispatch_new(block_ms=1)
+    told = sorted(m["To"] for m in inbox.messages)
+    assert told == [CAROL, "dave@school.example"]
 
 
 def test_a_failed_owner_delivery_is_retried_by_hand(estate, notifications, inbox):

@@ -289,3 +289,18 @@ def test_a_policy_for_a_server_removed_meanwhile_is_not_found(store):
 def test_a_hand_edited_renew_before_out_of_range_is_ignored(stored):
     layer = PolicyLayer.from_fields({"p_renew": stored, "p_rotate": "sometimes"})
     assert layer == PolicyLayer()
+
+
+def test_rotation_turned_on_after_the_renewal_opened_still_stages_the_key(store):
+    server, token = _server_with_token(store)
+    scanner = Scanner(store, DEFAULT_THRESHOLDS)
+    scanner.scan(token.expires_at - timedelta(days=29))  # the renewal opens, the key kept
+    assert store.events.replacement(token.id).status == "open"
+    _set(store, registry.resolve_server(store, "Lab"), rotate_key="always")
+    scanner.scan(token.expires_at - timedelta(days=28))  # the change brought its check forward
+    staged = registry.resolve_server(store, "Lab").staged_key_id
+    assert staged
+    reasons = [r["type"] for r in store.events.replacement(token.id).reasons]
+    assert reasons == [catalog.SCHEDULED_RENEWAL, catalog.KEY_REGENERATED]
+    notices = _sent(store, catalog.REPLACEMENT_REQUIRED)
+    assert notices[-1]["data"]["certificate"] == store.get_key(staged).cert_pem

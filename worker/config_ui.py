@@ -51,6 +51,11 @@ def read_ui(env: Environment, trusted_proxies: tuple[str, ...]) -> UiSettings:
                 f"TOKENWARDEN_UI_TRUSTED_USER_HEADER {header!r} is not a header that can name "
                 "the user: give the one the SSO proxy sets, e.g. X-Forwarded-Email"
             )
+        if "*" in trusted_proxies:
+            raise ConfigError(
+                "TOKENWARDEN_UI_TRUSTED_USER_HEADER with TOKENWARDEN_HTTP_TRUSTED_PROXIES=* "
+                "would let any client name its own user: name the SSO proxy's address instead"
+            )
         if not trusted_proxies:
             raise ConfigError(
                 "TOKENWARDEN_UI_TRUSTED_USER_HEADER is believed only from the proxies in "

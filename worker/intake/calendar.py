@@ -11,10 +11,12 @@ intake has no access log, and its lines name the path alone.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
+import time
 
 import redis
 import structlog
@@ -57,8 +59,11 @@ def _feed(intake: Intake):
         org = request.query_params.get(ORG_PARAMETER) or None
         app = intake.app
         try:
-            body = await run_in_threadpool(
-                renewal_feed, app.store, app.listings, intake.now(), org=org
+            body = await made.get(
+                org,
+                lambda: run_in_threadpool(
+                    renewal_feed, app.store, app.listings, intake.now(), org=org
+                ),
             )
         except NotFound as exc:
             return JSONResponse({"error": str(exc)}, status_code=404)
@@ -67,17 +72,49 @@ def _feed(intake: Intake):
         except redis.RedisError as exc:
             log.warning("calendar_unavailable", error=type(exc).__name__)
             return PlainTextResponse("redis unreachable\n", status_code=503)
+        tag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+        headers = {"Cache-Control": "private, no-store", "ETag": tag}
+        if request.headers.get("if-none-match") == tag:  # the subscriber has it already
+            return Response(status_code=304, headers=headers)
         log.info("calendar_served", org=org, events=body.count(b"BEGIN:VEVENT"))
-        return Response(
-            body,
-            media_type=MEDIA_TYPE,
-            headers={
-                "Cache-Control": "private, no-store",
-                "Content-Disposition": 'inline; filename="renewals.ics"',
-            },
-        )
+        headers["Content-Disposition"] = 'inline; filename="renewals.ics"'
+        return Response(body, media_type=MEDIA_TYPE, headers=headers)
 
+    made = FeedCache(FEED_KEPT_S)
     return feed
+
+
+#: How long one rendering of the feed answers the subscribers (calendar apps poll it hourly or
+#: so, each on its own clock: a large estate is read and drawn once per this, not per poll).
+FEED_KEPT_S = 300.0
+
+#: Feeds kept at most (one per organization asked for, and the whole estate's).
+FEEDS_KEPT = 64
+
+
+class FeedCache:
+    """Renderings of the feed by organization, each answering for `kept_s`; one rendering at
+    a time per organization (the others wait for it rather than render it again)."""
+
+    def __init__(self, kept_s: float):
+        self._kept_s = kept_s
+        self._made: dict[str | None, tuple[float, bytes]] = {}
+        self._locks: dict[str | None, asyncio.Lock] = {}
+
+    async def get(self, org: str | None, make) -> bytes:
+        key = org.casefold() if org else None
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            found = self._made.get(key)
+            if found is not None and time.monotonic() - found[0] < self._kept_s:
+                return found[1]
+            body = await make()
+            if len(self._made) >= FEEDS_KEPT:
+                self._made.pop(next(iter(self._made)))
+            self._made[key] = (time.monotonic(), body)
+            if len(self._locks) > FEEDS_KEPT:
+                self._locks = {k: v for k, v in self._locks.items() if k in self._made}
+            return body
 
 
 def presented(request: Request) -> list[str]:

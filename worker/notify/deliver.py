@@ -12,7 +12,7 @@ import structlog
 
 from worker.config import NotifySettings
 from worker.notify.email import compose, send_email
-from worker.notify.owners import is_owner, owner_named, owner_subscription, server_of
+from worker.notify.owners import is_owner, owner_named, owner_subscription
 from worker.notify.records import CANCELLED, DELIVERED, FAILED, Delivery
 from worker.notify.schedule import next_attempt_at
 from worker.notify.store import NotificationStore
@@ -23,6 +23,10 @@ log = structlog.get_logger(__name__)
 
 #: Extra time, beyond the send timeout, that an attempt keeps its delivery leased, in seconds.
 LEASE_MARGIN_S = 10
+
+#: The most round trips an e-mail attempt makes (connect, EHLO, STARTTLS, EHLO, AUTH, MAIL,
+#: RCPT, DATA, the message, QUIT), each allowed the timeout.
+SMTP_ROUND_TRIPS = 10
 
 
 class Deliverer:
@@ -42,7 +46,10 @@ class Deliverer:
         """Try one delivery once; returns the outcome recorded, or None when there was nothing
         to do (finished, or the lease is someone else's: a duplicate or late message)."""
         now = self._clock()
-        lease_ms = int((self._settings.webhook_timeout_s + LEASE_MARGIN_S) * 1000)
+        # An SMTP session is several round trips, each with the timeout (a webhook has one
+        # deadline in all): the lease outlasts the longest, so no other worker sends it again.
+        lease_s = self._settings.webhook_timeout_s * SMTP_ROUND_TRIPS + LEASE_MARGIN_S
+        lease_ms = int(lease_s * 1000)
         made = self._store.begin_attempt(delivery_id, lease, now, lease_ms)
         delivery = self._store.get_delivery(delivery_id) if made is not None else None
         if delivery is None:
@@ -70,17 +77,15 @@ class Deliverer:
 
     def _subscription_of(self, delivery: Delivery) -> tuple[Subscription | None, str]:
         """The delivery's subscription, or None and why there is none. An owner's (synthetic)
-        is made from the address the server's policy names now, never from what is stored."""
+        goes to the address the server's policy named when the event was dispatched (kept in
+        the delivery, and checked against its id): the owner then is told, even if the
+        policy changed before the attempt, so a handover loses no notice."""
         if not is_owner(delivery.subscription_id):
             found = self._store.get_subscription(delivery.subscription_id)
             return found, "" if found else "the subscription was removed"
-        if not delivery.event:
-            return None, "the stored event body is missing"
-        server_id = server_of(json.loads(delivery.event))
-        owners = self._store.owners_for([server_id]).get(server_id, ()) if server_id else ()
-        address = owner_named(owners, delivery.subscription_id)
+        address = owner_named((delivery.owner,), delivery.subscription_id)
         if address is None:
-            return None, "the address is no longer an owner of the server"
+            return None, "the owner's address is missing from the delivery"
         return owner_subscription(address, delivery.event_type, delivery.created_at), ""
 
     def _send(self, subscription: Subscription, delivery: Delivery, now: datetime) -> AttemptResult:

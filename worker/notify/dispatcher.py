@@ -36,7 +36,7 @@ import structlog
 
 from worker.errors import TokenwardenError
 from worker.notify.deliver import Deliverer
-from worker.notify.owners import owner_subscriptions, server_of, with_owners
+from worker.notify.owners import OWNERS_FIELD, owner_subscriptions, server_of, with_owners
 from worker.notify.records import OutboxEntry
 from worker.notify.store import NotificationStore
 from worker.notify.subscriptions import Subscription
@@ -176,7 +176,7 @@ class Dispatcher:
                 log.error("outbox_entry_unreadable", entry=entry.entry_id)
                 continue
             event = with_owners(entry.event, owners)
-            created += self._dispatch(event, self._recipients(event, subscriptions, owners))
+            created += self._dispatch(event, self._recipients(event, subscriptions))
         # Acknowledged only once its deliveries exist: a crash before this leaves the entry
         # pending, and the sweeper (here or elsewhere) dispatches it again, idempotently.
         self._store.ack_outbox([entry.entry_id for entry in entries])
@@ -188,17 +188,15 @@ class Dispatcher:
         return self._store.owners_for(servers) if servers else {}
 
     def _recipients(
-        self,
-        event: dict[str, Any],
-        subscriptions: list[Subscription],
-        owners: dict[str, tuple[str, ...]],
+        self, event: dict[str, Any], subscriptions: list[Subscription]
     ) -> list[Subscription]:
-        """The subscriptions that want the event, then its server's owners (by e-mail, when
-        SMTP is set), but not an owner the event reaches by their own e-mail subscription."""
+        """The subscriptions that want the event, then the owners it names (stamped by
+        with_owners; by e-mail, when SMTP is set), but not an owner the event reaches by their
+        own e-mail subscription."""
         wanted = [s for s in subscriptions if s.wants(event)]
-        server = server_of(event)
-        if self._mail_owners and server in owners:
-            wanted += owner_subscriptions(event, owners[server], subscriptions, self._clock())
+        named = (event.get("data") or {}).get(OWNERS_FIELD) or []
+        if self._mail_owners and named:
+            wanted += owner_subscriptions(event, named, subscriptions, self._clock())
         return wanted
 
     def _dispatch(self, event: dict[str, Any], wanted: list[Subscription]) -> int:

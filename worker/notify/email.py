@@ -231,12 +231,15 @@ def _file_stem(server: str) -> str:
 def send_email(smtp: SmtpSettings, message: EmailMessage, timeout_s: float) -> AttemptResult:
     started = time.perf_counter()
     try:
-        with smtplib.SMTP(smtp.host, smtp.port, timeout=timeout_s) as connection:
+        connection = smtplib.SMTP(smtp.host, smtp.port, timeout=timeout_s)
+        try:
             if smtp.starttls:
                 connection.starttls()
             if smtp.username and smtp.password:
                 connection.login(smtp.username, smtp.password)
             connection.send_message(message)
+        finally:
+            _close(connection)
     except smtplib.SMTPResponseException as exc:
         return AttemptResult(
             False, str(exc.smtp_code), f"SMTP refused: {exc.smtp_code}", _since(started)
@@ -246,6 +249,15 @@ def send_email(smtp: SmtpSettings, message: EmailMessage, timeout_s: float) -> A
             False, "error", f"{type(exc).__name__}: {str(exc)[:200]}", _since(started)
         )
     return AttemptResult(True, "250", "", _since(started))
+
+
+def _close(connection: smtplib.SMTP) -> None:
+    """QUIT, and close whatever it answers: once the message is accepted, a server that
+    answers QUIT oddly must not make it a failed attempt (it would be sent again)."""
+    try:
+        connection.quit()
+    except (OSError, smtplib.SMTPException):
+        connection.close()
 
 
 def _since(started: float) -> float:

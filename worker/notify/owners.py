@@ -7,9 +7,12 @@ An owner is not a stored subscription. Its deliveries go to a synthetic one,
 `own_<sha256 of the case-folded address, 16 hex digits>`, so the same event for the same owner
 is always the same delivery (a re-dispatch after a crash sends nothing twice), and the
 subscription's attempt slots, parked queue and retries work as for any other. The address is
-kept in the delivery for `deliveries list`, but an attempt sends only to the address the policy
-names at that moment: an address comes from nowhere else (never from an event), and an owner
-removed meanwhile is sent nothing.
+the one the policy named when the event was dispatched, kept in the delivery (never taken from
+an event): an owner handed over meanwhile is still told what happened while they owned it.
+
+A policy change tells the owners before and after it: those the changed layer named before,
+and those it names now (an organization's or the global change too, which is about no single
+server).
 
 Pure: no I/O.
 """
@@ -21,6 +24,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from events.catalog import POLICY_CHANGED
 from worker.notify.subscriptions import EMAIL, Subscription
 
 OWNER_PREFIX = "own_"
@@ -59,8 +63,29 @@ def with_owners(
     the event as it is when it is not about a server."""
     if not about_a_server(event):
         return event
-    owners = owners_by_server.get(server_of(event) or "", ())
-    return {**event, "data": {**event["data"], OWNERS_FIELD: list(owners)}}
+    owners = list(owners_by_server.get(server_of(event) or "", ()))
+    if event.get("type") == POLICY_CHANGED:
+        owners = _merged(owners, *_layer_owners(event["data"]))
+    return {**event, "data": {**event["data"], OWNERS_FIELD: owners}}
+
+
+def _layer_owners(data: Mapping[str, Any]) -> list[list[str]]:
+    """The owners the changed layer named before and names now."""
+    found = []
+    for side in ("previous", "policy"):
+        layer = data.get(side)
+        named = layer.get("owners") if isinstance(layer, Mapping) else None
+        if isinstance(named, list):
+            found.append([a for a in named if isinstance(a, str)])
+    return found
+
+
+def _merged(*lists: list[str]) -> list[str]:
+    """The addresses once each (compared ignoring case), in order."""
+    seen: dict[str, str] = {}
+    for address in (a for addresses in lists for a in addresses):
+        seen.setdefault(address.casefold(), address)
+    return list(seen.values())
 
 
 def owner_subscriptions(

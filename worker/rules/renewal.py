@@ -134,3 +134,37 @@ def open_renewal(
             {"server": server.name, "org": server.org or None, "token_id": token.id, **renewal},
         )
     return after
+
+
+def key_still_wanted(facts: ScanFacts, now: datetime) -> bool:
+    """A renewal opened before its policy turned to rotating keys: it still gets its key
+    (until expiry, when expiry_certificate takes over)."""
+    token, server, state = facts.token, facts.server, facts.replacement
+    return (
+        token.renewal_opened is not None
+        and server is not None
+        and not server.staged_key_id
+        and facts.policy.rotates_key
+        and state.is_open
+        and now < token.expires_at
+    )
+
+
+def rotate_open_renewal(
+    decision: Decision, facts: ScanFacts, state: ReplacementFacts, now: datetime
+) -> ReplacementFacts:
+    """Stage the key the policy now wants for an open renewal, and tell it: a key change
+    with the certificate to upload (soon: the token works, but is tied to the old key)."""
+    token, server = facts.token, facts.server
+    assert server is not None
+    ready, certificate = rotation_certificate(decision, server, None, facts.key_offer)
+    if not ready:
+        decision.next_checks[:] = [NextCheck(token.id, now + KEY_WAIT)]
+        return state
+    cause = Cause(
+        type=catalog.KEY_REGENERATED,
+        id=stable_id(catalog.KEY_REGENERATED, "policy", token.id),
+        source=catalog.SOURCE_SCHEDULER,
+        time=now,
+    )
+    return replace_token(decision, state, ReplacementNeeded(token, cause, certificate), server, now)

@@ -5,6 +5,7 @@ name, each living one window)."""
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -62,6 +63,18 @@ class ViewerStore:
         data = self._redis.hgetall(k.viewer(name))
         return Viewer.from_hash(data) if data else None
 
+    def renew_generation(self, name: str, generation: str) -> None:
+        """A new generation for the viewer (their cookies signed before are refused), only if
+        it is still the one read (a viewer removed or made again is left alone)."""
+
+        def write(pipe: redis.client.Pipeline) -> None:
+            if pipe.hget(k.viewer(name), "generation") != generation:
+                return
+            pipe.multi()
+            pipe.hset(k.viewer(name), "generation", secrets.token_hex(8))
+
+        self._redis.transaction(write, k.viewer(name))
+
     def generation(self, name: str) -> str | None:
         """The viewer's generation (None: no such viewer), in one small read."""
         return self._redis.hget(k.viewer(name), "generation")
@@ -117,34 +130,34 @@ class LoginThrottle:
             k.login_failures("name", _digest(name)),
         )
 
-    def wait_s(self, address: str, name: str) -> int | None:
-        """Seconds until a login may be tried again from `address` for `name`; None: now."""
+    def attempt(self, address: str, name: str) -> int | None:
+        """Count a login attempt before its password is checked (so attempts made at once are
+        all counted), and say how long to wait when it is one too many (None: check it)."""
         keys = self._keys(address, name)
-        pipe = self._redis.pipeline(transaction=False)
+        pipe = self._redis.pipeline()
         for key in keys:
-            pipe.get(key)
+            pipe.set(key, 0, ex=self.limits.window_s, nx=True)
+            pipe.incr(key)
             pipe.ttl(key)
-        by_address, address_ttl, by_name, name_ttl = pipe.execute()
+        _, by_address, address_ttl, _, by_name, name_ttl = pipe.execute()
         waits = [
             max(ttl, 1)
             for count, ttl, limit in (
                 (by_address, address_ttl, self.limits.per_address),
                 (by_name, name_ttl, self.limits.per_name),
             )
-            if int(count or 0) >= limit
+            if count > limit
         ]
         return max(waits) if waits else None
 
-    def failed(self, address: str, name: str) -> None:
+    def succeeded(self, address: str, name: str) -> None:
+        """The name's attempts are forgotten, and this one is taken back from the address's
+        count (the rest stay: it may be guessing others)."""
+        by_address, by_name = self._keys(address, name)
         pipe = self._redis.pipeline()
-        for key in self._keys(address, name):
-            pipe.set(key, 0, ex=self.limits.window_s, nx=True)
-            pipe.incr(key)
+        pipe.delete(by_name)
+        pipe.decr(by_address)
         pipe.execute()
-
-    def succeeded(self, name: str) -> None:
-        """The name's failures are forgotten (the address's stay: it may be guessing others)."""
-        self._redis.delete(k.login_failures("name", _digest(name)))
 
 
 def _digest(text: str) -> str:

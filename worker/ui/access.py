@@ -14,12 +14,12 @@ off the event loop, a few at a time (each Argon2id check takes 64 MiB).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
 import ipaddress
-import threading
 from collections.abc import Awaitable, Callable
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
 import structlog
@@ -68,7 +68,7 @@ class Access:
         self.settings = app.settings.ui
         self.proxies = TrustedProxies(app.settings.http.trusted_proxies)
         self.throttle = LoginThrottle(app.redis, LOGIN_LIMITS)
-        self._checking = threading.BoundedSemaphore(CHECKS_AT_ONCE)
+        self._checking = asyncio.Semaphore(CHECKS_AT_ONCE)
         self._derived: tuple[tuple[str, ...], list[bytes]] = ((), [])
 
     def required(self, handler: Handler) -> Handler:
@@ -135,27 +135,38 @@ class Access:
         if request.url.scheme != "https" and not is_loopback(_client(request)):
             return _form_page(request, target, typed, _NEEDS_HTTPS, 400)
         address, name_key = _address_key(_client(request)), typed.strip().lower()
-        wait = await run_in_threadpool(self.throttle.wait_s, address, name_key)
+        try:
+            return await self._log_in(request, typed, password, target, (address, name_key))
+        except (redis.RedisError, StoreUnavailable) as exc:
+            log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
+            request.state.viewer = None
+            return unavailable(request)
+
+    async def _log_in(
+        self, request: Request, typed: str, password: str, target: str, keys: tuple[str, str]
+    ) -> Response:
+        """The attempt is counted first, then the password checked (at most CHECKS_AT_ONCE
+        at a time, waiting off the thread pool the intake shares)."""
+        wait = await run_in_threadpool(self.throttle.attempt, *keys)
         if wait is not None:
             log.info("ui_login_throttled", client=_client(request), wait_s=wait)
             minutes = -(-wait // 60)
             response = _form_page(request, target, typed, _TOO_MANY.format(minutes), 429)
             response.headers["Retry-After"] = str(wait)
             return response
-        viewer = await run_in_threadpool(self._check, usable_name(typed), password)
+        async with self._checking:
+            viewer = await run_in_threadpool(self._check, usable_name(typed), password)
         if viewer is None:
-            await run_in_threadpool(self.throttle.failed, address, name_key)
             log.info("ui_login_refused", client=_client(request))
             return _form_page(request, target, typed, WRONG, 401)
-        await run_in_threadpool(self.throttle.succeeded, name_key)
+        await run_in_threadpool(self.throttle.succeeded, *keys)
         log.info("ui_login", viewer=viewer.name, client=_client(request))
         response = RedirectResponse(target, 303)
         await run_in_threadpool(self._give_cookie, response, request, viewer)
         return response
 
     def _check(self, name: str | None, password: str) -> Viewer | None:
-        with self._checking:
-            return check_password(self.app.viewers, name, password)
+        return check_password(self.app.viewers, name, password)
 
     def _give_cookie(self, response: Response, request: Request, viewer: Viewer) -> None:
         lifetime = self.settings.session_lifetime_s
@@ -166,9 +177,23 @@ class Access:
     async def logout(self, request: Request) -> Response:
         if _cross_site(request):
             return _refused(request, 403, "A form from another site cannot log out here.")
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            try:  # every session of the viewer ends: a copied cookie is refused too
+                await run_in_threadpool(self._end_sessions, cookie)
+            except (redis.RedisError, StoreUnavailable) as exc:
+                log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
+                request.state.viewer = None
+                return unavailable(request)
         response = RedirectResponse(LOGIN, 303)
         response.delete_cookie(COOKIE, **_flags(request))
         return response
+
+    def _end_sessions(self, cookie: str) -> None:
+        found = session.read(cookie, self._keys(), self.app.now())
+        if found is not None:
+            self.app.viewers.renew_generation(found.viewer, found.generation)
+            log.info("ui_logout", viewer=found.viewer)
 
 
 _NEEDS_HTTPS = (
@@ -211,6 +236,8 @@ def _address_key(host: str) -> str:
         address = ipaddress.ip_address(host)
     except ValueError:
         return host
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)  # an IPv4 client, as a dual-stack proxy names it
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)
@@ -246,7 +273,11 @@ def safe_next(value: str | None) -> str:
     if "\\" in value or any(ch < " " or ch == "\x7f" for ch in value):
         return HOME
     parts = urlsplit(value)
-    return HOME if parts.scheme or parts.netloc else value
+    if parts.scheme or parts.netloc or "//" in parts.path:
+        return HOME
+    # No dot segments: a browser would resolve /ui/../x outside /ui/.
+    segments = unquote(parts.path).split("/")
+    return HOME if any(s in (".", "..") for s in segments) else value
 
 
 def _header_user(value: str) -> str | None:
