@@ -292,7 +292,7 @@ def test_a_hand_edited_renew_before_out_of_range_is_ignored(stored):
 
 
 def test_rotation_turned_on_after_the_renewal_opened_still_stages_the_key(store):
-    server, token = _server_with_token(store)
+    _, token = _server_with_token(store)
     scanner = Scanner(store, DEFAULT_THRESHOLDS)
     scanner.scan(token.expires_at - timedelta(days=29))  # the renewal opens, the key kept
     assert store.events.replacement(token.id).status == "open"

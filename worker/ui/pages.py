@@ -9,6 +9,7 @@ Starlette application's state, where every request finds it.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -51,10 +52,16 @@ def routes(access: Access) -> list[Route]:
         ("/servers/{server_id}", server, "server"),
         ("/servers/{server_id}/certificate.pem", certificate, "certificate"),
     ]
+    building = asyncio.Semaphore(BUILDS_AT_ONCE)
     return [
-        Route(path, access.required(off_the_loop(build)), methods=["GET"], name=name)
+        Route(path, access.required(off_the_loop(build, building)), methods=["GET"], name=name)
         for path, build, name in pages
     ]
+
+
+#: Pages built at once per serve process: a page reads the estate, so a crowd of viewers
+#: queues here instead of filling the thread pool the intake's sources share.
+BUILDS_AT_ONCE = 2
 
 
 def app_of(request: Request) -> App:
@@ -62,13 +69,15 @@ def app_of(request: Request) -> App:
     return request.app.state.app
 
 
-def off_the_loop(build: Build) -> Handler:
+def off_the_loop(build: Build, building: asyncio.Semaphore) -> Handler:
     """A handler running `build(request, app)` (the reads, the view, the HTML) in the thread
-    pool, off the event loop; Redis unreachable: a 503 page of one line."""
+    pool, off the event loop, BUILDS_AT_ONCE at a time; Redis unreachable: a 503 page of one
+    line."""
 
     async def handler(request: Request) -> Response:
         try:
-            return await run_in_threadpool(build, request, app_of(request))
+            async with building:
+                return await run_in_threadpool(build, request, app_of(request))
         except redis.RedisError as exc:
             log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
             return unavailable(request)
