@@ -1,35 +1,14 @@
 """E-mail to the people who must act, through a real SMTP server started in the test."""
 
-import email
-import email.policy
 import json
 import socket
-import time
 from dataclasses import replace
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from tests.helpers import DOWNLOADED, emit, install, wait_until
+from tests.smtp_inbox import running_inbox
 from worker.config import NotifySettings, SmtpSettings
-
-
-class Inbox:
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-    def wait_for(self, count, timeout=20.0):
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count:
-            assert time.monotonic() < deadline, f"{len(self.messages)} messages arrived"
-            time.sleep(0.02)
-        return self.messages
 
 
 def free_port() -> int:
@@ -40,25 +19,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def inbox(app):
-    box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    app.settings = replace(
-        app.settings,
-        notify=NotifySettings(
-            webhook_timeout_s=5,
-            retry_schedule_s=(1, 1),
-            retry_jitter=0,
-            smtp=SmtpSettings(
-                host="127.0.0.1",
-                port=controller.port,
-                starttls=False,
-                sender="tokenwarden@school.example",
+    with running_inbox() as box:
+        app.settings = replace(
+            app.settings,
+            notify=NotifySettings(
+                webhook_timeout_s=5, retry_schedule_s=(1, 1), retry_jitter=0, smtp=box.smtp
             ),
-        ),
-    )
-    yield box
-    controller.stop()
+        )
+        yield box
 
 
 def test_a_key_change_mails_the_steps_and_the_certificate_to_upload(

@@ -6,21 +6,18 @@ SMTP server (aiosmtpd)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import socket
 from datetime import timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from events import catalog
 from events.cloudevent import new_event
 from scheduler.scan import Scanner
 from tests.helpers import FIXTURE_NOW, install_on
+from tests.smtp_inbox import running_inbox
 from worker import registry
-from worker.config import NotifySettings, SmtpSettings
+from worker.config import NotifySettings
 from worker.handling import EventHandler
 from worker.notify.deliver import Deliverer
 from worker.notify.dispatcher import Dispatcher, SubscriptionSlots
@@ -38,37 +35,10 @@ USER = "teacher@school.example"
 ALICE, BOB, CAROL = "Alice@School.example", "bob@school.example", "carol@school.example"
 
 
-class Inbox:
-    """What a real SMTP server received; refuses the next `refuse` messages with a 451."""
-
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-        self.refuse = 0
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.refuse:
-            self.refuse -= 1
-            return "451 4.3.0 try again later"
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-    def to(self, address: str) -> list[email.message.EmailMessage]:
-        return [m for m in self.messages if m["To"] == address]
-
-
 @pytest.fixture
 def inbox():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    box.smtp = SmtpSettings(host="127.0.0.1", port=port, starttls=False, sender="tw@school.example")
-    yield box
-    controller.stop()
+    with running_inbox("tw@school.example") as box:
+        yield box
 
 
 class Delivering:

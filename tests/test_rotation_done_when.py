@@ -8,53 +8,31 @@ server with the right dates."""
 
 from __future__ import annotations
 
-import email
-import email.policy
 import json
-import socket
 from dataclasses import replace
 from datetime import timedelta
 
 import icalendar
 import pytest
-from aiosmtpd.controller import Controller
 
 from events import catalog
 from tests.helpers import install, wait_until
-from worker.config import NotifySettings, SmtpSettings
+from tests.smtp_inbox import running_inbox
+from worker.config import NotifySettings
 from worker.store import keys as k
 
 OWNER = "lab-owner@school.example"
 
 
-class Inbox:
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)
-        )
-        return "250 OK"
-
-
 @pytest.fixture
 def inbox():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    box = Inbox()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    box.port = port
-    yield box
-    controller.stop()
+    with running_inbox("tw@x.example") as box:
+        yield box
 
 
 @pytest.fixture
 def settings(settings, inbox):
-    smtp = SmtpSettings(host="127.0.0.1", port=inbox.port, starttls=False, sender="tw@x.example")
-    return replace(settings, notify=NotifySettings(smtp=smtp, retry_schedule_s=(1,)))
+    return replace(settings, notify=NotifySettings(smtp=inbox.smtp, retry_schedule_s=(1,)))
 
 
 def _show(cli, name):
