@@ -46,15 +46,24 @@ class Deliverer:
         """Try one delivery once; returns the outcome recorded, or None when there was nothing
         to do (finished, or the lease is someone else's: a duplicate or late message)."""
         now = self._clock()
-        # An SMTP session is several round trips, each with the timeout (a webhook has one
-        # deadline in all): the lease outlasts the longest, so no other worker sends it again.
-        lease_s = self._settings.webhook_timeout_s * SMTP_ROUND_TRIPS + LEASE_MARGIN_S
-        lease_ms = int(lease_s * 1000)
-        made = self._store.begin_attempt(delivery_id, lease, now, lease_ms)
+        timeout_s = self._settings.webhook_timeout_s
+        made = self._store.begin_attempt(
+            delivery_id, lease, now, int((timeout_s + LEASE_MARGIN_S) * 1000)
+        )
         delivery = self._store.get_delivery(delivery_id) if made is not None else None
         if delivery is None:
             return None
         subscription, gone = self._subscription_of(delivery)
+        if subscription is not None and subscription.kind == EMAIL:
+            # An SMTP session is several round trips, each allowed the timeout (a webhook has
+            # one deadline in all): its lease outlasts the longest, so no other worker sends
+            # it again meanwhile. (A webhook's stays short: one cut off is retried soon.)
+            email_lease_s = timeout_s * SMTP_ROUND_TRIPS + LEASE_MARGIN_S
+            if (
+                self._store.begin_attempt(delivery_id, lease, now, int(email_lease_s * 1000))
+                is None
+            ):
+                return None
         if subscription is None or subscription.status != ACTIVE:
             reason = gone or f"the subscription is disabled ({subscription.disabled_reason})"
             result = AttemptResult(False, "cancelled", reason, 0.0)
