@@ -1,13 +1,13 @@
 # Two commands for a new user: `make run` and `make test`. Each sets up what it needs on a
 # fresh Debian machine (a .venv with tokenwarden installed editable, Debian's redis-server,
-# redis-sentinel and prometheus for promtool).
+# redis-sentinel and prometheus for promtool; for `make test`, chromium too).
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup debian-packages run test bench lint lock redis-stop clean help
+.PHONY: setup debian-packages browser run test bench lint lock redis-stop clean help
 
 help:
 	@echo "make run    set up, start a local Redis (AOF under var/redis/) and tokenwarden"
@@ -36,10 +36,14 @@ lock:
 debian-packages:
 	@deploy/local/ensure-debian-packages.sh
 
+# Debian's chromium, for the web page's browser tests only.
+browser:
+	@deploy/local/ensure-debian-packages.sh --browser
+
 run: setup
 	@deploy/local/run.sh
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -45,6 +45,8 @@ class InstallResult:
     #: Types of the causes, already seen, that doom this token from the start.
     doomed_by: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    #: The server's policy rotates keys and the token is for the old key (a key is staged).
+    rotation_pending: bool = False
 
 
 def download_time_from_file_name(file_name: str) -> datetime | None:
@@ -104,7 +106,7 @@ def install_token(
             )
         except ConcurrentChange:
             continue
-        return replace(result, warnings=_warnings(store, source, result, asked.warning, warning))
+        return replace(result, warnings=_warnings(source, result, asked.warning, warning))
     raise ConcurrentChange(
         f"server {server_name!r} kept changing while the token was being installed; try again"
     )
@@ -264,6 +266,7 @@ def _store_token(
         promoted_key=store.get_key(promote) if promote else None,
         superseded=installed,
         doomed_by=tuple(d.cause_type for d in decision.doomed),
+        rotation_pending=pending,
     )
 
 
@@ -292,19 +295,17 @@ def _refuse_retired_key(store: Store, server: Server, envelope, source: str) -> 
             )
 
 
-def _warnings(store: Store, source: str, result: InstallResult, *more: str | None) -> tuple:
-    found = (*_file_name_warnings(source, result.server), *more, _old_key(store, result))
+def _warnings(source: str, result: InstallResult, *more: str | None) -> tuple:
+    found = (*_file_name_warnings(source, result.server), *more, _old_key(result))
     return tuple(w for w in found if w)
 
 
-def _old_key(store: Store, result: InstallResult) -> str | None:
+def _old_key(result: InstallResult) -> str | None:
     """A server whose policy rotates keys, renewed with a token for the old key (the staged
     certificate was not uploaded first): the token works, but the key was not rotated."""
+    if not result.rotation_pending:
+        return None
     server = result.server
-    if result.promoted_key is not None or not server.staged_key_id:
-        return None
-    if not store.policies.effective_for([server])[server.id].rotates_key:
-        return None
     return (
         "its rotation policy rotates the key, but this token is encrypted to the old key, so "
         "its replacement is open: upload the staged certificate (`tokenwarden keys export "

@@ -1,15 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages tokenwarden's setup needs, when missing: redis-server (the local
-# Redis and the tests'), redis-sentinel (the Sentinel failover drill), prometheus (its
-# promtool checks the alert rules) and chromium (the web page's end-to-end tests drive it
-# headless). Installs only: a service the packages would start is not
+# Redis and the tests'), redis-sentinel (the Sentinel failover drill) and prometheus (its
+# promtool checks the alert rules); with --browser also chromium (the web page's end-to-end
+# tests drive it headless: `make test` asks for it, `make run` does not). Installs only: a service the packages would start is not
 # started (the tests start what they need on free ports). Needs root (or passwordless sudo).
 set -euo pipefail
 # command the package provides -> the package
-declare -A wanted=(
-  [redis-server]=redis-server [redis-sentinel]=redis-sentinel [promtool]=prometheus
-  [chromium]=chromium
-)
+declare -A wanted=([redis-server]=redis-server [redis-sentinel]=redis-sentinel [promtool]=prometheus)
+[ "${1:-}" = "--browser" ] && wanted[chromium]=chromium
 missing=()
 for command in "${!wanted[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${wanted[$command]}")

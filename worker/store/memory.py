@@ -23,6 +23,7 @@ from worker.names import name_key, user_key
 from worker.records import KeyPair, Server, Token, to_ms
 from worker.rules.decision import Decision
 from worker.rules.facts import NO_REPLACEMENT, EventFacts, InstallFacts, ScanFacts
+from worker.rules.policy import SERVER, scope_of
 from worker.store import keys as k
 from worker.store.facts import scan_facts_of
 from worker.store.memory_apple import MemoryAppleChecks
@@ -113,7 +114,7 @@ class InMemoryStore:
                 state.sealed_keys.pop(pair.id, None)
             state.servers.pop(server.id, None)
             state.server_causes.pop(server.id, None)
-            state.policies.pop(f"server:{server.id}", None)  # its layer goes with it
+            state.policies.pop(scope_of(SERVER, server.id), None)  # its layer goes with it
 
     # ---- key pairs -------------------------------------------------------------------------
 

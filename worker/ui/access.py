@@ -80,9 +80,7 @@ class Access:
             try:
                 viewer = await self.viewer(request)
             except (redis.RedisError, StoreUnavailable) as exc:
-                log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
-                request.state.viewer = None
-                return unavailable(request)
+                return unavailable(request, exc)
             if viewer is None:
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"{LOGIN}?next={quote(target, safe='/')}", 303)
@@ -138,9 +136,7 @@ class Access:
         try:
             return await self._log_in(request, typed, password, target, (address, name_key))
         except (redis.RedisError, StoreUnavailable) as exc:
-            log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
-            request.state.viewer = None
-            return unavailable(request)
+            return unavailable(request, exc)
 
     async def _log_in(
         self, request: Request, typed: str, password: str, target: str, keys: tuple[str, str]
@@ -182,9 +178,7 @@ class Access:
             try:  # every session of the viewer ends: a copied cookie is refused too
                 await run_in_threadpool(self._end_sessions, cookie)
             except (redis.RedisError, StoreUnavailable) as exc:
-                log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
-                request.state.viewer = None
-                return unavailable(request)
+                return unavailable(request, exc)
         response = RedirectResponse(LOGIN, 303)
         response.delete_cookie(COOKIE, **_flags(request))
         return response

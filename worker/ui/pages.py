@@ -79,8 +79,7 @@ def off_the_loop(build: Build, building: asyncio.Semaphore) -> Handler:
             async with building:
                 return await run_in_threadpool(build, request, app_of(request))
         except redis.RedisError as exc:
-            log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
-            return unavailable(request)
+            return unavailable(request, exc)
 
     return handler
 

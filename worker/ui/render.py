@@ -8,11 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import structlog
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from worker.timefmt import format_rfc3339
+
+log = structlog.get_logger(__name__)
 
 #: Where the pages are mounted, when a request does not say (login pages render base.html too).
 DEFAULT_ROOT = "/ui"
@@ -71,8 +74,10 @@ def page(
     return HTMLResponse(html, status_code=status_code)
 
 
-def unavailable(request: Request) -> HTMLResponse:
-    """The one-line page when Redis cannot be read (the access check's, and every page's)."""
+def unavailable(request: Request, exc: Exception) -> HTMLResponse:
+    """The one-line page when Redis cannot be read (the access check's, and every page's),
+    logged once."""
+    log.warning("ui_redis_unreachable", path=request.url.path, error=type(exc).__name__)
     return page(
         request,
         "error.html",
